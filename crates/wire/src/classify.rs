@@ -1,0 +1,281 @@
+//! The first-flight classifier: from the bytes a connection has sent so far,
+//! decide whether to keep reading, send it to the cover site, or serve it.
+//!
+//! It is a pure function of (bytes so far, policy, users, time, replay
+//! caches), re-run by the driver whenever more bytes arrive. Before the
+//! whole first message is there it only inspects fixed-size headers, so a
+//! peer that trickles bytes one at a time costs O(1) per byte.
+
+use crate::faketls::client_hello::{self, ClientHello, HelloError, Probe};
+use crate::obfuscated2::{self, Accepted, Tag, INIT_LEN};
+use crate::replay::{ReplayCache, ReplayKey};
+use crate::secret::Mode;
+use crate::users::Users;
+
+/// What to do with a TLS hello whose SNI names none of our domains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SniPolicy {
+    /// Send it to the cover site (a real site would answer for its own name only).
+    #[default]
+    Cover,
+    /// Ignore the SNI and check the HMAC anyway.
+    Accept,
+}
+
+/// The server's handshake rules.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Accept bare obfuscated2 with `ef`/`ee` tags (plain secrets).
+    pub plain: bool,
+    /// Accept bare obfuscated2 with the `dd` tag.
+    pub padded: bool,
+    /// Accept fake-TLS.
+    pub fake_tls: bool,
+    /// SNI names served (lower case).
+    pub domains: Vec<String>,
+    /// What to do when the SNI is not in `domains`.
+    pub unknown_sni: SniPolicy,
+    /// How far a client timestamp may lie in the past, seconds.
+    pub max_past: u64,
+    /// How far a client timestamp may lie in the future, seconds.
+    pub max_future: u64,
+}
+
+impl Policy {
+    /// A policy accepting exactly `modes`.
+    pub fn for_modes(modes: &[Mode], domains: Vec<String>) -> Policy {
+        Policy {
+            plain: modes.contains(&Mode::Plain),
+            padded: modes.contains(&Mode::Padded),
+            fake_tls: modes.contains(&Mode::FakeTls),
+            domains: domains
+                .into_iter()
+                .map(|d| d.to_ascii_lowercase())
+                .collect(),
+            unknown_sni: SniPolicy::Cover,
+            max_past: 600,
+            max_future: 60,
+        }
+    }
+}
+
+/// Why a connection goes to the cover site. Names are stable: they label
+/// metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CoverReason {
+    /// Not TLS, and bare obfuscated2 is off or did not match.
+    Unrecognised,
+    /// A TLS record that is not a well-formed ClientHello.
+    BadHello(HelloError),
+    /// The SNI names none of our domains.
+    UnknownSni,
+    /// No user's key produced the hello's HMAC.
+    BadHmac,
+    /// A valid HMAC with a timestamp outside the window; `skew` is client
+    /// time minus server time, seconds.
+    BadTimestamp {
+        /// Client minus server time.
+        skew: i64,
+    },
+    /// A hello or init seen before.
+    Replay,
+    /// Bytes after the ClientHello before the server spoke.
+    TrailingData,
+    /// 64 bytes that no key turned into an allowed obfuscated2 tag.
+    BadInit,
+}
+
+impl CoverReason {
+    /// Stable short name for metrics and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CoverReason::Unrecognised => "unrecognised",
+            CoverReason::BadHello(_) => "bad_hello",
+            CoverReason::UnknownSni => "unknown_sni",
+            CoverReason::BadHmac => "bad_hmac",
+            CoverReason::BadTimestamp { .. } => "bad_timestamp",
+            CoverReason::Replay => "replay",
+            CoverReason::TrailingData => "trailing_data",
+            CoverReason::BadInit => "bad_init",
+        }
+    }
+}
+
+/// An authenticated fake-TLS ClientHello.
+#[derive(Debug, Clone)]
+pub struct TlsAccepted {
+    /// Index of the user whose key matched.
+    pub user: usize,
+    /// The parsed hello.
+    pub hello: ClientHello,
+    /// Bytes of the record (all that was read).
+    pub record_len: usize,
+}
+
+/// An authenticated bare obfuscated2 init.
+#[derive(Debug)]
+pub struct O2Accepted {
+    /// Index of the user whose key matched.
+    pub user: usize,
+    /// Tag, DC and ciphers.
+    pub init: Accepted,
+}
+
+/// The classifier's decision.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Keep reading; the first message is not complete.
+    NeedMore,
+    /// Splice to the cover site with every byte read so far.
+    Cover(CoverReason),
+    /// Answer with the server flight, then read obfuscated2 inside records.
+    FakeTls(TlsAccepted),
+    /// Relay: the first [`INIT_LEN`] bytes were the init, the rest is data.
+    Obfuscated2(O2Accepted),
+}
+
+/// Largest first message the classifier waits for: one full TLS record.
+pub const MAX_FIRST_FLIGHT: usize = 5 + crate::faketls::MAX_PLAINTEXT;
+
+/// Mutable state the classifier consults: the replay caches.
+#[derive(Debug)]
+pub struct ReplayState {
+    /// Client randoms of accepted fake-TLS hellos.
+    pub tls: ReplayCache,
+    /// Init packets of accepted bare obfuscated2 handshakes.
+    pub obfuscated2: ReplayCache,
+}
+
+/// Decides what `buf` (everything read so far) is. `now` is unix seconds.
+/// `hint` names a user to try first (for example the one last seen from
+/// this address).
+pub fn classify(
+    buf: &[u8],
+    policy: &Policy,
+    users: &Users,
+    now: u64,
+    replay: &mut ReplayState,
+    hint: Option<usize>,
+) -> Verdict {
+    if buf.is_empty() {
+        return Verdict::NeedMore;
+    }
+    if policy.fake_tls {
+        match client_hello::probe(buf) {
+            Probe::NeedMore => {
+                // Could still become a bare init; wait for the header.
+                if !(policy.plain || policy.padded) || buf.len() < INIT_LEN {
+                    return Verdict::NeedMore;
+                }
+            }
+            Probe::Record { len } => {
+                if buf.len() < len {
+                    return Verdict::NeedMore;
+                }
+                return classify_hello(buf, len, policy, users, now, &mut replay.tls, hint);
+            }
+            Probe::NotTls => {}
+        }
+    }
+    if policy.plain || policy.padded {
+        if buf.len() < INIT_LEN {
+            return Verdict::NeedMore;
+        }
+        let mut init = [0u8; INIT_LEN];
+        init.copy_from_slice(&buf[..INIT_LEN]);
+        return classify_init(&init, policy, users, now, &mut replay.obfuscated2, hint);
+    }
+    Verdict::Cover(CoverReason::Unrecognised)
+}
+
+fn order(users: &Users, hint: Option<usize>) -> impl Iterator<Item = usize> {
+    let hint = hint.filter(|&h| h < users.len());
+    hint.into_iter()
+        .chain((0..users.len()).filter(move |&i| Some(i) != hint))
+}
+
+fn classify_hello(
+    buf: &[u8],
+    len: usize,
+    policy: &Policy,
+    users: &Users,
+    now: u64,
+    cache: &mut ReplayCache,
+    hint: Option<usize>,
+) -> Verdict {
+    let record = &buf[..len];
+    let hello = match client_hello::parse(record) {
+        Ok(h) => h,
+        Err(e) => return Verdict::Cover(CoverReason::BadHello(e)),
+    };
+    if buf.len() > len {
+        return Verdict::Cover(CoverReason::TrailingData);
+    }
+    let sni_ok = hello
+        .sni
+        .as_deref()
+        .is_some_and(|s| policy.domains.iter().any(|d| d == s));
+    if !sni_ok && policy.unknown_sni == SniPolicy::Cover {
+        return Verdict::Cover(CoverReason::UnknownSni);
+    }
+    let Some(verified) = client_hello::verify(record, &hello.random, users, order(users, hint))
+    else {
+        return Verdict::Cover(CoverReason::BadHmac);
+    };
+    let ts = u64::from(verified.timestamp);
+    let skew = ts as i64 - now as i64;
+    if ts + policy.max_past < now || ts > now + policy.max_future || ts < cache.horizon() {
+        return Verdict::Cover(CoverReason::BadTimestamp { skew });
+    }
+    let mut key: ReplayKey = [0; 16];
+    key.copy_from_slice(&hello.random[..16]);
+    if !cache.check_and_insert(key, now) {
+        return Verdict::Cover(CoverReason::Replay);
+    }
+    Verdict::FakeTls(TlsAccepted {
+        user: verified.user,
+        hello,
+        record_len: len,
+    })
+}
+
+fn classify_init(
+    init: &[u8; INIT_LEN],
+    policy: &Policy,
+    users: &Users,
+    now: u64,
+    cache: &mut ReplayCache,
+    hint: Option<usize>,
+) -> Verdict {
+    for user in order(users, hint) {
+        let Some(u) = users.get(user) else { continue };
+        let Some(accepted) = obfuscated2::accept(init, Some(&u.key)) else {
+            continue;
+        };
+        let allowed = match accepted.tag {
+            Tag::Abridged | Tag::Intermediate => policy.plain,
+            Tag::Padded => policy.padded,
+        };
+        if !allowed {
+            continue;
+        }
+        let mut key: ReplayKey = [0; 16];
+        key.copy_from_slice(&init[8..24]);
+        if !cache.check_and_insert(key, now) {
+            return Verdict::Cover(CoverReason::Replay);
+        }
+        return Verdict::Obfuscated2(O2Accepted {
+            user,
+            init: accepted,
+        });
+    }
+    Verdict::Cover(CoverReason::BadInit)
+}
+
+/// After an authenticated hello: the obfuscated2 init inside the records
+/// must use the same user's key and the `dd` tag (spec §3.4).
+pub fn accept_inner_init(init: &[u8; INIT_LEN], users: &Users, user: usize) -> Option<Accepted> {
+    let accepted = obfuscated2::accept(init, Some(&users.get(user)?.key))?;
+    (accepted.tag == Tag::Padded).then_some(accepted)
+}

@@ -1,0 +1,30 @@
+//! Sans-io wire formats and crypto state machines of samizdat.
+//!
+//! Nothing in this crate touches a socket, a clock or a random number
+//! generator: bytes, the current time and randomness are arguments, so every
+//! function here is deterministic, unit-testable against the recorded vectors
+//! and fuzzable. The tokio drivers live in the `samizdat` crate.
+//!
+//! # Layout
+//!
+//! | module | job |
+//! |---|---|
+//! | [`secret`] | the 16-byte key, the plain / `dd` / `ee` secret forms, hex and base64url text, `tg://proxy` links |
+//! | [`cipher`] | AES-256-CTR keystream used by obfuscated2 |
+//! | [`obfuscated2`] | the 64-byte init packet: build (initiator), accept (responder), key derivation |
+//! | [`framing`] | abridged, intermediate and padded-intermediate packet framing |
+//! | [`faketls`] | ClientHello parse and verify, server flight, TLS record codec |
+//! | [`replay`] | bounded, time-windowed replay cache |
+//! | [`classify`] | the first-flight classifier: need more bytes, send to cover, or authenticated |
+//! | [`users`] | the set of keys a server tries, pre-keyed for HMAC |
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod cipher;
+pub mod classify;
+pub mod faketls;
+pub mod framing;
+pub mod obfuscated2;
+pub mod replay;
+pub mod secret;
+pub mod users;

@@ -1,0 +1,278 @@
+//! Secrets and proxy links (spec §1).
+//!
+//! A secret is a 16-byte key plus a form that tells the client how to speak:
+//! plain (bare obfuscated2), `dd` (bare obfuscated2 with padded intermediate
+//! framing) or `ee` (fake-TLS with an SNI domain). The proxy itself only needs
+//! the key and, for `ee`, the domain.
+
+use base64::Engine as _;
+use std::fmt;
+use zeroize::Zeroize;
+
+/// Length of the shared key inside every secret form.
+pub const KEY_LEN: usize = 16;
+
+/// The longest domain we put into an `ee` secret. TDLib truncates longer
+/// ones so that its ClientHello stays 517 bytes; refusing them up front is
+/// clearer than a client silently using a different SNI.
+pub const MAX_DOMAIN_LEN: usize = 182;
+
+/// The 16-byte key shared by the proxy and its clients.
+///
+/// `Debug` never prints the bytes, so a key cannot reach a log by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Key(pub [u8; KEY_LEN]);
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Key(<redacted>)")
+    }
+}
+
+impl Drop for Key {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl Key {
+    /// Parses exactly 32 hex digits (case-insensitive).
+    pub fn from_hex(text: &str) -> Result<Key, SecretError> {
+        let text = text.trim();
+        if text.len() != KEY_LEN * 2 {
+            return Err(SecretError::KeyLength { got: text.len() });
+        }
+        let mut key = [0u8; KEY_LEN];
+        hex::decode_to_slice(text, &mut key).map_err(|_| SecretError::NotHex)?;
+        Ok(Key(key))
+    }
+
+    /// Lower-case hex of the key. Only for building links and the state file.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+/// Which handshake a client uses with a secret (spec §1.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Bare obfuscated2 with abridged or intermediate framing (plain secret).
+    Plain,
+    /// Bare obfuscated2 with padded intermediate framing (`dd` secret).
+    Padded,
+    /// Fake-TLS, then obfuscated2 with padded intermediate framing (`ee` secret).
+    FakeTls,
+}
+
+impl Mode {
+    /// The name used on the command line and in the config: `plain`, `dd`, `ee`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Plain => "plain",
+            Mode::Padded => "dd",
+            Mode::FakeTls => "ee",
+        }
+    }
+
+    /// Parses `plain`, `dd` (or `secure`/`padded`), `ee` (or `tls`/`faketls`).
+    pub fn parse(text: &str) -> Result<Mode, SecretError> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "plain" | "classic" => Ok(Mode::Plain),
+            "dd" | "secure" | "padded" => Ok(Mode::Padded),
+            "ee" | "tls" | "faketls" | "fake-tls" => Ok(Mode::FakeTls),
+            other => Err(SecretError::UnknownMode(other.to_string())),
+        }
+    }
+}
+
+/// A decoded secret as a client holds it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret {
+    /// The shared key.
+    pub key: Key,
+    /// How the client speaks.
+    pub mode: Mode,
+    /// The SNI domain of an `ee` secret, `None` for the other forms.
+    pub domain: Option<String>,
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Secret")
+            .field("mode", &self.mode)
+            .field("domain", &self.domain)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a secret or key was refused. Each message says what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SecretError {
+    /// A bare key of the wrong length.
+    #[error("expected 32 hex characters (a 16-byte key), got {got}")]
+    KeyLength {
+        /// Characters received.
+        got: usize,
+    },
+    /// Not hex digits.
+    #[error("expected hex digits 0-9a-f")]
+    NotHex,
+    /// Neither hex nor base64url.
+    #[error("not valid hex or base64url text")]
+    Encoding,
+    /// Decoded to fewer than 16 bytes.
+    #[error("secret decodes to {0} bytes; a secret holds at least a 16-byte key")]
+    TooShort(usize),
+    /// `dd` secret of the wrong length.
+    #[error("a dd secret is exactly 17 bytes (dd + 16-byte key), got {0}")]
+    PaddedLength(usize),
+    /// `ee` secret without a domain.
+    #[error("an ee secret needs a domain after the 16-byte key (ee + key + domain)")]
+    MissingDomain,
+    /// Unknown first byte.
+    #[error("secret starts with 0x{0:02x}; expected 16 bytes (plain), dd… or ee…")]
+    UnknownForm(u8),
+    /// Domain is not a plausible host name.
+    #[error(
+        "domain {0:?} is not a valid host name (letters, digits, '-', '.', at most 182 bytes)"
+    )]
+    BadDomain(String),
+    /// Unknown mode name.
+    #[error("unknown mode {0:?}; expected plain, dd or ee")]
+    UnknownMode(String),
+}
+
+/// Checks that `domain` can be used verbatim as a TLS SNI host name.
+pub fn validate_domain(domain: &str) -> Result<(), SecretError> {
+    let ok = !domain.is_empty()
+        && domain.len() <= MAX_DOMAIN_LEN
+        && domain
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(SecretError::BadDomain(domain.to_string()))
+    }
+}
+
+impl Secret {
+    /// Decodes secret text the way clients do: hex first, then base64url
+    /// (we also tolerate `=` padding and the standard `+/` alphabet).
+    pub fn parse(text: &str) -> Result<Secret, SecretError> {
+        let text = text.trim();
+        let raw = if text.len() % 2 == 0 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            hex::decode(text).map_err(|_| SecretError::NotHex)?
+        } else {
+            let unpadded = text.trim_end_matches('=');
+            let url = unpadded.replace('+', "-").replace('/', "_");
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(url.as_bytes())
+                .map_err(|_| SecretError::Encoding)?
+        };
+        Secret::from_bytes(&raw)
+    }
+
+    /// Decodes the raw secret bytes (spec §1.2 rules, as TDLib applies them).
+    pub fn from_bytes(raw: &[u8]) -> Result<Secret, SecretError> {
+        let key_at = |offset: usize| {
+            let mut key = [0u8; KEY_LEN];
+            key.copy_from_slice(&raw[offset..offset + KEY_LEN]);
+            Key(key)
+        };
+        match raw.len() {
+            n if n < KEY_LEN => Err(SecretError::TooShort(n)),
+            KEY_LEN => Ok(Secret {
+                key: key_at(0),
+                mode: Mode::Plain,
+                domain: None,
+            }),
+            n => match raw[0] {
+                0xdd if n == KEY_LEN + 1 => Ok(Secret {
+                    key: key_at(1),
+                    mode: Mode::Padded,
+                    domain: None,
+                }),
+                0xdd => Err(SecretError::PaddedLength(n)),
+                0xee if n == KEY_LEN + 1 => Err(SecretError::MissingDomain),
+                0xee => {
+                    let domain = String::from_utf8(raw[KEY_LEN + 1..].to_vec())
+                        .map_err(|_| SecretError::BadDomain("<not UTF-8>".into()))?;
+                    validate_domain(&domain)?;
+                    Ok(Secret {
+                        key: key_at(1),
+                        mode: Mode::FakeTls,
+                        domain: Some(domain),
+                    })
+                }
+                other => Err(SecretError::UnknownForm(other)),
+            },
+        }
+    }
+
+    /// The raw bytes of this secret as a client holds them.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(KEY_LEN + 1 + self.domain.as_ref().map_or(0, |d| d.len()));
+        match self.mode {
+            Mode::Plain => {}
+            Mode::Padded => out.push(0xdd),
+            Mode::FakeTls => out.push(0xee),
+        }
+        out.extend_from_slice(&self.key.0);
+        if let (Mode::FakeTls, Some(domain)) = (self.mode, &self.domain) {
+            out.extend_from_slice(domain.as_bytes());
+        }
+        out
+    }
+
+    /// Lower-case hex text, the form we put in links by default.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.to_bytes())
+    }
+
+    /// base64url text without padding (the form mtg prints).
+    pub fn to_base64url(&self) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.to_bytes())
+    }
+}
+
+/// Encodes a query-string value: unreserved characters stay, the rest is %XX.
+fn query_escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The two forms of a proxy link (spec §1.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Links {
+    /// `tg://proxy?...`, opens the app directly.
+    pub tg: String,
+    /// `https://t.me/proxy?...`, works from a browser.
+    pub tme: String,
+}
+
+/// Builds `tg://proxy` and `https://t.me/proxy` links. `secret_text` is the
+/// secret as text (hex or base64url); `host` a DNS name or an IP literal
+/// (IPv6 without brackets, as the apps expect).
+pub fn links(host: &str, port: u16, secret_text: &str) -> Links {
+    let query = format!(
+        "server={}&port={}&secret={}",
+        query_escape(host),
+        port,
+        query_escape(secret_text)
+    );
+    Links {
+        tg: format!("tg://proxy?{query}"),
+        tme: format!("https://t.me/proxy?{query}"),
+    }
+}
