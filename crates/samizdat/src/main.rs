@@ -1,1 +1,120 @@
-fn main() {}
+//! The `samizdat` command.
+
+use clap::{Parser, Subcommand};
+use samizdat::config::{ServeArgs, ServeConfig};
+use samizdat::serve::Server;
+use tokio_util::sync::CancellationToken;
+
+/// samizdat keeps people connected when a censor blocks a service.
+#[derive(Parser)]
+#[command(name = "samizdat", version, about, long_about = None)]
+struct Cli {
+    /// Log filter, e.g. info, debug, samizdat=debug (or RUST_LOG).
+    #[arg(long, global = true, default_value = "info", env = "SAMIZDAT_LOG")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an MTProto proxy for Telegram apps (plain, dd and ee secrets);
+    /// everything that fails authentication is spliced to a cover site.
+    Serve(ServeArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("samizdat: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Each connection needs two descriptors; the usual soft limit of 1024
+    // would cap a server at ~500 users. Raise it to the hard limit.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!(error = %e, "cannot raise the open-files limit");
+    }
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(samizdat::state::default_dir);
+    let mut created = false;
+    let config = ServeConfig::from_args(&args, || {
+        let (key, new) = samizdat::state::load_or_create_key(&state_dir)?;
+        created = new;
+        Ok(key)
+    })?;
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(n) = args.threads {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = rt.build()?;
+    rt.block_on(async move {
+        let server = Server::bind(config.clone())?;
+        let bound = server.addrs[0];
+        let (host, hint) = samizdat::links::link_host(&config, bound);
+        println!(
+            "samizdat serving on {}",
+            server
+                .addrs
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if config.generated {
+            let verb = if created {
+                "generated a new secret and saved it"
+            } else {
+                "using the secret saved"
+            };
+            println!("{verb} in {}", state_dir.join("state.toml").display());
+        }
+        print!("{}", samizdat::links::render(&config, &host, bound.port()));
+        if let Some(h) = hint {
+            println!("note: {h}");
+        }
+        println!(
+            "cover site: {} (connections that fail authentication go there)",
+            config.cover
+        );
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let stop = CancellationToken::new();
+        let signals = stop.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            signals.cancel();
+        });
+        server.run(stop).await;
+        anyhow::Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -114,7 +114,10 @@ fn unencrypted_body(request: &[u8]) -> Option<&[u8]> {
 
 /// Appends a TL `bytes`/`string` (short form: length byte, data, zero pad to 4).
 fn put_tl_bytes(out: &mut Vec<u8>, data: &[u8]) {
-    assert!(data.len() < 254, "only the short TL string form is needed here");
+    assert!(
+        data.len() < 254,
+        "only the short TL string form is needed here"
+    );
     out.push(data.len() as u8);
     out.extend_from_slice(data);
     let pad = (4 - (1 + data.len()) % 4) % 4;
@@ -148,7 +151,12 @@ mod tests {
 
     #[test]
     fn answers_req_pq_multi_with_a_well_formed_res_pq() {
-        let a = answer(&request(REQ_PQ_MULTI, 1, &[]), SERVER_NONCE, 0x6000_0000_0000_0000).unwrap();
+        let a = answer(
+            &request(REQ_PQ_MULTI, 1, &[]),
+            SERVER_NONCE,
+            0x6000_0000_0000_0000,
+        )
+        .unwrap();
         assert_eq!(a.len(), 20 + 72);
         assert_eq!(&a[..8], &[0u8; 8], "auth_key_id");
         assert_eq!(u64_at(&a, 8), 0x6000_0000_0000_0001, "server msg_id");
@@ -173,11 +181,19 @@ mod tests {
         assert_eq!(
             hex,
             concat!(
-                "0000000000000000", "0500000000000000", "48000000",
-                "63241605", "30313233343536373839616263646566",
+                "0000000000000000",
+                "0500000000000000",
+                "48000000",
+                "63241605",
+                "30313233343536373839616263646566",
                 "a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5",
-                "08", "17ed48941a08f981", "000000",
-                "15c4b51c", "02000000", "85fd64de851d9dd0", "a5b7f709355fc30b",
+                "08",
+                "17ed48941a08f981",
+                "000000",
+                "15c4b51c",
+                "02000000",
+                "85fd64de851d9dd0",
+                "a5b7f709355fc30b",
             )
         );
     }
@@ -188,7 +204,10 @@ mod tests {
         assert_eq!(u32_at(&a, 20), RES_PQ);
         assert_eq!(&a[24..40], &NONCE);
         assert_eq!(request_name(&request(REQ_PQ, 77, &[])), Some("req_pq"));
-        assert_eq!(request_name(&request(REQ_PQ_MULTI, 77, &[])), Some("req_pq_multi"));
+        assert_eq!(
+            request_name(&request(REQ_PQ_MULTI, 77, &[])),
+            Some("req_pq_multi")
+        );
     }
 
     #[test]
@@ -201,7 +220,10 @@ mod tests {
         let m = server_msg_id(1_700_000_000, 999_999_999);
         assert_eq!(m % 4, 1);
         assert_eq!(m >> 32, 1_700_000_000);
-        assert_eq!(server_msg_id(1_700_000_000, 0), (1_700_000_000u64 << 32) | 1);
+        assert_eq!(
+            server_msg_id(1_700_000_000, 0),
+            (1_700_000_000u64 << 32) | 1
+        );
     }
 
     #[test]

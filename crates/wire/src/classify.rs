@@ -132,7 +132,7 @@ pub enum Verdict {
     /// Answer with the server flight, then read obfuscated2 inside records.
     FakeTls(TlsAccepted),
     /// Relay: the first [`INIT_LEN`] bytes were the init, the rest is data.
-    Obfuscated2(O2Accepted),
+    Obfuscated2(Box<O2Accepted>),
 }
 
 /// Largest first message the classifier waits for: one full TLS record.
@@ -265,10 +265,10 @@ fn classify_init(
         if !cache.check_and_insert(key, now) {
             return Verdict::Cover(CoverReason::Replay);
         }
-        return Verdict::Obfuscated2(O2Accepted {
+        return Verdict::Obfuscated2(Box::new(O2Accepted {
             user,
             init: accepted,
-        });
+        }));
     }
     Verdict::Cover(CoverReason::BadInit)
 }

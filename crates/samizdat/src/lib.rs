@@ -1,0 +1,21 @@
+//! samizdat: an MTProto proxy that looks like an ordinary HTTPS site.
+//!
+//! # Layout
+//!
+//! | module | job |
+//! |---|---|
+//! | [`config`] | `serve` options → one validated [`config::ServeConfig`] |
+//! | [`serve`] | listener, connection handling, cover splice, DC routing, relay |
+//! | [`links`] | the `tg://proxy` links printed at start |
+//! | [`state`] | the state directory (the zero-config secret) |
+//! | [`duration`] | `10s`-style durations |
+//!
+//! All protocol logic lives in the sans-io `wire` crate; this crate only
+//! drives sockets and timers around it.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod duration;
+pub mod links;
+pub mod serve;
+pub mod state;

@@ -1,0 +1,99 @@
+//! The links `samizdat serve` prints, and which host to put in them.
+
+use crate::config::ServeConfig;
+use std::net::{IpAddr, SocketAddr};
+use wire::secret::{self, Mode, Secret};
+
+/// Whether an address could be reached from the internet.
+fn is_public(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            !(v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64))
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
+/// Picks the host for links: `--public-host`, else the listen address, else
+/// (for 0.0.0.0) this machine's first public interface address. Returns the
+/// host and, when it is a guess, a hint for the operator.
+pub fn link_host(config: &ServeConfig, bound: SocketAddr) -> (String, Option<String>) {
+    if let Some(h) = &config.public_host {
+        return (h.clone(), None);
+    }
+    let hint = "pass --public-host HOST (the name or address clients reach this server at)";
+    if !bound.ip().is_unspecified() {
+        let ip = bound.ip();
+        let note = (!is_public(&ip)).then(|| format!("{ip} is not a public address; {hint}"));
+        return (ip.to_string(), note);
+    }
+    let want_v4 = bound.is_ipv4();
+    let addrs: Vec<IpAddr> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| i.ip())
+        .filter(|ip| ip.is_ipv4() == want_v4 || !want_v4)
+        .collect();
+    if let Some(ip) = addrs.iter().find(|ip| is_public(ip)) {
+        return (ip.to_string(), Some(format!("using this machine's address {ip}; if clients reach it by another name or address, {hint}")));
+    }
+    if let Some(ip) = addrs.iter().find(|ip| !ip.is_loopback()) {
+        return (
+            ip.to_string(),
+            Some(format!("{ip} is a private address (behind NAT?); {hint}")),
+        );
+    }
+    (
+        "127.0.0.1".to_string(),
+        Some(format!("no network address found; {hint}")),
+    )
+}
+
+/// The printable block of links for every user and accepted form.
+pub fn render(config: &ServeConfig, host: &str, port: u16) -> String {
+    let mut out = String::new();
+    for user in &config.users {
+        for mode in &config.modes {
+            let secrets: Vec<Secret> = match mode {
+                Mode::FakeTls => config
+                    .policy
+                    .domains
+                    .iter()
+                    .map(|d| Secret {
+                        key: user.key.clone(),
+                        mode: Mode::FakeTls,
+                        domain: Some(d.clone()),
+                    })
+                    .collect(),
+                m => vec![Secret {
+                    key: user.key.clone(),
+                    mode: *m,
+                    domain: None,
+                }],
+            };
+            for s in secrets {
+                let l = secret::links(host, port, &s.to_hex());
+                let what = match (&s.mode, &s.domain) {
+                    (Mode::FakeTls, Some(d)) => format!("ee, fake-TLS as {d}"),
+                    (Mode::Padded, _) => "dd, padded".to_string(),
+                    _ => "plain".to_string(),
+                };
+                out.push_str(&format!(
+                    "user {} ({what}):\n  {}\n  {}\n",
+                    user.name, l.tg, l.tme
+                ));
+            }
+        }
+    }
+    out
+}

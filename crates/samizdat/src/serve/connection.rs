@@ -1,0 +1,442 @@
+//! One client connection through `serve`: classify → (cover | fake-TLS
+//! answer → inner init) → DC → relay. The protocol decisions are made by
+//! `wire`; this file only moves bytes and keeps deadlines.
+
+use super::relay::{self, ClientToDc, DcToClient, Identity};
+use super::{unix_now, Shared};
+use std::future::Future;
+use std::io::{self, ErrorKind};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use wire::classify::{self, CoverReason, Verdict, MAX_FIRST_FLIGHT};
+use wire::faketls::records::RecordDecoder;
+use wire::faketls::server_flight::{self, ExtensionOrder, FlightParams};
+use wire::obfuscated2::{self, Accepted, INIT_LEN};
+
+type Connecting = Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>>;
+
+/// Why the classification phase ended.
+enum Decision {
+    Cover(CoverReason),
+    Tls(classify::TlsAccepted),
+    Bare(Box<classify::O2Accepted>),
+    /// The client reset or the server is shutting down.
+    Gone,
+}
+
+/// The state of the cover connection while classifying.
+struct Cover {
+    pending: Option<Connecting>,
+    stream: Option<TcpStream>,
+    failed: bool,
+    /// Bytes of the first flight already forwarded.
+    sent: usize,
+}
+
+enum Event {
+    Read(io::Result<usize>),
+    CoverConnected(io::Result<TcpStream>),
+    CoverSpoke,
+    Deadline,
+    Shutdown,
+}
+
+/// Serves one accepted connection to its end.
+pub(super) async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let _ = client.set_nodelay(true);
+    let started = Instant::now();
+    let deadline = started + shared.config.handshake_timeout;
+    let mut first: Vec<u8> = Vec::new();
+    let mut client_eof = false;
+    let mut cover = Cover {
+        pending: None,
+        stream: None,
+        failed: false,
+        sent: 0,
+    };
+    if shared.config.cover_connect == super::cover::CoverConnect::Eager {
+        let target = shared.config.cover.clone();
+        let timeout = shared.config.connect_timeout;
+        cover.pending = Some(Box::pin(async move { target.connect(timeout).await }));
+    }
+
+    let decision = loop {
+        let verdict = if first.is_empty() {
+            Verdict::NeedMore
+        } else {
+            let now = unix_now();
+            let mut replay = shared.replay.lock().unwrap_or_else(|p| p.into_inner());
+            classify::classify(
+                &first,
+                &shared.config.policy,
+                &shared.users,
+                now,
+                &mut replay,
+                None,
+            )
+        };
+        match verdict {
+            Verdict::NeedMore if client_eof => break Decision::Cover(CoverReason::Unrecognised),
+            Verdict::NeedMore => {
+                // Forward only what could not be decided on: a complete
+                // authentic hello is never shown to the cover.
+                if let Some(s) = &cover.stream {
+                    if cover.sent < first.len()
+                        && relay::write_all(s, &first[cover.sent..]).await.is_ok()
+                    {
+                        cover.sent = first.len();
+                    }
+                }
+            }
+            Verdict::Cover(reason) => break Decision::Cover(reason),
+            Verdict::FakeTls(acc) => break Decision::Tls(acc),
+            Verdict::Obfuscated2(acc) => break Decision::Bare(acc),
+        }
+        let event = tokio::select! {
+            r = read_some(&client, &mut first, MAX_FIRST_FLIGHT + 1) => Event::Read(r),
+            r = async { cover.pending.as_mut().expect("guarded").await }, if cover.pending.is_some() => Event::CoverConnected(r),
+            r = async { cover.stream.as_ref().expect("guarded").readable().await }, if cover.stream.is_some() => match r {
+                Ok(()) => Event::CoverSpoke,
+                Err(_) => Event::CoverSpoke,
+            },
+            _ = tokio::time::sleep_until(deadline) => Event::Deadline,
+            _ = shared.shutdown.cancelled() => Event::Shutdown,
+        };
+        match event {
+            Event::Read(Ok(0)) => client_eof = true,
+            Event::Read(Ok(_)) => {}
+            Event::Read(Err(e)) => {
+                if let Some(s) = &cover.stream {
+                    if is_reset(&e) {
+                        relay::arm_reset(s);
+                    }
+                }
+                break Decision::Gone;
+            }
+            Event::CoverConnected(r) => {
+                cover.pending = None;
+                match r {
+                    Ok(s) => cover.stream = Some(s),
+                    Err(e) => {
+                        cover.failed = true;
+                        shared.warn_cover_unreachable(&e);
+                    }
+                }
+            }
+            // The cover answered or closed before we decided: a hello of
+            // ours is never rejected by a TLS server before it is complete,
+            // so this is not one of ours. Splice now, at the cover's pace.
+            Event::CoverSpoke => break Decision::Cover(CoverReason::Unrecognised),
+            Event::Deadline => break Decision::Cover(CoverReason::Unrecognised),
+            Event::Shutdown => break Decision::Gone,
+        }
+    };
+
+    match decision {
+        Decision::Gone => {}
+        Decision::Cover(reason) => {
+            shared.stats.count_cover(reason);
+            if let CoverReason::BadTimestamp { skew } = reason {
+                shared.warn_clock_skew(skew);
+            }
+            tracing::debug!(reason = reason.name(), bytes = first.len(), "to cover");
+            splice_to_cover(client, first, cover, client_eof, &shared).await;
+        }
+        Decision::Tls(acc) => {
+            drop(cover);
+            shared
+                .stats
+                .authenticated_tls
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            serve_tls(client, acc, deadline, &shared, peer).await;
+        }
+        Decision::Bare(acc) => {
+            drop(cover);
+            shared
+                .stats
+                .authenticated_bare
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let leftover = first.split_off(INIT_LEN);
+            let acc = *acc;
+            serve_dc(client, acc.user, acc.init, None, leftover, &shared, peer).await;
+        }
+    }
+}
+
+fn is_reset(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+    )
+}
+
+/// Reads more bytes into `buf` without growing it past `limit`.
+async fn read_some(s: &TcpStream, buf: &mut Vec<u8>, limit: usize) -> io::Result<usize> {
+    loop {
+        s.readable().await?;
+        let len = buf.len();
+        let want = limit.saturating_sub(len).clamp(1, 16 * 1024);
+        buf.resize(len + want, 0);
+        match s.try_read(&mut buf[len..]) {
+            Ok(n) => {
+                buf.truncate(len + n);
+                return Ok(n);
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => buf.truncate(len),
+            Err(e) => {
+                buf.truncate(len);
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Splices a connection that did not authenticate to the cover site: the
+/// bytes not yet forwarded go first, then both directions until either
+/// side ends, with no deadline of ours.
+async fn splice_to_cover(
+    client: TcpStream,
+    first: Vec<u8>,
+    mut cover: Cover,
+    client_eof: bool,
+    shared: &Shared,
+) {
+    let stream = match (cover.stream.take(), cover.pending.take(), cover.failed) {
+        (Some(s), _, _) => Ok(s),
+        (None, Some(pending), _) => pending.await,
+        (None, None, false) => {
+            shared
+                .config
+                .cover
+                .connect(shared.config.connect_timeout)
+                .await
+        }
+        (None, None, true) => Err(io::Error::other("cover unreachable")),
+    };
+    let stream = match stream {
+        Ok(s) => s,
+        Err(e) => {
+            shared.warn_cover_unreachable(&e);
+            return; // dropping the client closes it
+        }
+    };
+    if relay::write_all(&stream, &first[cover.sent.min(first.len())..])
+        .await
+        .is_err()
+    {
+        relay::arm_reset(&client);
+        return;
+    }
+    if client_eof {
+        relay::shutdown_write(&stream);
+    }
+    let out = relay::relay(
+        &client,
+        &stream,
+        Identity,
+        Identity,
+        &shared.pool,
+        None,
+        &shared.shutdown,
+    )
+    .await;
+    tracing::debug!(
+        up = out.up,
+        down = out.down,
+        end = out.end.name(),
+        "cover splice ended"
+    );
+}
+
+/// After an authenticated ClientHello: answer with the server flight, then
+/// read the obfuscated2 init from inside the records.
+async fn serve_tls(
+    client: TcpStream,
+    acc: classify::TlsAccepted,
+    deadline: Instant,
+    shared: &Shared,
+    peer: SocketAddr,
+) {
+    let mut secret = [0u8; 32];
+    let _ = getrandom::fill(&mut secret);
+    let key_share = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(secret));
+    let mut len_noise = [0u8; 2];
+    let _ = getrandom::fill(&mut len_noise);
+    let cert_len = 2500 + (u16::from_le_bytes(len_noise) as usize % 1120);
+    let mut cert = vec![0u8; cert_len];
+    let _ = getrandom::fill(&mut cert);
+    let flight = server_flight::build(
+        &shared.users,
+        acc.user,
+        &FlightParams {
+            client_random: &acc.hello.random,
+            session_id: &acc.hello.session_id,
+            cipher_suite: acc.hello.cipher_suite,
+            key_share: key_share.as_bytes(),
+            fake_certificate: &cert,
+            order: ExtensionOrder::KeyShareFirst,
+        },
+    );
+    if relay::write_all(&client, &flight).await.is_err() {
+        return;
+    }
+    drop((flight, cert));
+    let mut records = RecordDecoder::new();
+    let mut payload = Vec::with_capacity(INIT_LEN);
+    let mut chunk = vec![0u8; 4096];
+    while payload.len() < INIT_LEN {
+        let read = tokio::time::timeout_at(deadline, async {
+            loop {
+                client.readable().await?;
+                match client.try_read(&mut chunk) {
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+                    other => return other,
+                }
+            }
+        })
+        .await;
+        let n = match read {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => {
+                tracing::debug!("authenticated fake-TLS client left or stalled before its init");
+                return;
+            }
+        };
+        match records.decode_in_place(&mut chunk[..n]) {
+            Ok(m) => payload.extend_from_slice(&chunk[..m]),
+            Err(e) => {
+                tracing::debug!(error = %e, "authenticated fake-TLS client broke the record layer");
+                return;
+            }
+        }
+        if records.is_closed() && payload.len() < INIT_LEN {
+            return;
+        }
+    }
+    drop(chunk);
+    let init: [u8; INIT_LEN] = payload[..INIT_LEN].try_into().expect("length checked");
+    let Some(accepted) = classify::accept_inner_init(&init, &shared.users, acc.user) else {
+        tracing::debug!("authenticated fake-TLS client sent an init that is not dd under its key");
+        return;
+    };
+    let leftover = payload.split_off(INIT_LEN);
+    serve_dc(
+        client,
+        acc.user,
+        accepted,
+        Some(records),
+        leftover,
+        shared,
+        peer,
+    )
+    .await;
+}
+
+/// Connects to the client's DC, opens our own obfuscated2 toward it and
+/// relays until either side ends.
+async fn serve_dc(
+    client: TcpStream,
+    user: usize,
+    init: Accepted,
+    records: Option<RecordDecoder>,
+    mut leftover: Vec<u8>,
+    shared: &Shared,
+    _peer: SocketAddr,
+) {
+    let name = shared
+        .users
+        .get(user)
+        .map(|u| u.name.as_str())
+        .unwrap_or("?");
+    let tls = records.is_some();
+    let addrs = shared.config.dcs.resolve(init.dc);
+    if addrs.is_empty() {
+        tracing::info!(
+            user = name,
+            dc = init.dc,
+            "client asked for an unknown DC id; add --dc {}=ADDR to route it",
+            init.dc
+        );
+        return;
+    }
+    let mut server = None;
+    for addr in &addrs {
+        match tokio::time::timeout(shared.config.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
+                server = Some(s);
+                break;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(dc = init.dc, %addr, error = %e, "cannot connect to Telegram DC")
+            }
+            Err(_) => tracing::warn!(dc = init.dc, %addr, "connecting to Telegram DC timed out"),
+        }
+    }
+    let Some(server) = server else { return };
+    let _ = server.set_nodelay(true);
+    let ours = obfuscated2::initiate(safe_random(), init.tag, init.dc.saturating_abs(), None);
+    if relay::write_all(&server, &ours.wire).await.is_err() {
+        return;
+    }
+    let mut up = ClientToDc {
+        records,
+        decrypt: init.ciphers.decrypt,
+        encrypt: ours.ciphers.encrypt,
+    };
+    if !leftover.is_empty() {
+        up.decrypt.apply(&mut leftover);
+        up.encrypt.apply(&mut leftover);
+        if relay::write_all(&server, &leftover).await.is_err() {
+            return;
+        }
+    }
+    let down = DcToClient {
+        decrypt: ours.ciphers.decrypt,
+        encrypt: init.ciphers.encrypt,
+        tls,
+    };
+    let started = Instant::now();
+    shared
+        .stats
+        .relays_active
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let out = relay::relay(
+        &client,
+        &server,
+        up,
+        down,
+        &shared.pool,
+        Some(shared.config.idle_timeout),
+        &shared.shutdown,
+    )
+    .await;
+    shared
+        .stats
+        .relays_active
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::debug!(
+        user = name,
+        dc = init.dc,
+        tag = init.tag.name(),
+        tls,
+        up = out.up + leftover.len() as u64,
+        down = out.down,
+        end = out.end.name(),
+        secs = started.elapsed().as_secs_f32(),
+        "relay ended"
+    );
+}
+
+/// 64 random bytes that may be sent bare (spec §2.2).
+fn safe_random() -> [u8; INIT_LEN] {
+    let mut r = [0u8; INIT_LEN];
+    loop {
+        let _ = getrandom::fill(&mut r);
+        if obfuscated2::is_safe_bare_prefix(&r) {
+            return r;
+        }
+    }
+}

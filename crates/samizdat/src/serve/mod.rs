@@ -1,0 +1,278 @@
+//! `samizdat serve`: listeners, shared state, the accept loop and graceful
+//! shutdown. Each accepted connection runs in one task
+//! ([`connection::handle`]).
+
+pub mod cover;
+pub mod dc;
+pub mod pool;
+pub mod relay;
+
+mod connection;
+
+use crate::config::{ServeConfig, DEFAULT_PORT, FALLBACK_PORT};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use wire::classify::{CoverReason, ReplayState};
+use wire::replay::ReplayCache;
+use wire::users::Users;
+
+/// Unix time in seconds.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Most replay-cache entries per generation (about 40 bytes each).
+const REPLAY_CAP: usize = 1 << 20;
+
+/// Counters, readable by tests today and exported as metrics later.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Connections accepted.
+    pub accepted: AtomicU64,
+    /// Connections closed at once because `--max-connections` was reached.
+    pub refused_over_limit: AtomicU64,
+    /// Connections open right now.
+    pub active: AtomicUsize,
+    /// Relays to a DC open right now.
+    pub relays_active: AtomicUsize,
+    /// Fake-TLS hellos that authenticated.
+    pub authenticated_tls: AtomicU64,
+    /// Bare obfuscated2 inits that authenticated.
+    pub authenticated_bare: AtomicU64,
+    /// Connections sent to the cover site.
+    pub covered: AtomicU64,
+    /// Of those, replays.
+    pub replays: AtomicU64,
+}
+
+impl Stats {
+    fn count_cover(&self, reason: CoverReason) {
+        self.covered.fetch_add(1, Ordering::Relaxed);
+        if reason == CoverReason::Replay {
+            self.replays.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Everything connections share. Immutable but for the replay caches,
+/// the counters and the buffer pool.
+pub struct Shared {
+    /// The validated configuration.
+    pub config: ServeConfig,
+    /// Users, pre-keyed.
+    pub users: Users,
+    /// Replay caches (fake-TLS randoms, bare inits).
+    pub replay: Mutex<ReplayState>,
+    /// Relay buffers.
+    pub pool: pool::BufferPool,
+    /// Fires on shutdown.
+    pub shutdown: CancellationToken,
+    /// Counters.
+    pub stats: Stats,
+    last_cover_warning: AtomicU64,
+    last_skew_warning: AtomicU64,
+}
+
+impl Shared {
+    fn rate_limited(slot: &AtomicU64) -> bool {
+        let now = unix_now();
+        let last = slot.load(Ordering::Relaxed);
+        now >= last + 60
+            && slot
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    fn warn_cover_unreachable(&self, e: &std::io::Error) {
+        if Self::rate_limited(&self.last_cover_warning) {
+            tracing::warn!(
+                cover = %self.config.cover,
+                error = %e,
+                "cannot reach the cover site, so connections that fail authentication are closed instead of \
+                 looking like a web site; fix --cover (or --domain) so that it points at a working HTTPS server"
+            );
+        }
+    }
+
+    fn warn_clock_skew(&self, skew: i64) {
+        if Self::rate_limited(&self.last_skew_warning) {
+            tracing::warn!(
+                skew_secs = skew,
+                "a client with a valid key sent a timestamp outside the accepted window (or a replay of an old \
+                 hello); if this repeats, check this server's clock (NTP)"
+            );
+        }
+    }
+}
+
+/// A bound server, ready to run.
+pub struct Server {
+    listeners: Vec<TcpListener>,
+    shared: Arc<Shared>,
+    /// Bound addresses (with real ports when 0 was asked for).
+    pub addrs: Vec<SocketAddr>,
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
+impl Server {
+    /// Binds the listeners. Without `--listen`, tries 0.0.0.0:443 and falls
+    /// back to 8443 when 443 may not be bound, saying so.
+    pub fn bind(config: ServeConfig) -> anyhow::Result<Server> {
+        let mut listeners = Vec::new();
+        match &config.listen {
+            Some(addrs) => {
+                for a in addrs {
+                    let l = bind(*a).map_err(|e| {
+                        anyhow::anyhow!("--listen {a}: cannot listen: {e}{}", bind_hint(&e))
+                    })?;
+                    listeners.push(l);
+                }
+            }
+            None => {
+                let default = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT));
+                match bind(default) {
+                    Ok(l) => listeners.push(l),
+                    Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                        let fallback = SocketAddr::from(([0, 0, 0, 0], FALLBACK_PORT));
+                        tracing::warn!(
+                            "port {DEFAULT_PORT} needs root or CAP_NET_BIND_SERVICE; listening on {FALLBACK_PORT} instead \
+                             (a cover site on 443 is less suspicious: see --listen)"
+                        );
+                        listeners.push(bind(fallback).map_err(|e| {
+                            anyhow::anyhow!(
+                                "cannot listen on {fallback} either: {e}; pass --listen ADDR"
+                            )
+                        })?);
+                    }
+                    Err(e) => {
+                        return Err(anyhow::anyhow!(
+                            "cannot listen on {default}: {e}{}",
+                            bind_hint(&e)
+                        ));
+                    }
+                }
+            }
+        }
+        let addrs = listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
+        let now = unix_now();
+        let window = config.policy.max_past + config.policy.max_future;
+        let users = Users::new(config.users.iter().map(|u| (u.name.clone(), u.key.clone())));
+        let shared = Arc::new(Shared {
+            users,
+            replay: Mutex::new(ReplayState {
+                tls: ReplayCache::new(now, window.max(1), REPLAY_CAP),
+                obfuscated2: ReplayCache::new(now, 0, REPLAY_CAP),
+            }),
+            pool: pool::BufferPool::new(64),
+            shutdown: CancellationToken::new(),
+            stats: Stats::default(),
+            last_cover_warning: AtomicU64::new(0),
+            last_skew_warning: AtomicU64::new(0),
+            config,
+        });
+        Ok(Server {
+            listeners,
+            shared,
+            addrs,
+        })
+    }
+
+    /// The shared state (for tests and metrics).
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// Accepts until `stop` fires, then stops accepting and lets open
+    /// connections finish for at most the drain timeout.
+    pub async fn run(self, stop: CancellationToken) {
+        let tracker = TaskTracker::new();
+        let limit = Arc::new(Semaphore::new(self.shared.config.max_connections));
+        for listener in self.listeners {
+            let shared = self.shared.clone();
+            let limit = limit.clone();
+            let stop = stop.clone();
+            let conns = tracker.clone();
+            tracker.spawn(async move {
+                loop {
+                    let accepted = tokio::select! {
+                        r = listener.accept() => r,
+                        _ = stop.cancelled() => break,
+                    };
+                    let (stream, peer) = match accepted {
+                        Ok(x) => x,
+                        Err(e) => {
+                            // EMFILE and friends: back off instead of spinning.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                    let Ok(permit) = limit.clone().try_acquire_owned() else {
+                        shared
+                            .stats
+                            .refused_over_limit
+                            .fetch_add(1, Ordering::Relaxed);
+                        drop(stream);
+                        continue;
+                    };
+                    let shared = shared.clone();
+                    conns.spawn(async move {
+                        shared.stats.active.fetch_add(1, Ordering::Relaxed);
+                        connection::handle(stream, peer, shared.clone()).await;
+                        shared.stats.active.fetch_sub(1, Ordering::Relaxed);
+                        drop(permit);
+                    });
+                }
+            });
+        }
+        stop.cancelled().await;
+        tracker.close();
+        let drain = self.shared.config.drain_timeout;
+        let open = self.shared.stats.active.load(Ordering::Relaxed);
+        if open > 0 {
+            tracing::info!(
+                open,
+                "stopped accepting; letting open connections finish for up to {drain:?}"
+            );
+        }
+        if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+            self.shared.shutdown.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(2), tracker.wait()).await;
+        }
+        self.shared.shutdown.cancel();
+    }
+}
+
+fn bind_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            "; ports below 1024 need root or CAP_NET_BIND_SERVICE (setcap cap_net_bind_service=+ep $(which samizdat))"
+        }
+        std::io::ErrorKind::AddrInUse => "; another program uses this port (ss -ltnp shows which)",
+        std::io::ErrorKind::AddrNotAvailable => "; this machine has no such address",
+        _ => "",
+    }
+}

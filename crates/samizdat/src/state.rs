@@ -1,0 +1,90 @@
+//! The state directory: what `samizdat serve` generates once and must keep
+//! across restarts (today: the zero-config secret).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use wire::secret::Key;
+
+const FILE: &str = "state.toml";
+
+/// Where state lives unless `--state-dir` says otherwise:
+/// `$SAMIZDAT_STATE_DIR`, else `/var/lib/samizdat` for root, else
+/// `$XDG_STATE_HOME/samizdat` or `~/.local/state/samizdat`.
+pub fn default_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SAMIZDAT_STATE_DIR") {
+        return PathBuf::from(dir);
+    }
+    // SAFETY-free check for root: the effective uid through /proc.
+    let is_root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false);
+    if is_root {
+        return PathBuf::from("/var/lib/samizdat");
+    }
+    if let Some(x) = std::env::var_os("XDG_STATE_HOME") {
+        return PathBuf::from(x).join("samizdat");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| ".".into());
+    home.join(".local/state/samizdat")
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateFile {
+    /// The generated key, hex.
+    key: String,
+}
+
+/// Loads the generated key from `dir`, or makes and saves a new one. The
+/// file is created readable by its owner only: it holds the proxy's key.
+pub fn load_or_create_key(dir: &Path) -> anyhow::Result<(Key, bool)> {
+    let path = dir.join(FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let state: StateFile = toml::from_str(&text).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: {e}; fix or delete the file to generate a new secret",
+                    path.display()
+                )
+            })?;
+            let key = Key::from_hex(&state.key)
+                .map_err(|e| anyhow::anyhow!("{}: key: {e}", path.display()))?;
+            Ok((key, false))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 16];
+            getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+            let key = Key(bytes);
+            std::fs::create_dir_all(dir).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot create state directory {}: {e}; pass --state-dir DIR",
+                    dir.display()
+                )
+            })?;
+            let text = format!(
+                "# Written by `samizdat serve`. It holds the proxy's secret key: keep it private.\n{}",
+                toml::to_string(&StateFile { key: key.to_hex() })?
+            );
+            let tmp = dir.join(format!("{FILE}.tmp"));
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+            let mut f = opts
+                .open(&tmp)
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            Ok((key, true))
+        }
+        Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
+    }
+}
