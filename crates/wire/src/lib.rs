@@ -24,6 +24,7 @@ pub mod cipher;
 pub mod classify;
 pub mod faketls;
 pub mod framing;
+pub mod fuzzing;
 pub mod obfuscated2;
 pub mod replay;
 pub mod secret;

@@ -1,0 +1,29 @@
+//! Replays the fuzz corpus kept in `fuzz/corpus/` (seeds from the vectors
+//! plus what the fuzzer found) through the same entry points the fuzz
+//! targets use, so every run of the test suite re-checks them.
+
+use std::path::Path;
+
+#[test]
+fn corpus_replays_without_panics() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus");
+    let targets: [(&str, fn(&[u8])); 6] = [
+        ("client_hello", wire::fuzzing::client_hello),
+        ("obfuscated2_init", wire::fuzzing::obfuscated2_init),
+        ("framing", wire::fuzzing::framing),
+        ("records", wire::fuzzing::records),
+        ("classify", wire::fuzzing::classify),
+        ("secret", wire::fuzzing::secret),
+    ];
+    for (name, run) in targets {
+        let dir = root.join(name);
+        let entries: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert!(!entries.is_empty(), "{name}: empty corpus");
+        for path in entries {
+            run(&std::fs::read(&path).unwrap());
+        }
+    }
+}
