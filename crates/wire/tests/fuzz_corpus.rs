@@ -4,10 +4,13 @@
 
 use std::path::Path;
 
+/// A fuzz target's name and entry point.
+type Target = (&'static str, fn(&[u8]));
+
 #[test]
 fn corpus_replays_without_panics() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus");
-    let targets: [(&str, fn(&[u8])); 6] = [
+    let targets: [Target; 6] = [
         ("client_hello", wire::fuzzing::client_hello),
         ("obfuscated2_init", wire::fuzzing::obfuscated2_init),
         ("framing", wire::fuzzing::framing),
