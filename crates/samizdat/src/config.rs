@@ -4,9 +4,11 @@
 
 use crate::serve::cover::{CoverConnect, CoverTarget};
 use crate::serve::dc::{DcTable, IpPreference};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+use toml::Spanned;
 use wire::classify::{Policy, SniPolicy};
 use wire::secret::{validate_domain, Key, Mode, Secret};
 
@@ -19,7 +21,8 @@ pub const FALLBACK_PORT: u16 = 8443;
 pub const DEFAULT_DOMAIN: &str = "www.google.com";
 
 /// What to do with a fake-TLS hello for an unknown SNI.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum UnknownSni {
     /// Send it to the cover site.
     Cover,
@@ -27,46 +30,48 @@ pub enum UnknownSni {
     Accept,
 }
 
-/// Command-line options of `samizdat serve`.
-#[derive(Debug, Clone, clap::Args)]
+/// Command-line options of `samizdat serve`. Every option can also be set
+/// in the config file (`--config`); a flag given here overrides the file.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct ServeArgs {
-    /// Address to listen on; repeat for several. Default 0.0.0.0:443 (8443
-    /// if 443 may not be bound).
+    /// TOML config file with every option below and the users (see
+    /// samizdat.example.toml). Flags override its values.
+    #[arg(long, short = 'c', value_name = "FILE", env = "SAMIZDAT_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Address to listen on; repeat for several [default: 0.0.0.0:443, or
+    /// 8443 if 443 may not be bound].
     #[arg(long = "listen", value_name = "ADDR")]
     pub listen: Vec<SocketAddr>,
 
     /// A user's secret: 32 hex digits (the key) or a full dd…/ee… secret
     /// (an ee secret also adds its domain). Repeat for several users.
-    /// Without it a key is generated once and kept in the state directory.
+    /// Without any user a key is generated once and kept in the state
+    /// directory.
     #[arg(long = "secret", value_name = "SECRET")]
     pub secret: Vec<String>,
 
-    /// Client forms to accept, comma-separated: plain, dd, ee. Plain and dd
-    /// are easy for DPI to spot (no handshake, random bytes from the first
-    /// byte): enable them only where nothing filters.
-    #[arg(
-        long,
-        value_name = "MODES",
-        value_delimiter = ',',
-        default_value = "ee"
-    )]
+    /// Client forms to accept, comma-separated: plain, dd, ee [default: ee].
+    /// Plain and dd are easy for DPI to spot (no handshake, random bytes from
+    /// the first byte): enable them only where nothing filters.
+    #[arg(long, value_name = "MODES", value_delimiter = ',')]
     pub modes: Vec<String>,
 
-    /// Fake-TLS domain (the SNI clients send and, by default, the cover
-    /// site). Repeat for several. Best: a domain you control that serves a
-    /// real site.
+    /// Fake-TLS domain: the SNI clients send and, by default, the cover
+    /// site. Repeat for several [default: www.google.com]. Best: a domain you
+    /// control that serves a real site.
     #[arg(long = "domain", value_name = "DOMAIN")]
     pub domain: Vec<String>,
 
-    /// Cover site address HOST:PORT. Default: the first domain on port 443.
+    /// Cover site address HOST:PORT [default: the first domain, port 443].
     /// When set, the domain is never looked up in DNS.
     #[arg(long, value_name = "HOST:PORT")]
     pub cover: Option<String>,
 
     /// When to connect to the cover: eager (on accept; preserves the
-    /// cover's timing) or lazy (only for connections that fail).
-    #[arg(long, value_enum, default_value = "eager")]
-    pub cover_connect: CoverConnect,
+    /// cover's timing) or lazy (only for connections that fail) [default: eager].
+    #[arg(long, value_enum, value_name = "WHEN")]
+    pub cover_connect: Option<CoverConnect>,
 
     /// Send every DC id (positive, negative, IPv4 and IPv6) to ADDR.
     #[arg(long = "dc-override", value_name = "ADDR")]
@@ -77,52 +82,59 @@ pub struct ServeArgs {
     #[arg(long = "dc", value_name = "ID=ADDR", allow_hyphen_values = true)]
     pub dc: Vec<String>,
 
-    /// Which address family to use for Telegram DCs.
-    #[arg(long, value_enum, default_value = "ipv4")]
-    pub ip_preference: IpPreference,
+    /// Address family for Telegram DCs [default: ipv4].
+    #[arg(long, value_enum, value_name = "FAMILY")]
+    pub ip_preference: Option<IpPreference>,
 
     /// Host name or IP to put in the printed links.
     #[arg(long, value_name = "HOST")]
     pub public_host: Option<String>,
 
-    /// Where generated state (the zero-config secret) is kept.
+    /// Where generated state (the zero-config secret) is kept [default:
+    /// $SAMIZDAT_STATE_DIR, /var/lib/samizdat for root, else
+    /// ~/.local/state/samizdat].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
-    /// What to do with a fake-TLS hello whose SNI is none of our domains.
-    #[arg(long, value_enum, default_value = "cover")]
-    pub unknown_sni: UnknownSni,
+    /// What to do with a fake-TLS hello whose SNI is none of our domains
+    /// [default: cover].
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub unknown_sni: Option<UnknownSni>,
 
-    /// Oldest accepted fake-TLS client timestamp, relative to our clock.
-    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = crate::duration::parse)]
-    pub max_clock_behind: Duration,
+    /// Oldest accepted fake-TLS client timestamp, relative to our clock
+    /// [default: 10m].
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
+    pub max_clock_behind: Option<Duration>,
 
-    /// Newest accepted fake-TLS client timestamp, relative to our clock.
-    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = crate::duration::parse)]
-    pub max_clock_ahead: Duration,
+    /// Newest accepted fake-TLS client timestamp, relative to our clock
+    /// [default: 1m].
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
+    pub max_clock_ahead: Option<Duration>,
 
     /// Time an authenticating client has to finish its handshake; a
-    /// connection still undecided then goes to the cover site.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::duration::parse)]
-    pub handshake_timeout: Duration,
+    /// connection still undecided then goes to the cover site [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
+    pub handshake_timeout: Option<Duration>,
 
-    /// Close a Telegram relay after this long without a byte either way.
-    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = crate::duration::parse)]
-    pub idle_timeout: Duration,
+    /// Close a Telegram relay after this long without a byte either way
+    /// [default: 10m].
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
+    pub idle_timeout: Option<Duration>,
 
-    /// Deadline for connecting to a DC or to the cover site.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = crate::duration::parse)]
-    pub connect_timeout: Duration,
+    /// Deadline for connecting to a DC or to the cover site [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
+    pub connect_timeout: Option<Duration>,
 
-    /// On SIGTERM, how long open connections may keep going.
-    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = crate::duration::parse)]
-    pub drain_timeout: Duration,
+    /// On SIGTERM, how long open connections may keep going [default: 15s].
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
+    pub drain_timeout: Option<Duration>,
 
-    /// Most simultaneous client connections; more are closed at once.
-    #[arg(long, value_name = "N", default_value_t = 20_000)]
-    pub max_connections: usize,
+    /// Most simultaneous client connections; more are closed at once
+    /// [default: 20000].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
 
-    /// Runtime worker threads (default: one per core).
+    /// Runtime worker threads [default: one per core].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
 }
@@ -167,26 +179,21 @@ pub struct ServeConfig {
     pub drain_timeout: Duration,
     /// Connection cap.
     pub max_connections: usize,
+    /// Runtime worker threads (`None`: one per core).
+    pub threads: Option<usize>,
+    /// Where generated state lives.
+    pub state_dir: PathBuf,
 }
 
-/// A configuration mistake, naming the option and the fix.
+/// A configuration mistake: where it is (a flag, or file, line and key),
+/// what was wrong and how to fix it.
 #[derive(Debug, thiserror::Error)]
-#[error("{option} {value:?}: {reason}")]
+#[error("{place}: {reason}")]
 pub struct ConfigError {
-    /// The option, e.g. `--secret`.
-    pub option: &'static str,
-    /// What was given (never a whole secret).
-    pub value: String,
+    /// `--secret "0123…"` or `samizdat.toml:12: users.alice.secret`.
+    pub place: String,
     /// What was wrong and how to fix it.
     pub reason: String,
-}
-
-fn err(option: &'static str, value: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
-        option,
-        value: value.into(),
-        reason: reason.into(),
-    }
 }
 
 /// Shows at most the first 6 characters of a secret in an error message.
@@ -199,57 +206,389 @@ fn redact(secret: &str) -> String {
     }
 }
 
+/// Where a value came from, for error messages.
+#[derive(Clone, Copy)]
+enum From<'a> {
+    Flag(&'static str),
+    File { path: &'a Path, text: &'a str },
+}
+
+impl From<'_> {
+    /// `place` for a value of this origin. `shown` is the value as it may
+    /// appear in the message (already redacted for secrets).
+    fn place(&self, key: &str, span: Option<std::ops::Range<usize>>, shown: &str) -> String {
+        match self {
+            From::Flag(flag) => format!("{flag} {shown:?}"),
+            From::File { path, text } => {
+                let line = span.map(|r| text[..r.start.min(text.len())].matches('\n').count() + 1);
+                match line {
+                    Some(line) => format!("{}:{line}: {key}", path.display()),
+                    None => format!("{}: {key}", path.display()),
+                }
+            }
+        }
+    }
+}
+
+/// A value with where it came from.
+struct Item<'a, T> {
+    value: T,
+    from: From<'a>,
+    key: String,
+    span: Option<std::ops::Range<usize>>,
+}
+
+impl<T> Item<'_, T> {
+    fn fail(&self, shown: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            place: self.from.place(&self.key, self.span.clone(), shown),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Parses a secret as given to `--secret` or `users.NAME.secret`: 32 hex
+/// digits are a key; longer text is a full dd…/ee… secret.
+pub fn parse_secret(text: &str) -> Result<Secret, String> {
+    let t = text.trim();
+    let short_hex = t.len() <= 32 && t.bytes().all(|b| b.is_ascii_hexdigit());
+    if short_hex {
+        Key::from_hex(t).map(|key| Secret {
+            key,
+            mode: Mode::Plain,
+            domain: None,
+        })
+    } else {
+        Secret::parse(t)
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// Parses `HOST:PORT` or `IP:PORT` for the cover site.
+pub fn parse_cover(text: &str) -> Result<CoverTarget, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(CoverTarget::Addr(addr));
+    }
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or("expected HOST:PORT, e.g. 127.0.0.1:8443")?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| "the port must be a number from 1 to 65535".to_string())?;
+    validate_domain(host).map_err(|e| e.to_string())?;
+    Ok(CoverTarget::Host(host.to_string(), port))
+}
+
+fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| "expected IP:PORT, e.g. 127.0.0.1:443 or [::1]:443".to_string())
+}
+
+fn parse_dc_id(text: &str) -> Result<i32, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| "the DC id must be a number such as 2, -2 or 10002".to_string())
+}
+
+fn valid_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'))
+}
+
+/// The config file's shape. Unknown keys are errors.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    server: ServerSection,
+    #[serde(default)]
+    dc: DcSection,
+    #[serde(default)]
+    users: BTreeMap<String, UserSection>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerSection {
+    listen: Option<Vec<Spanned<String>>>,
+    modes: Option<Vec<Spanned<String>>>,
+    domains: Option<Vec<Spanned<String>>>,
+    cover: Option<Spanned<String>>,
+    cover_connect: Option<CoverConnect>,
+    public_host: Option<String>,
+    state_dir: Option<PathBuf>,
+    unknown_sni: Option<UnknownSni>,
+    max_clock_behind: Option<Spanned<String>>,
+    max_clock_ahead: Option<Spanned<String>>,
+    handshake_timeout: Option<Spanned<String>>,
+    idle_timeout: Option<Spanned<String>>,
+    connect_timeout: Option<Spanned<String>>,
+    drain_timeout: Option<Spanned<String>>,
+    max_connections: Option<Spanned<usize>>,
+    threads: Option<Spanned<usize>>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DcSection {
+    #[serde(rename = "override")]
+    override_all: Option<Spanned<String>>,
+    ip_preference: Option<IpPreference>,
+    #[serde(default)]
+    routes: BTreeMap<String, Spanned<String>>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserSection {
+    secret: Spanned<String>,
+}
+
+/// The config file as read, with its text for line numbers.
+struct Loaded {
+    path: PathBuf,
+    text: String,
+    file: FileConfig,
+}
+
+fn read_file(path: &Path) -> anyhow::Result<Loaded> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("{}: cannot read the config file: {e}", path.display()))?;
+    let file: FileConfig = toml::from_str(&text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|r| text[..r.start.min(text.len())].matches('\n').count() + 1);
+        let msg = e.message().trim_end().to_string();
+        match line {
+            Some(l) => anyhow::anyhow!("{}:{l}: {msg}", path.display()),
+            None => anyhow::anyhow!("{}: {msg}", path.display()),
+        }
+    })?;
+    Ok(Loaded {
+        path: path.to_path_buf(),
+        text,
+        file,
+    })
+}
+
+/// Flag values if given, else the file's, each with its origin.
+fn pick<'a, T: Clone>(
+    flag: &[T],
+    flag_name: &'static str,
+    file: Option<&Vec<Spanned<T>>>,
+    key: &str,
+    loaded: Option<&'a Loaded>,
+) -> Vec<Item<'a, T>> {
+    if !flag.is_empty() || loaded.is_none() {
+        return flag
+            .iter()
+            .map(|v| Item {
+                value: v.clone(),
+                from: From::Flag(flag_name),
+                key: key.to_string(),
+                span: None,
+            })
+            .collect();
+    }
+    let l = loaded.expect("checked");
+    let from = From::File {
+        path: &l.path,
+        text: &l.text,
+    };
+    file.map(|vs| {
+        vs.iter()
+            .map(|v| Item {
+                value: v.get_ref().clone(),
+                from,
+                key: key.to_string(),
+                span: Some(v.span()),
+            })
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// A single value: the flag if given, else the file's.
+fn pick_one<'a, T: Clone>(
+    flag: Option<&T>,
+    flag_name: &'static str,
+    file: Option<&Spanned<T>>,
+    key: &str,
+    loaded: Option<&'a Loaded>,
+) -> Option<Item<'a, T>> {
+    if let Some(v) = flag {
+        return Some(Item {
+            value: v.clone(),
+            from: From::Flag(flag_name),
+            key: key.to_string(),
+            span: None,
+        });
+    }
+    let (l, f) = (loaded?, file?);
+    Some(Item {
+        value: f.get_ref().clone(),
+        from: From::File {
+            path: &l.path,
+            text: &l.text,
+        },
+        key: key.to_string(),
+        span: Some(f.span()),
+    })
+}
+
+fn duration_item(
+    flag: Option<Duration>,
+    flag_name: &'static str,
+    file: Option<&Spanned<String>>,
+    key: &str,
+    loaded: Option<&Loaded>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    if let Some(d) = flag {
+        return Ok(d);
+    }
+    match pick_one(None::<&String>, flag_name, file, key, loaded) {
+        Some(item) => crate::duration::parse(&item.value).map_err(|e| item.fail(&item.value, e)),
+        None => Ok(default),
+    }
+}
+
 impl ServeConfig {
-    /// Validates the options. `generated_key` supplies the zero-config key
-    /// when no `--secret` is given (it is only called then).
+    /// Reads `--config` (if any), merges the flags over it, validates, and
+    /// generates or loads the zero-config key when there are no users.
+    /// Returns the configuration and, for a generated key, whether it was
+    /// created just now.
+    pub fn load(args: &ServeArgs) -> anyhow::Result<(ServeConfig, Option<bool>)> {
+        let loaded = args.config.as_deref().map(read_file).transpose()?;
+        let mut created = None;
+        let state_dir = state_dir_of(args, loaded.as_ref());
+        let config = Self::build(args, loaded.as_ref(), state_dir.clone(), || {
+            let (key, new) = crate::state::load_or_create_key(&state_dir)?;
+            created = Some(new);
+            Ok(key)
+        })?;
+        Ok((config, created))
+    }
+
+    /// Validates the options (and `--config`, if given). `generated_key`
+    /// supplies the zero-config key when there are no users (it is only
+    /// called then).
     pub fn from_args(
         args: &ServeArgs,
         generated_key: impl FnOnce() -> anyhow::Result<Key>,
     ) -> anyhow::Result<ServeConfig> {
+        let loaded = args.config.as_deref().map(read_file).transpose()?;
+        let state_dir = state_dir_of(args, loaded.as_ref());
+        Self::build(args, loaded.as_ref(), state_dir, generated_key)
+    }
+
+    fn build(
+        args: &ServeArgs,
+        loaded: Option<&Loaded>,
+        state_dir: PathBuf,
+        generated_key: impl FnOnce() -> anyhow::Result<Key>,
+    ) -> anyhow::Result<ServeConfig> {
+        let empty = FileConfig::default();
+        let file = loaded.map(|l| &l.file).unwrap_or(&empty);
+        let server = &file.server;
+
         let mut modes = Vec::new();
-        for m in &args.modes {
-            let mode = Mode::parse(m).map_err(|e| err("--modes", m, e.to_string()))?;
+        for item in pick(
+            &args.modes,
+            "--modes",
+            server.modes.as_ref(),
+            "server.modes",
+            loaded,
+        ) {
+            let mode =
+                Mode::parse(&item.value).map_err(|e| item.fail(&item.value, e.to_string()))?;
             if !modes.contains(&mode) {
                 modes.push(mode);
             }
         }
         if modes.is_empty() {
-            return Err(err("--modes", "", "name at least one of plain, dd, ee").into());
-        }
-        let mut domains: Vec<String> = Vec::new();
-        for d in &args.domain {
-            validate_domain(d).map_err(|e| err("--domain", d, e.to_string()))?;
-            domains.push(d.to_ascii_lowercase());
-        }
-        let mut users = Vec::new();
-        for (i, text) in args.secret.iter().enumerate() {
-            let t = text.trim();
-            let short_hex = t.len() <= 32 && t.bytes().all(|b| b.is_ascii_hexdigit());
-            let secret = if short_hex {
-                Key::from_hex(text).map(|key| Secret {
-                    key,
-                    mode: Mode::Plain,
-                    domain: None,
-                })
+            if args.modes.is_empty() && server.modes.is_none() {
+                modes.push(Mode::FakeTls);
             } else {
-                Secret::parse(text)
+                return Err(ConfigError {
+                    place: "modes".into(),
+                    reason: "name at least one of plain, dd, ee".into(),
+                }
+                .into());
             }
-            .map_err(|e| err("--secret", redact(text), e.to_string()))?;
+        }
+
+        let mut domains: Vec<String> = Vec::new();
+        for item in pick(
+            &args.domain,
+            "--domain",
+            server.domains.as_ref(),
+            "server.domains",
+            loaded,
+        ) {
+            validate_domain(&item.value).map_err(|e| item.fail(&item.value, e.to_string()))?;
+            let d = item.value.to_ascii_lowercase();
+            if !domains.contains(&d) {
+                domains.push(d);
+            }
+        }
+
+        let mut users: Vec<UserEntry> = Vec::new();
+        let from_file = if loaded.is_some() {
+            file.users.len()
+        } else {
+            0
+        };
+        let mut add_user = |name: String, secret: Secret, domains: &mut Vec<String>| {
             if let Some(d) = &secret.domain {
                 let d = d.to_ascii_lowercase();
                 if !domains.contains(&d) {
                     domains.push(d);
                 }
             }
-            let name = if args.secret.len() == 1 {
-                "default".to_string()
-            } else {
-                format!("user{}", i + 1)
-            };
             users.push(UserEntry {
                 name,
                 key: secret.key,
             });
+        };
+        if let Some(l) = loaded {
+            let from = From::File {
+                path: &l.path,
+                text: &l.text,
+            };
+            for (name, user) in &file.users {
+                let key = format!("users.{name}.secret");
+                let item = Item {
+                    value: (),
+                    from,
+                    key: key.clone(),
+                    span: Some(user.secret.span()),
+                };
+                if !valid_user_name(name) {
+                    return Err(item.fail("", format!("user name {name:?}: use 1-64 letters, digits, '-', '_', '.' or '@'")).into());
+                }
+                let secret = parse_secret(user.secret.get_ref()).map_err(|e| item.fail("", e))?;
+                add_user(name.clone(), secret, &mut domains);
+            }
+        }
+        for (i, text) in args.secret.iter().enumerate() {
+            let item = Item {
+                value: (),
+                from: From::Flag("--secret"),
+                key: String::new(),
+                span: None,
+            };
+            let secret = parse_secret(text).map_err(|e| item.fail(&redact(text), e))?;
+            let name = match (from_file, args.secret.len()) {
+                (0, 1) => "default".to_string(),
+                (0, _) => format!("user{}", i + 1),
+                _ => format!("cli{}", i + 1),
+            };
+            add_user(name, secret, &mut domains);
         }
         let generated = users.is_empty();
         if generated {
@@ -258,77 +597,220 @@ impl ServeConfig {
                 key: generated_key()?,
             });
         }
+        {
+            let mut seen = std::collections::HashSet::new();
+            for u in &users {
+                if !seen.insert(u.key.0) {
+                    return Err(ConfigError {
+                        place: format!("user {}", u.name),
+                        reason:
+                            "has the same key as another user; give every user a key of their own"
+                                .into(),
+                    }
+                    .into());
+                }
+            }
+        }
         if domains.is_empty() {
             domains.push(DEFAULT_DOMAIN.to_string());
         }
-        let cover = match &args.cover {
-            Some(text) => parse_cover(text)?,
+
+        let cover = match pick_one(
+            args.cover.as_ref(),
+            "--cover",
+            server.cover.as_ref(),
+            "server.cover",
+            loaded,
+        ) {
+            Some(item) => parse_cover(&item.value).map_err(|e| item.fail(&item.value, e))?,
             None => CoverTarget::Host(domains[0].clone(), 443),
         };
+
+        let mut listen = Vec::new();
+        if args.listen.is_empty() {
+            if let (Some(l), Some(list)) = (loaded, &server.listen) {
+                let from = From::File {
+                    path: &l.path,
+                    text: &l.text,
+                };
+                for v in list {
+                    let item = Item {
+                        value: (),
+                        from,
+                        key: "server.listen".into(),
+                        span: Some(v.span()),
+                    };
+                    listen.push(parse_addr(v.get_ref()).map_err(|e| item.fail("", e))?);
+                }
+            }
+        } else {
+            listen = args.listen.clone();
+        }
+
         let mut dcs = DcTable {
-            all: args.dc_override,
-            preference: args.ip_preference,
+            preference: args
+                .ip_preference
+                .or(file.dc.ip_preference)
+                .unwrap_or_default(),
             ..Default::default()
         };
-        for item in &args.dc {
-            let (id, addr) = item
-                .split_once('=')
-                .ok_or_else(|| err("--dc", item, "expected ID=ADDR, e.g. 2=127.0.0.1:443"))?;
-            let id: i32 = id.trim().parse().map_err(|_| {
-                err(
-                    "--dc",
-                    item,
-                    "the DC id must be a number such as 2, -2 or 10002",
-                )
-            })?;
-            let addr: SocketAddr = addr.trim().parse().map_err(|_| {
-                err(
-                    "--dc",
-                    item,
-                    "the address must be IP:PORT, e.g. 127.0.0.1:443",
-                )
-            })?;
-            dcs.by_id.insert(id, addr);
+        let override_flag = args.dc_override.map(|a| a.to_string());
+        if let Some(item) = pick_one(
+            override_flag.as_ref(),
+            "--dc-override",
+            file.dc.override_all.as_ref(),
+            "dc.override",
+            loaded,
+        ) {
+            dcs.all = Some(parse_addr(&item.value).map_err(|e| item.fail(&item.value, e))?);
         }
+        if let Some(l) = loaded {
+            let from = From::File {
+                path: &l.path,
+                text: &l.text,
+            };
+            for (id, addr) in &file.dc.routes {
+                let item = Item {
+                    value: (),
+                    from,
+                    key: format!("dc.routes.\"{id}\""),
+                    span: Some(addr.span()),
+                };
+                let id = parse_dc_id(id).map_err(|e| item.fail("", e))?;
+                dcs.by_id.insert(
+                    id,
+                    parse_addr(addr.get_ref()).map_err(|e| item.fail("", e))?,
+                );
+            }
+        }
+        for text in &args.dc {
+            let item = Item {
+                value: (),
+                from: From::Flag("--dc"),
+                key: String::new(),
+                span: None,
+            };
+            let (id, addr) = text
+                .split_once('=')
+                .ok_or_else(|| item.fail(text, "expected ID=ADDR, e.g. 2=127.0.0.1:443"))?;
+            let id = parse_dc_id(id).map_err(|e| item.fail(text, e))?;
+            dcs.by_id
+                .insert(id, parse_addr(addr).map_err(|e| item.fail(text, e))?);
+        }
+
         let mut policy = Policy::for_modes(&modes, domains);
-        policy.unknown_sni = match args.unknown_sni {
+        policy.unknown_sni = match args
+            .unknown_sni
+            .or(server.unknown_sni)
+            .unwrap_or(UnknownSni::Cover)
+        {
             UnknownSni::Cover => SniPolicy::Cover,
             UnknownSni::Accept => SniPolicy::Accept,
         };
-        policy.max_past = args.max_clock_behind.as_secs();
-        policy.max_future = args.max_clock_ahead.as_secs();
-        if args.max_connections == 0 {
-            return Err(err("--max-connections", "0", "must be at least 1").into());
-        }
+        let dur = |flag, name, f: &Option<Spanned<String>>, key, default| {
+            duration_item(flag, name, f.as_ref(), key, loaded, default)
+        };
+        policy.max_past = dur(
+            args.max_clock_behind,
+            "--max-clock-behind",
+            &server.max_clock_behind,
+            "server.max_clock_behind",
+            Duration::from_secs(600),
+        )?
+        .as_secs();
+        policy.max_future = dur(
+            args.max_clock_ahead,
+            "--max-clock-ahead",
+            &server.max_clock_ahead,
+            "server.max_clock_ahead",
+            Duration::from_secs(60),
+        )?
+        .as_secs();
+        let handshake_timeout = dur(
+            args.handshake_timeout,
+            "--handshake-timeout",
+            &server.handshake_timeout,
+            "server.handshake_timeout",
+            Duration::from_secs(30),
+        )?;
+        let idle_timeout = dur(
+            args.idle_timeout,
+            "--idle-timeout",
+            &server.idle_timeout,
+            "server.idle_timeout",
+            Duration::from_secs(600),
+        )?;
+        let connect_timeout = dur(
+            args.connect_timeout,
+            "--connect-timeout",
+            &server.connect_timeout,
+            "server.connect_timeout",
+            Duration::from_secs(10),
+        )?;
+        let drain_timeout = dur(
+            args.drain_timeout,
+            "--drain-timeout",
+            &server.drain_timeout,
+            "server.drain_timeout",
+            Duration::from_secs(15),
+        )?;
+
+        let max_connections = match pick_one(
+            args.max_connections.as_ref(),
+            "--max-connections",
+            server.max_connections.as_ref(),
+            "server.max_connections",
+            loaded,
+        ) {
+            Some(item) if item.value == 0 => {
+                return Err(item.fail("0", "must be at least 1").into())
+            }
+            Some(item) => item.value,
+            None => 20_000,
+        };
+        let threads = match pick_one(
+            args.threads.as_ref(),
+            "--threads",
+            server.threads.as_ref(),
+            "server.threads",
+            loaded,
+        ) {
+            Some(item) if item.value == 0 => {
+                return Err(item.fail("0", "must be at least 1").into())
+            }
+            other => other.map(|i| i.value),
+        };
+
         Ok(ServeConfig {
-            listen: (!args.listen.is_empty()).then(|| args.listen.clone()),
+            listen: (!listen.is_empty()).then_some(listen),
             users,
             generated,
             modes,
             policy,
             cover,
-            cover_connect: args.cover_connect,
+            cover_connect: args
+                .cover_connect
+                .or(server.cover_connect)
+                .unwrap_or_default(),
             dcs,
-            public_host: args.public_host.clone(),
-            handshake_timeout: args.handshake_timeout,
-            idle_timeout: args.idle_timeout,
-            connect_timeout: args.connect_timeout,
-            drain_timeout: args.drain_timeout,
-            max_connections: args.max_connections,
+            public_host: args
+                .public_host
+                .clone()
+                .or_else(|| server.public_host.clone()),
+            handshake_timeout,
+            idle_timeout,
+            connect_timeout,
+            drain_timeout,
+            max_connections,
+            threads,
+            state_dir,
         })
     }
 }
 
-fn parse_cover(text: &str) -> Result<CoverTarget, ConfigError> {
-    if let Ok(addr) = text.parse::<SocketAddr>() {
-        return Ok(CoverTarget::Addr(addr));
-    }
-    let (host, port) = text
-        .rsplit_once(':')
-        .ok_or_else(|| err("--cover", text, "expected HOST:PORT, e.g. 127.0.0.1:8443"))?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| err("--cover", text, "the port must be a number from 1 to 65535"))?;
-    validate_domain(host).map_err(|e| err("--cover", text, e.to_string()))?;
-    Ok(CoverTarget::Host(host.to_string(), port))
+fn state_dir_of(args: &ServeArgs, loaded: Option<&Loaded>) -> PathBuf {
+    args.state_dir
+        .clone()
+        .or_else(|| loaded.and_then(|l| l.file.server.state_dir.clone()))
+        .unwrap_or_else(crate::state::default_dir)
 }

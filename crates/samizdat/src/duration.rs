@@ -9,6 +9,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
+    let unit = unit.trim();
     let value: f64 = num
         .parse()
         .map_err(|_| format!("{text:?} is not a duration; write e.g. 250ms, 10s, 5m, 2h"))?;

@@ -1,0 +1,131 @@
+//! The config file: the example loads, flags override it, and every
+//! documented mistake is refused with a message naming file, line, key and
+//! the fix.
+
+use samizdat::config::{ServeArgs, ServeConfig};
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn example() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../samizdat.example.toml")
+}
+
+fn load(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
+    ServeConfig::from_args(args, || panic!("users are configured: nothing to generate"))
+}
+
+#[test]
+fn the_example_config_loads_with_its_documented_values() {
+    let args = ServeArgs {
+        config: Some(example()),
+        ..Default::default()
+    };
+    let c = load(&args).unwrap();
+    assert_eq!(
+        c.users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
+        ["alice", "bob"]
+    );
+    assert_eq!(c.users[0].key.to_hex(), "00112233445566778899aabbccddeeff");
+    assert_eq!(c.policy.domains, ["www.example.org"]);
+    assert_eq!(c.cover.to_string(), "127.0.0.1:8443");
+    assert_eq!(c.listen, Some(vec!["0.0.0.0:443".parse().unwrap()]));
+    assert_eq!(c.idle_timeout, Duration::from_secs(600));
+    assert_eq!(c.public_host.as_deref(), Some("proxy.example.org"));
+    assert_eq!(c.state_dir, PathBuf::from("/var/lib/samizdat"));
+    assert_eq!(c.max_connections, 20_000);
+}
+
+#[test]
+fn flags_override_the_file() {
+    let args = ServeArgs {
+        config: Some(example()),
+        listen: vec!["127.0.0.1:9999".parse().unwrap()],
+        domain: vec!["other.example".into()],
+        idle_timeout: Some(Duration::from_secs(5)),
+        secret: vec!["0123456789abcdef0123456789abcdef".into()],
+        ..Default::default()
+    };
+    let c = load(&args).unwrap();
+    assert_eq!(c.listen, Some(vec!["127.0.0.1:9999".parse().unwrap()]));
+    assert_eq!(c.policy.domains, ["other.example"]);
+    assert_eq!(c.idle_timeout, Duration::from_secs(5));
+    assert_eq!(c.users.len(), 3, "a --secret adds a user to the file's");
+    assert_eq!(c.users[2].name, "cli1");
+}
+
+/// Writes `text` as a config file and returns the error `samizdat serve` prints.
+fn error_for(text: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("samizdat.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_samizdat"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "accepted:\n{text}");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    err.replace(&path.display().to_string(), "samizdat.toml")
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn mistakes_name_file_line_key_and_fix() {
+    assert_eq!(
+        error_for("[users.alice]\nsecret = \"0123456789abcdef0123456789abcd\"\n"),
+        "samizdat: samizdat.toml:2: users.alice.secret: expected 32 hex characters (a 16-byte key), got 30"
+    );
+    assert_eq!(
+        error_for("[server]\nlisen = [\"0.0.0.0:443\"]\n"),
+        "samizdat: samizdat.toml:2: unknown field `lisen`, expected one of `listen`, `modes`, `domains`, `cover`, \
+         `cover_connect`, `public_host`, `state_dir`, `unknown_sni`, `max_clock_behind`, `max_clock_ahead`, \
+         `handshake_timeout`, `idle_timeout`, `connect_timeout`, `drain_timeout`, `max_connections`, `threads`"
+    );
+    assert_eq!(
+        error_for("[server]\nmodes = [\"ee\", \"xx\"]\n"),
+        "samizdat: samizdat.toml:2: server.modes: unknown mode \"xx\"; expected plain, dd or ee"
+    );
+    assert_eq!(
+        error_for("[server]\n\nidle_timeout = \"5 parsecs\"\n"),
+        "samizdat: samizdat.toml:3: server.idle_timeout: \"5 parsecs\": unknown unit \"parsecs\"; use ms, s, m, h or d"
+    );
+    assert_eq!(
+        error_for("[server]\ncover = \"nonsense\"\n"),
+        "samizdat: samizdat.toml:2: server.cover: expected HOST:PORT, e.g. 127.0.0.1:8443"
+    );
+    assert_eq!(
+        error_for("[dc.routes]\n\"two\" = \"127.0.0.1:443\"\n"),
+        "samizdat: samizdat.toml:2: dc.routes.\"two\": the DC id must be a number such as 2, -2 or 10002"
+    );
+    assert_eq!(
+        error_for("[users.\"al ice\"]\nsecret = \"0123456789abcdef0123456789abcdef\"\n"),
+        "samizdat: samizdat.toml:2: users.al ice.secret: user name \"al ice\": use 1-64 letters, digits, '-', '_', '.' or '@'"
+    );
+    assert_eq!(
+        error_for("[users.a]\nsecret = \"0123456789abcdef0123456789abcdef\"\n[users.b]\nsecret = \"0123456789abcdef0123456789abcdef\"\n"),
+        "samizdat: user b: has the same key as another user; give every user a key of their own"
+    );
+    assert_eq!(
+        error_for("[server]\nmax_connections = 0\n"),
+        "samizdat: samizdat.toml:2: server.max_connections: must be at least 1"
+    );
+    assert_eq!(
+        error_for("[server\n"),
+        "samizdat: samizdat.toml:1: unclosed table, expected `]`"
+    );
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_samizdat"))
+        .args(["serve", "--config", "/nonexistent/samizdat.toml"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/samizdat.toml: cannot read the config file"),
+        "{err}"
+    );
+}
