@@ -146,6 +146,9 @@ pub struct UserEntry {
     pub name: String,
     /// The key.
     pub key: Key,
+    /// Fake-TLS domains this user's links name (from an ee secret); empty
+    /// means any of the server's domains. Used to narrow the key search.
+    pub domains: Vec<String>,
 }
 
 /// The validated configuration of a server.
@@ -544,15 +547,20 @@ impl ServeConfig {
             0
         };
         let mut add_user = |name: String, secret: Secret, domains: &mut Vec<String>| {
-            if let Some(d) = &secret.domain {
-                let d = d.to_ascii_lowercase();
-                if !domains.contains(&d) {
-                    domains.push(d);
+            let own: Vec<String> = secret
+                .domain
+                .iter()
+                .map(|d| d.to_ascii_lowercase())
+                .collect();
+            for d in &own {
+                if !domains.contains(d) {
+                    domains.push(d.clone());
                 }
             }
             users.push(UserEntry {
                 name,
                 key: secret.key,
+                domains: own,
             });
         };
         if let Some(l) = loaded {
@@ -595,6 +603,7 @@ impl ServeConfig {
             users.push(UserEntry {
                 name: "default".into(),
                 key: generated_key()?,
+                domains: Vec::new(),
             });
         }
         {

@@ -5,7 +5,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use wire::secret::Key;
 
-const FILE: &str = "state.toml";
+/// The state file inside the state directory.
+pub const FILE: &str = "state.toml";
 
 /// Where state lives unless `--state-dir` says otherwise:
 /// `$SAMIZDAT_STATE_DIR`, else `/var/lib/samizdat` for root, else
@@ -59,8 +60,12 @@ pub fn load_or_create_key(dir: &Path) -> anyhow::Result<(Key, bool)> {
             Ok((key, false))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut bytes = [0u8; 16];
-            getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+            // Telethon strips a leading dd/ee byte from any secret, so a key
+            // starting with 0xdd or 0xee fails there (1 key in 128): avoid them.
+            let mut bytes = [0xddu8; 16];
+            while bytes[0] == 0xdd || bytes[0] == 0xee {
+                getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+            }
             let key = Key(bytes);
             std::fs::create_dir_all(dir).map_err(|e| {
                 anyhow::anyhow!(

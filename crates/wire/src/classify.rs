@@ -147,82 +147,119 @@ pub struct ReplayState {
     pub obfuscated2: ReplayCache,
 }
 
-/// Decides what `buf` (everything read so far) is. `now` is unix seconds.
-/// `hint` names a user to try first (for example the one last seen from
-/// this address).
-pub fn classify(
-    buf: &[u8],
-    policy: &Policy,
-    users: &Users,
-    now: u64,
-    replay: &mut ReplayState,
-    hint: Option<usize>,
-) -> Verdict {
+/// What the bytes are, before any key is tried.
+#[derive(Debug)]
+pub enum Inspected {
+    /// Keep reading.
+    NeedMore,
+    /// Not ours, whatever the keys.
+    Cover(CoverReason),
+    /// A complete, well-formed ClientHello for a name we serve; the record is
+    /// `buf[..record_len]`.
+    Hello {
+        /// Parsed fields.
+        hello: ClientHello,
+        /// Record length (all of the buffer).
+        record_len: usize,
+    },
+    /// 64 bytes that may be a bare obfuscated2 init.
+    Init([u8; INIT_LEN]),
+}
+
+/// Step 1: structure only. Cheap before the first message is complete
+/// (fixed-size headers), one parse when it is.
+pub fn inspect(buf: &[u8], policy: &Policy) -> Inspected {
     if buf.is_empty() {
-        return Verdict::NeedMore;
+        return Inspected::NeedMore;
     }
     if policy.fake_tls {
         match client_hello::probe(buf) {
-            Probe::NeedMore => {
-                // Could still become a bare init; wait for the header.
-                if !(policy.plain || policy.padded) || buf.len() < INIT_LEN {
-                    return Verdict::NeedMore;
-                }
-            }
+            Probe::NeedMore => return Inspected::NeedMore,
             Probe::Record { len } => {
                 if buf.len() < len {
-                    return Verdict::NeedMore;
+                    return Inspected::NeedMore;
                 }
-                return classify_hello(buf, len, policy, users, now, &mut replay.tls, hint);
+                let hello = match client_hello::parse(&buf[..len]) {
+                    Ok(h) => h,
+                    Err(e) => return Inspected::Cover(CoverReason::BadHello(e)),
+                };
+                if buf.len() > len {
+                    return Inspected::Cover(CoverReason::TrailingData);
+                }
+                let sni_ok = hello
+                    .sni
+                    .as_deref()
+                    .is_some_and(|s| policy.domains.iter().any(|d| d == s));
+                if !sni_ok && policy.unknown_sni == SniPolicy::Cover {
+                    return Inspected::Cover(CoverReason::UnknownSni);
+                }
+                return Inspected::Hello {
+                    hello,
+                    record_len: len,
+                };
             }
             Probe::NotTls => {}
         }
     }
     if policy.plain || policy.padded {
         if buf.len() < INIT_LEN {
-            return Verdict::NeedMore;
+            return Inspected::NeedMore;
         }
         let mut init = [0u8; INIT_LEN];
         init.copy_from_slice(&buf[..INIT_LEN]);
-        return classify_init(&init, policy, users, now, &mut replay.obfuscated2, hint);
+        return Inspected::Init(init);
     }
-    Verdict::Cover(CoverReason::Unrecognised)
+    Inspected::Cover(CoverReason::Unrecognised)
 }
 
-fn order(users: &Users, hint: Option<usize>) -> impl Iterator<Item = usize> {
-    let hint = hint.filter(|&h| h < users.len());
-    hint.into_iter()
-        .chain((0..users.len()).filter(move |&i| Some(i) != hint))
+/// Step 2 for a hello: try `candidates` (user indexes) in order. The caller
+/// may call it again with further candidates; the work is one HMAC each.
+pub fn find_hello_user(
+    record: &[u8],
+    hello: &ClientHello,
+    users: &Users,
+    candidates: impl IntoIterator<Item = usize>,
+) -> Option<client_hello::Verified> {
+    client_hello::verify(record, &hello.random, users, candidates)
 }
 
-fn classify_hello(
-    buf: &[u8],
-    len: usize,
+/// Step 2 for a bare init: try `candidates` in order; only tags the policy
+/// allows count (`ef`/`ee` need plain, `dd` needs dd).
+pub fn find_init_user(
+    init: &[u8; INIT_LEN],
     policy: &Policy,
     users: &Users,
+    candidates: impl IntoIterator<Item = usize>,
+) -> Option<O2Accepted> {
+    for user in candidates {
+        let Some(u) = users.get(user) else { continue };
+        let Some(accepted) = obfuscated2::accept(init, Some(&u.key)) else {
+            continue;
+        };
+        let allowed = match accepted.tag {
+            Tag::Abridged | Tag::Intermediate => policy.plain,
+            Tag::Padded => policy.padded,
+        };
+        if allowed {
+            return Some(O2Accepted {
+                user,
+                init: accepted,
+            });
+        }
+    }
+    None
+}
+
+/// Step 3 for a hello whose HMAC matched: the time window, the replay
+/// cache's horizon, and the replay cache itself.
+pub fn admit_hello(
+    hello: ClientHello,
+    record_len: usize,
+    verified: client_hello::Verified,
+    policy: &Policy,
     now: u64,
     cache: &mut ReplayCache,
-    hint: Option<usize>,
 ) -> Verdict {
-    let record = &buf[..len];
-    let hello = match client_hello::parse(record) {
-        Ok(h) => h,
-        Err(e) => return Verdict::Cover(CoverReason::BadHello(e)),
-    };
-    if buf.len() > len {
-        return Verdict::Cover(CoverReason::TrailingData);
-    }
-    let sni_ok = hello
-        .sni
-        .as_deref()
-        .is_some_and(|s| policy.domains.iter().any(|d| d == s));
-    if !sni_ok && policy.unknown_sni == SniPolicy::Cover {
-        return Verdict::Cover(CoverReason::UnknownSni);
-    }
-    let Some(verified) = client_hello::verify(record, &hello.random, users, order(users, hint))
-    else {
-        return Verdict::Cover(CoverReason::BadHmac);
-    };
     let ts = u64::from(verified.timestamp);
     let skew = ts as i64 - now as i64;
     if ts + policy.max_past < now || ts > now + policy.max_future || ts < cache.horizon() {
@@ -236,41 +273,56 @@ fn classify_hello(
     Verdict::FakeTls(TlsAccepted {
         user: verified.user,
         hello,
-        record_len: len,
+        record_len,
     })
 }
 
-fn classify_init(
+/// Step 3 for a bare init that matched a key: the replay cache.
+pub fn admit_init(
     init: &[u8; INIT_LEN],
+    accepted: O2Accepted,
+    now: u64,
+    cache: &mut ReplayCache,
+) -> Verdict {
+    let mut key: ReplayKey = [0; 16];
+    key.copy_from_slice(&init[8..24]);
+    if !cache.check_and_insert(key, now) {
+        return Verdict::Cover(CoverReason::Replay);
+    }
+    Verdict::Obfuscated2(Box::new(accepted))
+}
+
+/// The three steps in one call, trying every user (`hint` first). The
+/// server runs the steps itself so that it can spread a long key search
+/// over time; tests and fuzzing use this.
+pub fn classify(
+    buf: &[u8],
     policy: &Policy,
     users: &Users,
     now: u64,
-    cache: &mut ReplayCache,
+    replay: &mut ReplayState,
     hint: Option<usize>,
 ) -> Verdict {
-    for user in order(users, hint) {
-        let Some(u) = users.get(user) else { continue };
-        let Some(accepted) = obfuscated2::accept(init, Some(&u.key)) else {
-            continue;
-        };
-        let allowed = match accepted.tag {
-            Tag::Abridged | Tag::Intermediate => policy.plain,
-            Tag::Padded => policy.padded,
-        };
-        if !allowed {
-            continue;
+    match inspect(buf, policy) {
+        Inspected::NeedMore => Verdict::NeedMore,
+        Inspected::Cover(r) => Verdict::Cover(r),
+        Inspected::Hello { hello, record_len } => {
+            match find_hello_user(&buf[..record_len], &hello, users, order(users, hint)) {
+                Some(v) => admit_hello(hello, record_len, v, policy, now, &mut replay.tls),
+                None => Verdict::Cover(CoverReason::BadHmac),
+            }
         }
-        let mut key: ReplayKey = [0; 16];
-        key.copy_from_slice(&init[8..24]);
-        if !cache.check_and_insert(key, now) {
-            return Verdict::Cover(CoverReason::Replay);
-        }
-        return Verdict::Obfuscated2(Box::new(O2Accepted {
-            user,
-            init: accepted,
-        }));
+        Inspected::Init(init) => match find_init_user(&init, policy, users, order(users, hint)) {
+            Some(acc) => admit_init(&init, acc, now, &mut replay.obfuscated2),
+            None => Verdict::Cover(CoverReason::BadInit),
+        },
     }
-    Verdict::Cover(CoverReason::BadInit)
+}
+
+fn order(users: &Users, hint: Option<usize>) -> impl Iterator<Item = usize> {
+    let hint = hint.filter(|&h| h < users.len());
+    hint.into_iter()
+        .chain((0..users.len()).filter(move |&i| Some(i) != hint))
 }
 
 /// After an authenticated hello: the obfuscated2 init inside the records

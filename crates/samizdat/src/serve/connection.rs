@@ -3,7 +3,7 @@
 //! `wire`; this file only moves bytes and keeps deadlines.
 
 use super::relay::{self, ClientToDc, DcToClient, Identity};
-use super::{unix_now, Shared};
+use super::Shared;
 use std::future::Future;
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
@@ -67,16 +67,7 @@ pub(super) async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shar
         let verdict = if first.is_empty() {
             Verdict::NeedMore
         } else {
-            let now = unix_now();
-            let mut replay = shared.replay.lock().unwrap_or_else(|p| p.into_inner());
-            classify::classify(
-                &first,
-                &shared.config.policy,
-                &shared.users,
-                now,
-                &mut replay,
-                None,
-            )
+            super::auth::decide(&first, &shared, peer.ip()).await
         };
         match verdict {
             Verdict::NeedMore if client_eof => break Decision::Cover(CoverReason::Unrecognised),

@@ -2,6 +2,7 @@
 //! shutdown. Each accepted connection runs in one task
 //! ([`connection::handle`]).
 
+pub mod auth;
 pub mod cover;
 pub mod dc;
 pub mod pool;
@@ -76,6 +77,8 @@ pub struct Shared {
     pub pool: pool::BufferPool,
     /// Fires on shutdown.
     pub shutdown: CancellationToken,
+    /// Key search order (last seen per address, users per domain).
+    pub auth: auth::AuthIndex,
     /// Counters.
     pub stats: Stats,
     last_cover_warning: AtomicU64,
@@ -180,6 +183,7 @@ impl Server {
         let window = config.policy.max_past + config.policy.max_future;
         let users = Users::new(config.users.iter().map(|u| (u.name.clone(), u.key.clone())));
         let shared = Arc::new(Shared {
+            auth: auth::AuthIndex::new(config.users.iter().map(|u| u.domains.as_slice())),
             users,
             replay: Mutex::new(ReplayState {
                 tls: ReplayCache::new(now, window.max(1), REPLAY_CAP),
