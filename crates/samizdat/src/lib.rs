@@ -7,6 +7,8 @@
 //! | [`config`] | `serve` options → one validated [`config::ServeConfig`] |
 //! | [`serve`] | listener, connection handling, cover splice, DC routing, relay |
 //! | [`links`] | the `tg://proxy` links printed at start |
+//! | [`link_cmd`] | `samizdat link`: those links and their QR codes, no server |
+//! | [`doctor`] | `samizdat doctor`: config, clock, DNS, cover and DC checks, each with a fix |
 //! | [`state`] | the state directory (the zero-config secret) |
 //! | [`duration`] | `10s`-style durations |
 //!
@@ -15,7 +17,9 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod doctor;
 pub mod duration;
+pub mod link_cmd;
 pub mod links;
 pub mod serve;
 pub mod state;

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use wire::secret::{self, Mode, Secret};
 
 /// Whether an address could be reached from the internet.
-fn is_public(ip: &IpAddr) -> bool {
+pub fn is_public(ip: &IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
             !(v4.is_private()
@@ -59,9 +59,21 @@ pub fn link_host(config: &ServeConfig, bound: SocketAddr) -> (String, Option<Str
     )
 }
 
-/// The printable block of links for every user and accepted form.
-pub fn render(config: &ServeConfig, host: &str, port: u16) -> String {
-    let mut out = String::new();
+/// One link to print: whose it is, in which form.
+#[derive(Debug, Clone)]
+pub struct LinkEntry {
+    /// The user's name.
+    pub user: String,
+    /// The form in words, e.g. `ee, fake-TLS as example.com`.
+    pub label: String,
+    /// The secret a client gets (key plus form).
+    pub secret: Secret,
+}
+
+/// One entry per user and accepted form (`ee` once per domain), in the
+/// order `samizdat serve` prints them.
+pub fn entries(config: &ServeConfig) -> Vec<LinkEntry> {
+    let mut out = Vec::new();
     for user in &config.users {
         for mode in &config.modes {
             let secrets: Vec<Secret> = match mode {
@@ -82,18 +94,31 @@ pub fn render(config: &ServeConfig, host: &str, port: u16) -> String {
                 }],
             };
             for s in secrets {
-                let l = secret::links(host, port, &s.to_hex());
-                let what = match (&s.mode, &s.domain) {
+                let label = match (&s.mode, &s.domain) {
                     (Mode::FakeTls, Some(d)) => format!("ee, fake-TLS as {d}"),
                     (Mode::Padded, _) => "dd, padded".to_string(),
                     _ => "plain".to_string(),
                 };
-                out.push_str(&format!(
-                    "user {} ({what}):\n  {}\n  {}\n",
-                    user.name, l.tg, l.tme
-                ));
+                out.push(LinkEntry {
+                    user: user.name.clone(),
+                    label,
+                    secret: s,
+                });
             }
         }
+    }
+    out
+}
+
+/// The printable block of links for every user and accepted form.
+pub fn render(config: &ServeConfig, host: &str, port: u16) -> String {
+    let mut out = String::new();
+    for e in entries(config) {
+        let l = secret::links(host, port, &e.secret.to_hex());
+        out.push_str(&format!(
+            "user {} ({}):\n  {}\n  {}\n",
+            e.user, e.label, l.tg, l.tme
+        ));
     }
     out
 }

@@ -21,6 +21,13 @@ enum Command {
     /// Run an MTProto proxy for Telegram apps (plain, dd and ee secrets);
     /// everything that fails authentication is spliced to a cover site.
     Serve(ServeArgs),
+    /// Print each user's tg:// and t.me links (the ones `serve` prints, for
+    /// the same options) and QR codes of them, without starting a server.
+    Link(samizdat::link_cmd::LinkArgs),
+    /// Check the config, the clock, the domain's DNS, the cover site and
+    /// the Telegram DCs; each problem comes with what to do. Exit code 1
+    /// if a check failed.
+    Doctor(samizdat::doctor::DoctorArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -34,6 +41,8 @@ fn main() -> std::process::ExitCode {
         .init();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Link(args) => samizdat::link_cmd::run(&args),
+        Command::Doctor(args) => samizdat::doctor::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -50,20 +59,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!(error = %e, "cannot raise the open-files limit");
     }
-    let state_dir = args
-        .state_dir
-        .clone()
-        .unwrap_or_else(samizdat::state::default_dir);
-    let mut created = false;
-    let config = ServeConfig::from_args(&args, || {
-        let (key, new) = samizdat::state::load_or_create_key(&state_dir)?;
-        created = new;
-        Ok(key)
-    })?;
+    let (config, created) = ServeConfig::load(&args)?;
+    let created = created.unwrap_or(false);
+    let state_dir = config.state_dir.clone();
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();
-    if let Some(n) = args.threads {
-        rt.worker_threads(n.max(1));
+    if let Some(n) = config.threads {
+        rt.worker_threads(n);
     }
     let rt = rt.build()?;
     rt.block_on(async move {
