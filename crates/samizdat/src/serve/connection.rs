@@ -185,14 +185,38 @@ async fn read_some(s: &TcpStream, buf: &mut Vec<u8>, limit: usize) -> io::Result
     }
 }
 
+/// Appends what `s` has already received, without waiting, up to `max`
+/// more bytes. Returns true if the client's FIN was read. Errors are left
+/// for the relay to find (and mirror).
+fn read_ready(s: &TcpStream, buf: &mut Vec<u8>, max: usize) -> bool {
+    let limit = buf.len() + max;
+    while buf.len() < limit {
+        let len = buf.len();
+        buf.resize(limit, 0);
+        let r = s.try_read(&mut buf[len..]);
+        match r {
+            Ok(0) => {
+                buf.truncate(len);
+                return true;
+            }
+            Ok(n) => buf.truncate(len + n),
+            Err(_) => {
+                buf.truncate(len);
+                break;
+            }
+        }
+    }
+    false
+}
+
 /// Splices a connection that did not authenticate to the cover site: the
 /// bytes not yet forwarded go first, then both directions until either
 /// side ends, with no deadline of ours.
 async fn splice_to_cover(
     client: TcpStream,
-    first: Vec<u8>,
+    mut first: Vec<u8>,
     mut cover: Cover,
-    client_eof: bool,
+    mut client_eof: bool,
     shared: &Shared,
 ) {
     let stream = match (cover.stream.take(), cover.pending.take(), cover.failed) {
@@ -214,6 +238,15 @@ async fn splice_to_cover(
             return; // dropping the client closes it
         }
     };
+    // The classifier reads at most one record, so a client's burst may be
+    // only partly read. Send the rest that has already arrived in the same
+    // write: a direct visitor's burst reaches the cover whole, so a cover
+    // that gives up after its first read closes with bytes unread, i.e.
+    // with RST, instead of closing with FIN and resetting only when the
+    // rest trickles in after it (which a prober sees as FIN, not RST).
+    if !client_eof {
+        client_eof = read_ready(&client, &mut first, super::pool::BUF_SIZE);
+    }
     if relay::write_all(&stream, &first[cover.sent.min(first.len())..])
         .await
         .is_err()
@@ -221,6 +254,7 @@ async fn splice_to_cover(
         relay::arm_reset(&client);
         return;
     }
+    drop(first);
     if client_eof {
         relay::shutdown_write(&stream);
     }
@@ -268,7 +302,7 @@ async fn serve_tls(
             cipher_suite: acc.hello.cipher_suite,
             key_share: key_share.as_bytes(),
             fake_certificate: &cert,
-            order: ExtensionOrder::KeyShareFirst,
+            order: ExtensionOrder::VersionsFirst,
         },
     );
     if relay::write_all(&client, &flight).await.is_err() {

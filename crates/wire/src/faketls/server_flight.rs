@@ -8,10 +8,11 @@ use crate::users::Users;
 /// best choice copies the cover site.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ExtensionOrder {
-    /// key_share, then supported_versions (MTProxy's default, common for nginx/OpenSSL).
-    #[default]
+    /// key_share, then supported_versions (MTProxy's and mtprotoproxy's choice).
     KeyShareFirst,
-    /// supported_versions, then key_share.
+    /// supported_versions, then key_share: what OpenSSL 3 (so nginx, the
+    /// recommended cover) sends, and mtg's choice.
+    #[default]
     VersionsFirst,
 }
 
