@@ -137,6 +137,12 @@ pub struct ServeArgs {
     /// Runtime worker threads [default: one per core].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics [default: off].
+    /// Keep it on loopback (e.g. 127.0.0.1:9090): the numbers show who uses
+    /// the proxy and how much.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
 }
 
 /// One user: a name for logs and the key.
@@ -186,6 +192,8 @@ pub struct ServeConfig {
     pub threads: Option<usize>,
     /// Where generated state lives.
     pub state_dir: PathBuf,
+    /// Prometheus endpoint address (`None`: off).
+    pub metrics: Option<SocketAddr>,
 }
 
 /// A configuration mistake: where it is (a flag, or file, line and key),
@@ -333,6 +341,7 @@ struct ServerSection {
     drain_timeout: Option<Spanned<String>>,
     max_connections: Option<Spanned<usize>>,
     threads: Option<Spanned<usize>>,
+    metrics: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -789,6 +798,17 @@ impl ServeConfig {
             }
             other => other.map(|i| i.value),
         };
+        let metrics_flag = args.metrics.map(|a| a.to_string());
+        let metrics = match pick_one(
+            metrics_flag.as_ref(),
+            "--metrics",
+            server.metrics.as_ref(),
+            "server.metrics",
+            loaded,
+        ) {
+            Some(item) => Some(parse_addr(&item.value).map_err(|e| item.fail(&item.value, e))?),
+            None => None,
+        };
 
         Ok(ServeConfig {
             listen: (!listen.is_empty()).then_some(listen),
@@ -813,6 +833,7 @@ impl ServeConfig {
             max_connections,
             threads,
             state_dir,
+            metrics,
         })
     }
 }

@@ -81,7 +81,12 @@ fn mistakes_name_file_line_key_and_fix() {
         error_for("[server]\nlisen = [\"0.0.0.0:443\"]\n"),
         "samizdat: samizdat.toml:2: unknown field `lisen`, expected one of `listen`, `modes`, `domains`, `cover`, \
          `cover_connect`, `public_host`, `state_dir`, `unknown_sni`, `max_clock_behind`, `max_clock_ahead`, \
-         `handshake_timeout`, `idle_timeout`, `connect_timeout`, `drain_timeout`, `max_connections`, `threads`"
+         `handshake_timeout`, `idle_timeout`, `connect_timeout`, `drain_timeout`, `max_connections`, `threads`, \
+         `metrics`"
+    );
+    assert_eq!(
+        error_for("[server]\nmetrics = \"localhost\"\n"),
+        "samizdat: samizdat.toml:2: server.metrics: expected IP:PORT, e.g. 127.0.0.1:443 or [::1]:443"
     );
     assert_eq!(
         error_for("[server]\nmodes = [\"ee\", \"xx\"]\n"),

@@ -130,6 +130,7 @@ pub(super) async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shar
         Decision::Gone => {}
         Decision::Cover(reason) => {
             shared.stats.count_cover(reason);
+            shared.metrics.handshake(reason.name());
             if let CoverReason::BadTimestamp { skew } = reason {
                 shared.warn_clock_skew(skew);
             }
@@ -142,6 +143,7 @@ pub(super) async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shar
                 .stats
                 .authenticated_tls
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            shared.metrics.handshake("ok_tls");
             serve_tls(client, acc, deadline, &shared, peer).await;
         }
         Decision::Bare(acc) => {
@@ -150,6 +152,7 @@ pub(super) async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shar
                 .stats
                 .authenticated_bare
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            shared.metrics.handshake("ok_obfuscated2");
             let leftover = first.split_off(INIT_LEN);
             let acc = *acc;
             serve_dc(client, acc.user, acc.init, None, leftover, &shared, peer).await;
@@ -169,7 +172,11 @@ async fn read_some(s: &TcpStream, buf: &mut Vec<u8>, limit: usize) -> io::Result
     loop {
         s.readable().await?;
         let len = buf.len();
-        let want = limit.saturating_sub(len).clamp(1, 16 * 1024);
+        // Everything that has arrived, up to the limit (one record plus a
+        // byte): a burst split here would reach the cover in two writes,
+        // and a cover that reads in between may close with FIN where the
+        // burst sent directly would have left bytes unread (RST).
+        let want = limit.saturating_sub(len).max(1);
         buf.resize(len + want, 0);
         match s.try_read(&mut buf[len..]) {
             Ok(n) => {
@@ -238,6 +245,7 @@ async fn splice_to_cover(
             return; // dropping the client closes it
         }
     };
+    shared.metrics.cover_splices.inc();
     // The classifier reads at most one record, so a client's burst may be
     // only partly read. Send the rest that has already arrived in the same
     // write: a direct visitor's burst reaches the cover whole, so a cover
@@ -377,6 +385,12 @@ async fn serve_dc(
         .map(|u| u.name.as_str())
         .unwrap_or("?");
     let tls = records.is_some();
+    // Resolved once at start, indexed by user: no label lookup here.
+    let user_metrics = shared.metrics.user(user);
+    let _user_open = user_metrics.map(|m| {
+        m.connections.inc();
+        crate::metrics::GaugeGuard::new(&m.active)
+    });
     let addrs = shared.config.dcs.resolve(init.dc);
     if addrs.is_empty() {
         tracing::info!(
@@ -389,15 +403,21 @@ async fn serve_dc(
     }
     let mut server = None;
     for addr in &addrs {
+        let connecting = Instant::now();
         match tokio::time::timeout(shared.config.connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => {
+                shared.metrics.dc_connected(init.dc, connecting.elapsed());
                 server = Some(s);
                 break;
             }
             Ok(Err(e)) => {
+                shared.metrics.dc_connect_failed(init.dc);
                 tracing::warn!(dc = init.dc, %addr, error = %e, "cannot connect to Telegram DC")
             }
-            Err(_) => tracing::warn!(dc = init.dc, %addr, "connecting to Telegram DC timed out"),
+            Err(_) => {
+                shared.metrics.dc_connect_failed(init.dc);
+                tracing::warn!(dc = init.dc, %addr, "connecting to Telegram DC timed out")
+            }
         }
     }
     let Some(server) = server else { return };
@@ -428,6 +448,7 @@ async fn serve_dc(
         .stats
         .relays_active
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let relaying = crate::metrics::GaugeGuard::new(&shared.metrics.relays_active);
     let out = relay::relay(
         &client,
         &server,
@@ -442,6 +463,12 @@ async fn serve_dc(
         .stats
         .relays_active
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    drop(relaying);
+    // Bytes are added once, when the relay ends.
+    if let Some(m) = user_metrics {
+        m.from_client.inc_by(out.up + leftover.len() as u64);
+        m.to_client.inc_by(out.down);
+    }
     tracing::debug!(
         user = name,
         dc = init.dc,

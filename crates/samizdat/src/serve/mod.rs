@@ -81,6 +81,8 @@ pub struct Shared {
     pub auth: auth::AuthIndex,
     /// Counters.
     pub stats: Stats,
+    /// Prometheus metrics (exported only with `--metrics`).
+    pub metrics: crate::metrics::Metrics,
     last_cover_warning: AtomicU64,
     last_skew_warning: AtomicU64,
 }
@@ -106,6 +108,36 @@ impl Shared {
         }
     }
 
+    /// Serves `--metrics` on `listener` until `stop` fires. The replay
+    /// cache sizes are read at each scrape.
+    fn spawn_metrics(
+        self: &Arc<Self>,
+        listener: std::net::TcpListener,
+        tracker: &TaskTracker,
+        stop: CancellationToken,
+    ) {
+        let listener = match TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics endpoint not started");
+                return;
+            }
+        };
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!("metrics at http://{addr}/metrics");
+        }
+        let shared = self.clone();
+        let body = Arc::new(move || {
+            if let Ok(r) = shared.replay.lock() {
+                shared
+                    .metrics
+                    .set_replay_entries(r.tls.len(), r.obfuscated2.len());
+            }
+            shared.metrics.encode()
+        });
+        tracker.spawn(crate::metrics::serve(listener, body, stop));
+    }
+
     fn warn_clock_skew(&self, skew: i64) {
         if Self::rate_limited(&self.last_skew_warning) {
             tracing::warn!(
@@ -123,6 +155,9 @@ pub struct Server {
     shared: Arc<Shared>,
     /// Bound addresses (with real ports when 0 was asked for).
     pub addrs: Vec<SocketAddr>,
+    metrics_listener: Option<std::net::TcpListener>,
+    /// The bound `--metrics` address, if any.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -182,6 +217,9 @@ impl Server {
         let now = unix_now();
         let window = config.policy.max_past + config.policy.max_future;
         let users = Users::new(config.users.iter().map(|u| (u.name.clone(), u.key.clone())));
+        let metrics_listener = config.metrics.map(crate::metrics::bind).transpose()?;
+        let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let metrics = crate::metrics::Metrics::new(config.users.iter().map(|u| u.name.as_str()));
         let shared = Arc::new(Shared {
             auth: auth::AuthIndex::new(config.users.iter().map(|u| u.domains.as_slice())),
             users,
@@ -192,6 +230,7 @@ impl Server {
             pool: pool::BufferPool::new(64),
             shutdown: CancellationToken::new(),
             stats: Stats::default(),
+            metrics,
             last_cover_warning: AtomicU64::new(0),
             last_skew_warning: AtomicU64::new(0),
             config,
@@ -200,6 +239,8 @@ impl Server {
             listeners,
             shared,
             addrs,
+            metrics_listener,
+            metrics_addr,
         })
     }
 
@@ -213,6 +254,9 @@ impl Server {
     pub async fn run(self, stop: CancellationToken) {
         let tracker = TaskTracker::new();
         let limit = Arc::new(Semaphore::new(self.shared.config.max_connections));
+        if let Some(l) = self.metrics_listener {
+            self.shared.spawn_metrics(l, &tracker, stop.clone());
+        }
         for listener in self.listeners {
             let shared = self.shared.clone();
             let limit = limit.clone();
@@ -234,18 +278,23 @@ impl Server {
                         }
                     };
                     shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                    shared.metrics.connections.inc();
                     let Ok(permit) = limit.clone().try_acquire_owned() else {
                         shared
                             .stats
                             .refused_over_limit
                             .fetch_add(1, Ordering::Relaxed);
+                        shared.metrics.connections_refused.inc();
                         drop(stream);
                         continue;
                     };
                     let shared = shared.clone();
                     conns.spawn(async move {
                         shared.stats.active.fetch_add(1, Ordering::Relaxed);
+                        let open =
+                            crate::metrics::GaugeGuard::new(&shared.metrics.connections_active);
                         connection::handle(stream, peer, shared.clone()).await;
+                        drop(open);
                         shared.stats.active.fetch_sub(1, Ordering::Relaxed);
                         drop(permit);
                     });

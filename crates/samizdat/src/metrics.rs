@@ -1,0 +1,490 @@
+//! Prometheus metrics (`--metrics ADDR`): one registry, typed metric
+//! families and a tiny HTTP endpoint serving `GET /metrics` as OpenMetrics
+//! text.
+//!
+//! Off by default. When on it should listen on loopback: the numbers show
+//! who uses the proxy and how much (user names, never keys).
+//!
+//! Hot-path rules: every per-user handle is resolved once at start (users
+//! are fixed for the life of the server) and indexed by user number, so a
+//! connection never looks a label set up; relay byte counts are added once
+//! when a relay ends (a long relay shows its bytes only at its end).
+//!
+//! The endpoint is a minimal HTTP/1.1 responder over tokio rather than
+//! hyper: one route, one method, no keep-alive and no request body, for a
+//! scraper on loopback. That keeps about ten crates (hyper, hyper-util,
+//! http, http-body, httparse, …) out of a binary that serves no other HTTP.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Content type of the answer (what `prometheus-client` encodes).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Handshake outcomes, as the `outcome` label: the two successes, then
+/// every [`wire::classify::CoverReason::name`] (all sent to the cover).
+pub const OUTCOMES: [&str; 10] = [
+    "ok_tls",
+    "ok_obfuscated2",
+    "bad_hmac",
+    "bad_init",
+    "replay",
+    "bad_timestamp",
+    "unknown_sni",
+    "unrecognised",
+    "bad_hello",
+    "trailing_data",
+];
+
+/// Upper bounds of the DC connect latency buckets, seconds.
+const DC_CONNECT_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UserLabels {
+    user: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UserDirectionLabels {
+    user: String,
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DcLabels {
+    /// The absolute DC number (media DC -2 counts as 2).
+    dc_id: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+/// One user's handles, resolved at start.
+#[derive(Debug, Clone, Default)]
+pub struct UserMetrics {
+    /// Authenticated connections that reached the DC step.
+    pub connections: Counter,
+    /// Of those, open now.
+    pub active: Gauge,
+    /// Payload bytes client → DC.
+    pub from_client: Counter,
+    /// Payload bytes DC → client.
+    pub to_client: Counter,
+}
+
+/// Every metric `serve` exports, and the registry that encodes them.
+pub struct Metrics {
+    registry: Registry,
+    /// Connections accepted.
+    pub connections: Counter,
+    /// Connections open now.
+    pub connections_active: Gauge,
+    /// Connections closed at once because `--max-connections` was reached.
+    pub connections_refused: Counter,
+    /// Connections spliced to the cover site (the cover was reached).
+    pub cover_splices: Counter,
+    /// Relays to a DC open now.
+    pub relays_active: Gauge,
+    outcomes: Vec<(&'static str, Counter)>,
+    users: Vec<UserMetrics>,
+    dc_connect: Family<DcLabels, Histogram, fn() -> Histogram>,
+    dc_connect_errors: Family<DcLabels, Counter>,
+    replay_entries: Family<KindLabels, Gauge>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn dc_histogram() -> Histogram {
+    Histogram::new(DC_CONNECT_BUCKETS)
+}
+
+impl Metrics {
+    /// Registers every family; `users` are the user names in user-index
+    /// order.
+    pub fn new<'a>(users: impl IntoIterator<Item = &'a str>) -> Metrics {
+        let mut registry = Registry::with_prefix("samizdat");
+        let connections = Counter::default();
+        registry.register(
+            "connections",
+            "Client connections accepted",
+            connections.clone(),
+        );
+        let connections_active = Gauge::default();
+        registry.register(
+            "connections_active",
+            "Client connections open now",
+            connections_active.clone(),
+        );
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at once because --max-connections was reached",
+            connections_refused.clone(),
+        );
+        let handshakes = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "handshakes",
+            "Handshake outcomes: ok_tls and ok_obfuscated2 authenticated, every other outcome was sent to the cover site",
+            handshakes.clone(),
+        );
+        let outcomes = OUTCOMES
+            .iter()
+            .map(|&outcome| {
+                let c = handshakes.get_or_create(&OutcomeLabels { outcome }).clone();
+                (outcome, c)
+            })
+            .collect();
+        let cover_splices = Counter::default();
+        registry.register(
+            "cover_splices",
+            "Connections spliced to the cover site (the cover site was reached)",
+            cover_splices.clone(),
+        );
+        let user_connections = Family::<UserLabels, Counter>::default();
+        registry.register(
+            "user_connections",
+            "Authenticated connections per user",
+            user_connections.clone(),
+        );
+        let user_active = Family::<UserLabels, Gauge>::default();
+        registry.register(
+            "user_connections_active",
+            "Authenticated connections open now per user",
+            user_active.clone(),
+        );
+        let user_bytes = Family::<UserDirectionLabels, Counter>::default();
+        registry.register(
+            "user_bytes",
+            "Payload bytes per user and direction (from_client, to_client), added when a relay ends",
+            user_bytes.clone(),
+        );
+        let users = users
+            .into_iter()
+            .map(|name| {
+                let user = UserLabels {
+                    user: name.to_string(),
+                };
+                let bytes = |direction| {
+                    user_bytes
+                        .get_or_create(&UserDirectionLabels {
+                            user: name.to_string(),
+                            direction,
+                        })
+                        .clone()
+                };
+                UserMetrics {
+                    connections: user_connections.get_or_create(&user).clone(),
+                    active: user_active.get_or_create(&user).clone(),
+                    from_client: bytes("from_client"),
+                    to_client: bytes("to_client"),
+                }
+            })
+            .collect();
+        let dc_connect =
+            Family::<DcLabels, Histogram, fn() -> Histogram>::new_with_constructor(dc_histogram);
+        registry.register(
+            "dc_connect_seconds",
+            "Time to connect to a Telegram DC, seconds",
+            dc_connect.clone(),
+        );
+        let dc_connect_errors = Family::<DcLabels, Counter>::default();
+        registry.register(
+            "dc_connect_errors",
+            "Failed or timed-out connects to a Telegram DC address",
+            dc_connect_errors.clone(),
+        );
+        let replay_entries = Family::<KindLabels, Gauge>::default();
+        registry.register(
+            "replay_cache_entries",
+            "Entries in the replay caches (tls: hello randoms, obfuscated2: bare inits)",
+            replay_entries.clone(),
+        );
+        let relays_active = Gauge::default();
+        registry.register(
+            "relays_active",
+            "Relays to a Telegram DC open now",
+            relays_active.clone(),
+        );
+        Metrics {
+            registry,
+            connections,
+            connections_active,
+            connections_refused,
+            cover_splices,
+            relays_active,
+            outcomes,
+            users,
+            dc_connect,
+            dc_connect_errors,
+            replay_entries,
+        }
+    }
+
+    /// Counts one handshake outcome (a name from [`OUTCOMES`]).
+    pub fn handshake(&self, outcome: &str) {
+        if let Some((_, c)) = self.outcomes.iter().find(|(o, _)| *o == outcome) {
+            c.inc();
+        }
+    }
+
+    /// The handles of user number `index`.
+    pub fn user(&self, index: usize) -> Option<&UserMetrics> {
+        self.users.get(index)
+    }
+
+    /// Records a successful DC connect that took `took`.
+    pub fn dc_connected(&self, dc: i16, took: Duration) {
+        self.dc_connect
+            .get_or_create(&DcLabels {
+                dc_id: dc.unsigned_abs(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts a failed connect to one of a DC's addresses.
+    pub fn dc_connect_failed(&self, dc: i16) {
+        self.dc_connect_errors
+            .get_or_create(&DcLabels {
+                dc_id: dc.unsigned_abs(),
+            })
+            .inc();
+    }
+
+    /// Sets the replay cache sizes (read at scrape time).
+    pub fn set_replay_entries(&self, tls: usize, obfuscated2: usize) {
+        for (kind, n) in [("tls", tls), ("obfuscated2", obfuscated2)] {
+            self.replay_entries
+                .get_or_create(&KindLabels { kind })
+                .set(n.try_into().unwrap_or(i64::MAX));
+        }
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Decrements a gauge when dropped (an open-connection count that stays
+/// right on every early return).
+pub struct GaugeGuard(Gauge);
+
+impl GaugeGuard {
+    /// Increments `gauge` now and decrements it on drop.
+    pub fn new(gauge: &Gauge) -> GaugeGuard {
+        gauge.inc();
+        GaugeGuard(gauge.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Longest request head read.
+const MAX_REQUEST: usize = 8 * 1024;
+/// Time a scraper has to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Scrapes answered at once; more wait in the accept queue.
+const MAX_SCRAPES: usize = 16;
+
+/// Serves `GET /metrics` on `listener` until `stop` fires. `body` is called
+/// for each scrape.
+pub async fn serve(
+    listener: TcpListener,
+    body: Arc<dyn Fn() -> String + Send + Sync>,
+    stop: CancellationToken,
+) {
+    let tracker = TaskTracker::new();
+    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPES));
+    loop {
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = stop.cancelled() => break,
+        };
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = stop.cancelled() => break,
+        };
+        let stream = match accepted {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "metrics: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let body = body.clone();
+        let stop = stop.clone();
+        tracker.spawn(async move {
+            tokio::select! {
+                _ = answer(stream, &*body) => {}
+                _ = stop.cancelled() => {}
+            }
+            drop(permit);
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// Reads one request head and answers it, then closes.
+async fn answer(mut s: TcpStream, body: &(dyn Fn() -> String + Send + Sync)) {
+    let mut head = Vec::with_capacity(1024);
+    let read = tokio::time::timeout(REQUEST_TIMEOUT, async {
+        let mut chunk = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            if head.len() >= MAX_REQUEST {
+                return false;
+            }
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => head.extend_from_slice(&chunk[..n]),
+            }
+        }
+        true
+    })
+    .await;
+    let (status, content_type, text) = match read {
+        Ok(true) => route(&head, body),
+        Ok(false) if head.len() >= MAX_REQUEST => (
+            "431 Request Header Fields Too Large",
+            "text/plain",
+            String::new(),
+        ),
+        _ => return,
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        text.len()
+    );
+    let mut out = response.into_bytes();
+    if !head.starts_with(b"HEAD ") {
+        out.extend_from_slice(text.as_bytes());
+    }
+    let _ = s.write_all(&out).await;
+    let _ = s.shutdown().await;
+}
+
+fn route(
+    head: &[u8],
+    body: &(dyn Fn() -> String + Send + Sync),
+) -> (&'static str, &'static str, String) {
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split(' ');
+    let (method, target, version) = (parts.next(), parts.next(), parts.next());
+    if !version.is_some_and(|v| v.starts_with("HTTP/1.")) || parts.next().is_some() {
+        return ("400 Bad Request", "text/plain", "bad request\n".into());
+    }
+    let path = target.unwrap_or_default().split('?').next().unwrap_or("");
+    if path != "/metrics" {
+        return (
+            "404 Not Found",
+            "text/plain",
+            "samizdat metrics are at /metrics\n".into(),
+        );
+    }
+    match method {
+        Some("GET") | Some("HEAD") => ("200 OK", CONTENT_TYPE, body()),
+        _ => ("405 Method Not Allowed", "text/plain", "use GET\n".into()),
+    }
+}
+
+/// Binds the metrics listener, warning when it is not on loopback.
+pub fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    if !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "metrics listen on a non-loopback address: they reveal who uses this proxy and how much; \
+             keep them on 127.0.0.1 or firewall the port"
+        );
+    }
+    let l = std::net::TcpListener::bind(addr)
+        .map_err(|e| anyhow::anyhow!("--metrics {addr}: cannot listen: {e}"))?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_cover_reason_is_an_outcome() {
+        use wire::classify::CoverReason;
+        for r in [
+            CoverReason::Unrecognised,
+            CoverReason::UnknownSni,
+            CoverReason::BadHmac,
+            CoverReason::BadTimestamp { skew: 0 },
+            CoverReason::Replay,
+            CoverReason::TrailingData,
+            CoverReason::BadInit,
+        ] {
+            assert!(OUTCOMES.contains(&r.name()), "{}", r.name());
+        }
+    }
+
+    #[test]
+    fn routes() {
+        let body = || "x".to_string();
+        assert_eq!(route(b"GET /metrics HTTP/1.1\r\n\r\n", &body).0, "200 OK");
+        assert_eq!(
+            route(b"GET /metrics?a=1 HTTP/1.0\r\n\r\n", &body).0,
+            "200 OK"
+        );
+        assert_eq!(route(b"GET / HTTP/1.1\r\n\r\n", &body).0, "404 Not Found");
+        assert_eq!(
+            route(b"POST /metrics HTTP/1.1\r\n\r\n", &body).0,
+            "405 Method Not Allowed"
+        );
+        assert_eq!(route(b"junk\r\n\r\n", &body).0, "400 Bad Request");
+    }
+
+    #[test]
+    fn users_are_resolved_and_encoded() {
+        let m = Metrics::new(["alice", "bob"]);
+        m.user(1).unwrap().from_client.inc_by(5);
+        m.handshake("ok_tls");
+        m.dc_connected(-2, Duration::from_millis(3));
+        m.set_replay_entries(7, 0);
+        let text = m.encode();
+        assert!(
+            text.contains("samizdat_user_bytes_total{user=\"bob\",direction=\"from_client\"} 5")
+        );
+        assert!(text.contains("samizdat_handshakes_total{outcome=\"ok_tls\"} 1"));
+        assert!(text.contains("samizdat_dc_connect_seconds_count{dc_id=\"2\"} 1"));
+        assert!(text.contains("samizdat_replay_cache_entries{kind=\"tls\"} 7"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
