@@ -155,6 +155,106 @@ pub struct UserEntry {
     /// Fake-TLS domains this user's links name (from an ee secret); empty
     /// means any of the server's domains. Used to narrow the key search.
     pub domains: Vec<String>,
+    /// Optional limits.
+    pub limits: UserLimits,
+}
+
+/// A user's optional limits. Exceeding one ends or refuses only that
+/// user's connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserLimits {
+    /// Most simultaneous connections.
+    pub max_connections: Option<usize>,
+    /// Most distinct client addresses at once.
+    pub max_ips: Option<usize>,
+    /// Bytes (both directions) over the user's lifetime; kept across restarts.
+    pub quota: Option<u64>,
+    /// Unix time after which the user is refused and their connections end.
+    pub expires: Option<u64>,
+    /// Bytes per second, both directions together, across the user's connections.
+    pub bandwidth: Option<u64>,
+}
+
+/// Parses a byte size: `1048576`, `500MB`, `10GiB`, `1.5TB` (SI and binary units).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num.parse().map_err(|_| {
+        format!("{text:?} is not a size; write e.g. 500MB, 10GiB or a number of bytes")
+    })?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        other => {
+            return Err(format!(
+                "{text:?}: unknown unit {other:?}; use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB"
+            ))
+        }
+    };
+    let bytes = value * mult;
+    if !bytes.is_finite() || !(1.0..=1e18).contains(&bytes) {
+        return Err(format!("{text:?} is out of range"));
+    }
+    Ok(bytes as u64)
+}
+
+/// Parses a rate: `1MiB/s`, `500KB/s`, `8Mbit/s`, `100Mbps`.
+pub fn parse_rate(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let lower = t.to_ascii_lowercase();
+    let (size, bits) = if let Some(x) = lower
+        .strip_suffix("bit/s")
+        .or_else(|| lower.strip_suffix("bps"))
+    {
+        (x.to_string(), true)
+    } else if let Some(x) = lower.strip_suffix("/s") {
+        (x.to_string(), false)
+    } else {
+        return Err(format!(
+            "{text:?} is not a rate; write e.g. 1MiB/s, 500KB/s or 8Mbit/s"
+        ));
+    };
+    let size = if bits { format!("{size}b") } else { size };
+    let n = parse_size(&size)
+        .map_err(|_| format!("{text:?} is not a rate; write e.g. 1MiB/s, 500KB/s or 8Mbit/s"))?;
+    Ok(if bits { (n / 8).max(1) } else { n })
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+fn days_from_civil(y: i64, m: u8, d: u8) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// A TOML date-time as unix seconds; a date alone is midnight UTC, a local
+/// time is taken as UTC.
+fn datetime_to_unix(dt: &toml::value::Datetime) -> Result<u64, String> {
+    let date = dt
+        .date
+        .ok_or("expected a date, e.g. 2027-01-31 or 2027-01-31T12:00:00Z")?;
+    let mut secs = days_from_civil(i64::from(date.year), date.month, date.day) * 86_400;
+    if let Some(t) = dt.time {
+        secs += i64::from(t.hour) * 3600 + i64::from(t.minute) * 60 + i64::from(t.second);
+    }
+    if let Some(toml::value::Offset::Custom { minutes }) = dt.offset {
+        secs -= i64::from(minutes) * 60;
+    }
+    u64::try_from(secs).map_err(|_| "dates before 1970 are not supported".to_string())
 }
 
 /// The validated configuration of a server.
@@ -358,6 +458,11 @@ struct DcSection {
 #[serde(deny_unknown_fields)]
 struct UserSection {
     secret: Spanned<String>,
+    max_connections: Option<Spanned<usize>>,
+    max_ips: Option<Spanned<usize>>,
+    quota: Option<Spanned<String>>,
+    expires: Option<Spanned<toml::value::Datetime>>,
+    bandwidth: Option<Spanned<String>>,
 }
 
 /// The config file as read, with its text for line numbers.
@@ -555,23 +660,25 @@ impl ServeConfig {
         } else {
             0
         };
-        let mut add_user = |name: String, secret: Secret, domains: &mut Vec<String>| {
-            let own: Vec<String> = secret
-                .domain
-                .iter()
-                .map(|d| d.to_ascii_lowercase())
-                .collect();
-            for d in &own {
-                if !domains.contains(d) {
-                    domains.push(d.clone());
+        let mut add_user =
+            |name: String, secret: Secret, limits: UserLimits, domains: &mut Vec<String>| {
+                let own: Vec<String> = secret
+                    .domain
+                    .iter()
+                    .map(|d| d.to_ascii_lowercase())
+                    .collect();
+                for d in &own {
+                    if !domains.contains(d) {
+                        domains.push(d.clone());
+                    }
                 }
-            }
-            users.push(UserEntry {
-                name,
-                key: secret.key,
-                domains: own,
-            });
-        };
+                users.push(UserEntry {
+                    name,
+                    key: secret.key,
+                    domains: own,
+                    limits,
+                });
+            };
         if let Some(l) = loaded {
             let from = From::File {
                 path: &l.path,
@@ -589,7 +696,47 @@ impl ServeConfig {
                     return Err(item.fail("", format!("user name {name:?}: use 1-64 letters, digits, '-', '_', '.' or '@'")).into());
                 }
                 let secret = parse_secret(user.secret.get_ref()).map_err(|e| item.fail("", e))?;
-                add_user(name.clone(), secret, &mut domains);
+                let at = |key: &str, span: std::ops::Range<usize>| Item {
+                    value: (),
+                    from,
+                    key: format!("users.{name}.{key}"),
+                    span: Some(span),
+                };
+                let mut limits = UserLimits::default();
+                if let Some(v) = &user.max_connections {
+                    if *v.get_ref() == 0 {
+                        return Err(at("max_connections", v.span())
+                            .fail("", "must be at least 1 (remove the user to refuse them)")
+                            .into());
+                    }
+                    limits.max_connections = Some(*v.get_ref());
+                }
+                if let Some(v) = &user.max_ips {
+                    if *v.get_ref() == 0 {
+                        return Err(at("max_ips", v.span())
+                            .fail("", "must be at least 1")
+                            .into());
+                    }
+                    limits.max_ips = Some(*v.get_ref());
+                }
+                if let Some(v) = &user.quota {
+                    limits.quota = Some(
+                        parse_size(v.get_ref()).map_err(|e| at("quota", v.span()).fail("", e))?,
+                    );
+                }
+                if let Some(v) = &user.bandwidth {
+                    limits.bandwidth = Some(
+                        parse_rate(v.get_ref())
+                            .map_err(|e| at("bandwidth", v.span()).fail("", e))?,
+                    );
+                }
+                if let Some(v) = &user.expires {
+                    limits.expires = Some(
+                        datetime_to_unix(v.get_ref())
+                            .map_err(|e| at("expires", v.span()).fail("", e))?,
+                    );
+                }
+                add_user(name.clone(), secret, limits, &mut domains);
             }
         }
         for (i, text) in args.secret.iter().enumerate() {
@@ -605,7 +752,7 @@ impl ServeConfig {
                 (0, _) => format!("user{}", i + 1),
                 _ => format!("cli{}", i + 1),
             };
-            add_user(name, secret, &mut domains);
+            add_user(name, secret, UserLimits::default(), &mut domains);
         }
         let generated = users.is_empty();
         if generated {
@@ -613,6 +760,7 @@ impl ServeConfig {
                 name: "default".into(),
                 key: generated_key()?,
                 domains: Vec::new(),
+                limits: UserLimits::default(),
             });
         }
         {
@@ -843,4 +991,26 @@ fn state_dir_of(args: &ServeArgs, loaded: Option<&Loaded>) -> PathBuf {
         .clone()
         .or_else(|| loaded.and_then(|l| l.file.server.state_dir.clone()))
         .unwrap_or_else(crate::state::default_dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_rates_and_dates() {
+        assert_eq!(parse_size("10GiB").unwrap(), 10 << 30);
+        assert_eq!(parse_size("500MB").unwrap(), 500_000_000);
+        assert_eq!(parse_size("1024").unwrap(), 1024);
+        assert!(parse_size("10 parsecs").is_err());
+        assert_eq!(parse_rate("1MiB/s").unwrap(), 1 << 20);
+        assert_eq!(parse_rate("8Mbit/s").unwrap(), 1_000_000);
+        assert!(parse_rate("8M").is_err());
+        let dt: toml::value::Datetime = "2027-01-01T00:00:00Z".parse().unwrap();
+        assert_eq!(datetime_to_unix(&dt).unwrap(), 1_798_761_600);
+        let d: toml::value::Datetime = "1970-01-02".parse().unwrap();
+        assert_eq!(datetime_to_unix(&d).unwrap(), 86_400);
+        let off: toml::value::Datetime = "2027-01-01T02:00:00+02:00".parse().unwrap();
+        assert_eq!(datetime_to_unix(&off).unwrap(), 1_798_761_600);
+    }
 }

@@ -99,6 +99,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
         use std::io::Write;
         let _ = std::io::stdout().flush();
+        tokio::spawn(reload_on_change(args.clone(), server.shared()));
         let stop = CancellationToken::new();
         let signals = stop.clone();
         tokio::spawn(async move {
@@ -109,6 +110,44 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         server.run(stop).await;
         anyhow::Ok(())
     })
+}
+
+/// Reloads the configuration on SIGHUP and when the config file changes
+/// (polled every 2 s, which also catches editors and Kubernetes replacing
+/// the file). An invalid new configuration is refused and the old one keeps
+/// serving.
+async fn reload_on_change(args: ServeArgs, shared: std::sync::Arc<samizdat::serve::Shared>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    let stamp = |path: &Option<std::path::PathBuf>| {
+        path.as_ref()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map(|m| (m.modified().ok(), m.len()))
+    };
+    let mut seen = stamp(&args.config);
+    loop {
+        let why = tokio::select! {
+            _ = hup.recv() => "SIGHUP",
+            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {
+                let now = stamp(&args.config);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                "the config file changed"
+            }
+        };
+        match ServeConfig::load(&args) {
+            Ok((config, _)) => {
+                for note in shared.reload(config) {
+                    tracing::info!("{why}: {note}");
+                }
+            }
+            Err(e) => tracing::error!("{why}, but the new configuration is refused; still serving the previous one: {e:#}"),
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -34,7 +34,7 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 /// Handshake outcomes, as the `outcome` label: the two successes, then
 /// every [`wire::classify::CoverReason::name`] (all sent to the cover).
-pub const OUTCOMES: [&str; 10] = [
+pub const OUTCOMES: [&str; 14] = [
     "ok_tls",
     "ok_obfuscated2",
     "bad_hmac",
@@ -45,6 +45,10 @@ pub const OUTCOMES: [&str; 10] = [
     "unrecognised",
     "bad_hello",
     "trailing_data",
+    "limit_connections",
+    "limit_ips",
+    "limit_quota",
+    "expired",
 ];
 
 /// Upper bounds of the DC connect latency buckets, seconds.
@@ -106,7 +110,9 @@ pub struct Metrics {
     /// Relays to a DC open now.
     pub relays_active: Gauge,
     outcomes: Vec<(&'static str, Counter)>,
-    users: Vec<UserMetrics>,
+    user_connections: Family<UserLabels, Counter>,
+    user_active: Family<UserLabels, Gauge>,
+    user_bytes: Family<UserDirectionLabels, Counter>,
     dc_connect: Family<DcLabels, Histogram, fn() -> Histogram>,
     dc_connect_errors: Family<DcLabels, Counter>,
     replay_entries: Family<KindLabels, Gauge>,
@@ -182,28 +188,10 @@ impl Metrics {
             "Payload bytes per user and direction (from_client, to_client), added when a relay ends",
             user_bytes.clone(),
         );
-        let users = users
-            .into_iter()
-            .map(|name| {
-                let user = UserLabels {
-                    user: name.to_string(),
-                };
-                let bytes = |direction| {
-                    user_bytes
-                        .get_or_create(&UserDirectionLabels {
-                            user: name.to_string(),
-                            direction,
-                        })
-                        .clone()
-                };
-                UserMetrics {
-                    connections: user_connections.get_or_create(&user).clone(),
-                    active: user_active.get_or_create(&user).clone(),
-                    from_client: bytes("from_client"),
-                    to_client: bytes("to_client"),
-                }
-            })
-            .collect();
+        for name in users {
+            // Registered at start so every user shows, with zeros.
+            let _ = Self::user_handles(&user_connections, &user_active, &user_bytes, name);
+        }
         let dc_connect =
             Family::<DcLabels, Histogram, fn() -> Histogram>::new_with_constructor(dc_histogram);
         registry.register(
@@ -237,7 +225,9 @@ impl Metrics {
             cover_splices,
             relays_active,
             outcomes,
-            users,
+            user_connections,
+            user_active,
+            user_bytes,
             dc_connect,
             dc_connect_errors,
             replay_entries,
@@ -251,9 +241,41 @@ impl Metrics {
         }
     }
 
-    /// The handles of user number `index`.
-    pub fn user(&self, index: usize) -> Option<&UserMetrics> {
-        self.users.get(index)
+    fn user_handles(
+        connections: &Family<UserLabels, Counter>,
+        active: &Family<UserLabels, Gauge>,
+        bytes: &Family<UserDirectionLabels, Counter>,
+        name: &str,
+    ) -> UserMetrics {
+        let user = UserLabels {
+            user: name.to_string(),
+        };
+        let dir = |direction| {
+            bytes
+                .get_or_create(&UserDirectionLabels {
+                    user: name.to_string(),
+                    direction,
+                })
+                .clone()
+        };
+        UserMetrics {
+            connections: connections.get_or_create(&user).clone(),
+            active: active.get_or_create(&user).clone(),
+            from_client: dir("from_client"),
+            to_client: dir("to_client"),
+        }
+    }
+
+    /// The handles of the user called `name`: resolve once per connection,
+    /// then only atomics are touched. Users added by a reload appear here
+    /// on their first connection.
+    pub fn user(&self, name: &str) -> UserMetrics {
+        Self::user_handles(
+            &self.user_connections,
+            &self.user_active,
+            &self.user_bytes,
+            name,
+        )
     }
 
     /// Records a successful DC connect that took `took`.
@@ -474,7 +496,7 @@ mod tests {
     #[test]
     fn users_are_resolved_and_encoded() {
         let m = Metrics::new(["alice", "bob"]);
-        m.user(1).unwrap().from_client.inc_by(5);
+        m.user("bob").from_client.inc_by(5);
         m.handshake("ok_tls");
         m.dc_connected(-2, Duration::from_millis(3));
         m.set_replay_entries(7, 0);

@@ -16,6 +16,7 @@
 //! 3. **The lock is short.** Only the final admission (time window, replay
 //!    cache) takes the replay lock; key search runs outside it.
 
+use super::users::Snapshot;
 use super::{unix_now, Shared};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -123,15 +124,15 @@ async fn search<T>(
 
 /// Classifies everything read so far: structure, then the key search, then
 /// admission. See the module doc for the order and fairness rules.
-pub(super) async fn decide(buf: &[u8], shared: &Shared, peer: IpAddr) -> Verdict {
-    let policy = &shared.config.policy;
-    let users = &shared.users;
+pub(super) async fn decide(buf: &[u8], shared: &Shared, snap: &Snapshot, peer: IpAddr) -> Verdict {
+    let policy = &snap.config.policy;
+    let users = &snap.users;
     match classify::inspect(buf, policy) {
         Inspected::NeedMore => Verdict::NeedMore,
         Inspected::Cover(reason) => Verdict::Cover(reason),
         Inspected::Hello { hello, record_len } => {
             let record = &buf[..record_len];
-            let candidates = shared.auth.candidates(peer, hello.sni.as_deref());
+            let candidates = snap.auth.candidates(peer, hello.sni.as_deref());
             let found = search(candidates, |chunk| {
                 classify::find_hello_user(record, &hello, users, chunk.iter().copied())
             })
@@ -151,12 +152,12 @@ pub(super) async fn decide(buf: &[u8], shared: &Shared, peer: IpAddr) -> Verdict
                 )
             };
             if let Verdict::FakeTls(acc) = &verdict {
-                shared.auth.remember(peer, acc.user);
+                snap.auth.remember(peer, acc.user);
             }
             verdict
         }
         Inspected::Init(init) => {
-            let candidates = shared.auth.candidates(peer, None);
+            let candidates = snap.auth.candidates(peer, None);
             let found = search(candidates, |chunk| {
                 classify::find_init_user(&init, policy, users, chunk.iter().copied())
             })
@@ -170,7 +171,7 @@ pub(super) async fn decide(buf: &[u8], shared: &Shared, peer: IpAddr) -> Verdict
                 classify::admit_init(&init, accepted, unix_now(), &mut replay.obfuscated2)
             };
             if matches!(verdict, Verdict::Obfuscated2(_)) {
-                shared.auth.remember(peer, user);
+                snap.auth.remember(peer, user);
             }
             verdict
         }

@@ -3,6 +3,7 @@
 //! `wire`; this file only moves bytes and keeps deadlines.
 
 use super::relay::{self, ClientToDc, DcToClient, Identity};
+use super::users::{Admission, Snapshot};
 use super::Shared;
 use std::future::Future;
 use std::io::{self, ErrorKind};
@@ -47,8 +48,10 @@ enum Event {
 /// Serves one accepted connection to its end.
 pub(super) async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let _ = client.set_nodelay(true);
+    // One configuration for the whole connection, even across a reload.
+    let snap = shared.snapshot();
     let started = Instant::now();
-    let deadline = started + shared.config.handshake_timeout;
+    let deadline = started + snap.config.handshake_timeout;
     let mut first: Vec<u8> = Vec::new();
     let mut client_eof = false;
     let mut cover = Cover {
@@ -57,9 +60,9 @@ pub(super) async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shar
         failed: false,
         sent: 0,
     };
-    if shared.config.cover_connect == super::cover::CoverConnect::Eager {
-        let target = shared.config.cover.clone();
-        let timeout = shared.config.connect_timeout;
+    if snap.config.cover_connect == super::cover::CoverConnect::Eager {
+        let target = snap.config.cover.clone();
+        let timeout = snap.config.connect_timeout;
         cover.pending = Some(Box::pin(async move { target.connect(timeout).await }));
     }
 
@@ -67,7 +70,7 @@ pub(super) async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shar
         let verdict = if first.is_empty() {
             Verdict::NeedMore
         } else {
-            super::auth::decide(&first, &shared, peer.ip()).await
+            super::auth::decide(&first, &shared, &snap, peer.ip()).await
         };
         match verdict {
             Verdict::NeedMore if client_eof => break Decision::Cover(CoverReason::Unrecognised),
@@ -135,7 +138,7 @@ pub(super) async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shar
                 shared.warn_clock_skew(skew);
             }
             tracing::debug!(reason = reason.name(), bytes = first.len(), "to cover");
-            splice_to_cover(client, first, cover, client_eof, &shared).await;
+            splice_to_cover(client, first, cover, client_eof, &shared, &snap).await;
         }
         Decision::Tls(acc) => {
             drop(cover);
@@ -143,8 +146,11 @@ pub(super) async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shar
                 .stats
                 .authenticated_tls
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(admission) = admit(&shared, &snap, acc.user, peer) else {
+                return;
+            };
             shared.metrics.handshake("ok_tls");
-            serve_tls(client, acc, deadline, &shared, peer).await;
+            serve_tls(client, acc, deadline, &shared, &snap, admission).await;
         }
         Decision::Bare(acc) => {
             drop(cover);
@@ -152,10 +158,28 @@ pub(super) async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shar
                 .stats
                 .authenticated_bare
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(admission) = admit(&shared, &snap, acc.user, peer) else {
+                return;
+            };
             shared.metrics.handshake("ok_obfuscated2");
             let leftover = first.split_off(INIT_LEN);
             let acc = *acc;
-            serve_dc(client, acc.user, acc.init, None, leftover, &shared, peer).await;
+            serve_dc(client, admission, acc.init, None, leftover, &shared, &snap).await;
+        }
+    }
+}
+
+/// Applies the user's limits to a connection that authenticated. A refused
+/// connection is closed (the peer proved it holds the key, so this reveals
+/// nothing to a prober) and logged by user name.
+fn admit(shared: &Shared, snap: &Snapshot, user: usize, peer: SocketAddr) -> Option<Admission> {
+    let state = snap.states.get(user)?;
+    match state.admit(peer.ip(), super::unix_now()) {
+        Ok(a) => Some(a),
+        Err(refusal) => {
+            shared.metrics.handshake(refusal.name());
+            tracing::info!(user = %state.name, limit = refusal.name(), "connection refused by the user's limits");
+            None
         }
     }
 }
@@ -225,17 +249,12 @@ async fn splice_to_cover(
     mut cover: Cover,
     mut client_eof: bool,
     shared: &Shared,
+    snap: &Snapshot,
 ) {
     let stream = match (cover.stream.take(), cover.pending.take(), cover.failed) {
         (Some(s), _, _) => Ok(s),
         (None, Some(pending), _) => pending.await,
-        (None, None, false) => {
-            shared
-                .config
-                .cover
-                .connect(shared.config.connect_timeout)
-                .await
-        }
+        (None, None, false) => snap.config.cover.connect(snap.config.connect_timeout).await,
         (None, None, true) => Err(io::Error::other("cover unreachable")),
     };
     let stream = match stream {
@@ -291,7 +310,8 @@ async fn serve_tls(
     acc: classify::TlsAccepted,
     deadline: Instant,
     shared: &Shared,
-    peer: SocketAddr,
+    snap: &Snapshot,
+    admission: Admission,
 ) {
     let mut secret = [0u8; 32];
     let _ = getrandom::fill(&mut secret);
@@ -302,7 +322,7 @@ async fn serve_tls(
     let mut cert = vec![0u8; cert_len];
     let _ = getrandom::fill(&mut cert);
     let flight = server_flight::build(
-        &shared.users,
+        &snap.users,
         acc.user,
         &FlightParams {
             client_random: &acc.hello.random,
@@ -351,19 +371,19 @@ async fn serve_tls(
     }
     drop(chunk);
     let init: [u8; INIT_LEN] = payload[..INIT_LEN].try_into().expect("length checked");
-    let Some(accepted) = classify::accept_inner_init(&init, &shared.users, acc.user) else {
+    let Some(accepted) = classify::accept_inner_init(&init, &snap.users, acc.user) else {
         tracing::debug!("authenticated fake-TLS client sent an init that is not dd under its key");
         return;
     };
     let leftover = payload.split_off(INIT_LEN);
     serve_dc(
         client,
-        acc.user,
+        admission,
         accepted,
         Some(records),
         leftover,
         shared,
-        peer,
+        snap,
     )
     .await;
 }
@@ -372,26 +392,21 @@ async fn serve_tls(
 /// relays until either side ends.
 async fn serve_dc(
     client: TcpStream,
-    user: usize,
+    admission: Admission,
     init: Accepted,
     records: Option<RecordDecoder>,
     mut leftover: Vec<u8>,
     shared: &Shared,
-    _peer: SocketAddr,
+    snap: &Snapshot,
 ) {
-    let name = shared
-        .users
-        .get(user)
-        .map(|u| u.name.as_str())
-        .unwrap_or("?");
+    let user = admission.user.clone();
+    let name = user.name.as_str();
     let tls = records.is_some();
-    // Resolved once at start, indexed by user: no label lookup here.
-    let user_metrics = shared.metrics.user(user);
-    let _user_open = user_metrics.map(|m| {
-        m.connections.inc();
-        crate::metrics::GaugeGuard::new(&m.active)
-    });
-    let addrs = shared.config.dcs.resolve(init.dc);
+    // Resolved once per connection: no label lookup while relaying.
+    let user_metrics = shared.metrics.user(name);
+    user_metrics.connections.inc();
+    let _user_open = crate::metrics::GaugeGuard::new(&user_metrics.active);
+    let addrs = snap.config.dcs.resolve(init.dc);
     if addrs.is_empty() {
         tracing::info!(
             user = name,
@@ -404,7 +419,7 @@ async fn serve_dc(
     let mut server = None;
     for addr in &addrs {
         let connecting = Instant::now();
-        match tokio::time::timeout(shared.config.connect_timeout, TcpStream::connect(addr)).await {
+        match tokio::time::timeout(snap.config.connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => {
                 shared.metrics.dc_connected(init.dc, connecting.elapsed());
                 server = Some(s);
@@ -455,20 +470,23 @@ async fn serve_dc(
         up,
         down,
         &shared.pool,
-        Some(shared.config.idle_timeout),
-        &shared.shutdown,
+        Some(snap.config.idle_timeout),
+        &user.ended,
     )
     .await;
+    // Until the relay charges per read, usage is added when it ends.
+    let _ = user.charge((out.up + out.down) as usize + leftover.len());
     shared
         .stats
         .relays_active
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     drop(relaying);
     // Bytes are added once, when the relay ends.
-    if let Some(m) = user_metrics {
-        m.from_client.inc_by(out.up + leftover.len() as u64);
-        m.to_client.inc_by(out.down);
-    }
+    user_metrics
+        .from_client
+        .inc_by(out.up + leftover.len() as u64);
+    user_metrics.to_client.inc_by(out.down);
+    drop(admission);
     tracing::debug!(
         user = name,
         dc = init.dc,

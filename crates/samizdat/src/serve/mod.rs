@@ -7,6 +7,7 @@ pub mod cover;
 pub mod dc;
 pub mod pool;
 pub mod relay;
+pub mod users;
 
 mod connection;
 
@@ -19,9 +20,9 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use users::Snapshot;
 use wire::classify::{CoverReason, ReplayState};
 use wire::replay::ReplayCache;
-use wire::users::Users;
 
 /// Unix time in seconds.
 pub fn unix_now() -> u64 {
@@ -29,6 +30,27 @@ pub fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// Per-user byte usage inside the state directory.
+pub const USAGE_FILE: &str = "usage.toml";
+
+/// How often usage is saved and expiry checked.
+const HOUSEKEEPING: Duration = Duration::from_secs(5);
+
+/// Reads the usage file; a missing file is no usage, a broken one is an error.
+fn load_usage(dir: &std::path::Path) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+    let path = dir.join(USAGE_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: {e}; fix it, or delete it to reset every user's quota usage",
+                path.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
+        Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
+    }
 }
 
 /// Most replay-cache entries per generation (about 40 bytes each).
@@ -67,18 +89,14 @@ impl Stats {
 /// Everything connections share. Immutable but for the replay caches,
 /// the counters and the buffer pool.
 pub struct Shared {
-    /// The validated configuration.
-    pub config: ServeConfig,
-    /// Users, pre-keyed.
-    pub users: Users,
+    /// Config, users and their live state; swapped whole by a reload.
+    current: arc_swap::ArcSwap<Snapshot>,
     /// Replay caches (fake-TLS randoms, bare inits).
     pub replay: Mutex<ReplayState>,
     /// Relay buffers.
     pub pool: pool::BufferPool,
     /// Fires on shutdown.
     pub shutdown: CancellationToken,
-    /// Key search order (last seen per address, users per domain).
-    pub auth: auth::AuthIndex,
     /// Counters.
     pub stats: Stats,
     /// Prometheus metrics (exported only with `--metrics`).
@@ -88,6 +106,67 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The configuration and users new connections use now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Swaps in a new configuration: users who stay keep their live state,
+    /// removed users (or users whose key changed) have their connections
+    /// ended, nobody else's connection is touched. Listen and metrics
+    /// addresses, threads and the state directory need a restart; they are
+    /// reported, not applied.
+    pub fn reload(&self, config: ServeConfig) -> Vec<String> {
+        let old = self.snapshot();
+        let mut notes = Vec::new();
+        if config.listen != old.config.listen
+            || config.metrics != old.config.metrics
+            || config.threads != old.config.threads
+            || config.state_dir != old.config.state_dir
+            || config.max_connections != old.config.max_connections
+        {
+            notes.push(
+                "listen, metrics, threads, state_dir and max_connections change only on restart"
+                    .to_string(),
+            );
+        }
+        let next = Snapshot::build(config, Some(&old), &old.usage(), &self.shutdown);
+        let ended = old.end_dropped(&next);
+        if !ended.is_empty() {
+            notes.push(format!(
+                "ended the connections of removed users: {}",
+                ended.join(", ")
+            ));
+        }
+        let (before, after) = (old.states.len(), next.states.len());
+        self.current.store(Arc::new(next));
+        notes.insert(0, format!("reloaded: {after} users (was {before})"));
+        notes
+    }
+
+    fn usage_path(&self) -> std::path::PathBuf {
+        self.snapshot().config.state_dir.join(USAGE_FILE)
+    }
+
+    /// Writes every user's byte usage to the state directory (atomically).
+    pub fn save_usage(&self) -> std::io::Result<()> {
+        let usage = self.snapshot().usage();
+        if usage.values().all(|&b| b == 0) && !self.usage_path().exists() {
+            return Ok(());
+        }
+        let text = format!(
+            "# Bytes used per user, kept across restarts for quotas. Written by samizdat serve.\n{}",
+            toml::to_string(&usage).map_err(std::io::Error::other)?
+        );
+        let path = self.usage_path();
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(tmp, path)
+    }
+
     fn rate_limited(slot: &AtomicU64) -> bool {
         let now = unix_now();
         let last = slot.load(Ordering::Relaxed);
@@ -100,7 +179,7 @@ impl Shared {
     fn warn_cover_unreachable(&self, e: &std::io::Error) {
         if Self::rate_limited(&self.last_cover_warning) {
             tracing::warn!(
-                cover = %self.config.cover,
+                cover = %self.snapshot().config.cover,
                 error = %e,
                 "cannot reach the cover site, so connections that fail authentication are closed instead of \
                  looking like a web site; fix --cover (or --domain) so that it points at a working HTTPS server"
@@ -216,24 +295,25 @@ impl Server {
             .collect();
         let now = unix_now();
         let window = config.policy.max_past + config.policy.max_future;
-        let users = Users::new(config.users.iter().map(|u| (u.name.clone(), u.key.clone())));
         let metrics_listener = config.metrics.map(crate::metrics::bind).transpose()?;
         let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
         let metrics = crate::metrics::Metrics::new(config.users.iter().map(|u| u.name.as_str()));
+        let usage = load_usage(&config.state_dir)?;
+        let shutdown = CancellationToken::new();
         let shared = Arc::new(Shared {
-            auth: auth::AuthIndex::new(config.users.iter().map(|u| u.domains.as_slice())),
-            users,
+            current: arc_swap::ArcSwap::from_pointee(Snapshot::build(
+                config, None, &usage, &shutdown,
+            )),
             replay: Mutex::new(ReplayState {
                 tls: ReplayCache::new(now, window.max(1), REPLAY_CAP),
                 obfuscated2: ReplayCache::new(now, 0, REPLAY_CAP),
             }),
             pool: pool::BufferPool::new(64),
-            shutdown: CancellationToken::new(),
+            shutdown,
             stats: Stats::default(),
             metrics,
             last_cover_warning: AtomicU64::new(0),
             last_skew_warning: AtomicU64::new(0),
-            config,
         });
         Ok(Server {
             listeners,
@@ -253,7 +333,25 @@ impl Server {
     /// connections finish for at most the drain timeout.
     pub async fn run(self, stop: CancellationToken) {
         let tracker = TaskTracker::new();
-        let limit = Arc::new(Semaphore::new(self.shared.config.max_connections));
+        let limit = Arc::new(Semaphore::new(
+            self.shared.snapshot().config.max_connections,
+        ));
+        let housekeeping = self.shared.clone();
+        let until = stop.clone();
+        tracker.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(HOUSEKEEPING) => {}
+                    _ = until.cancelled() => break,
+                }
+                for name in housekeeping.snapshot().end_expired(unix_now()) {
+                    tracing::info!(user = %name, "user expired; their connections end");
+                }
+                if let Err(e) = housekeeping.save_usage() {
+                    tracing::warn!(error = %e, "cannot save quota usage");
+                }
+            }
+        });
         if let Some(l) = self.metrics_listener {
             self.shared.spawn_metrics(l, &tracker, stop.clone());
         }
@@ -303,7 +401,7 @@ impl Server {
         }
         stop.cancelled().await;
         tracker.close();
-        let drain = self.shared.config.drain_timeout;
+        let drain = self.shared.snapshot().config.drain_timeout;
         let open = self.shared.stats.active.load(Ordering::Relaxed);
         if open > 0 {
             tracing::info!(
@@ -316,6 +414,9 @@ impl Server {
             let _ = tokio::time::timeout(Duration::from_secs(2), tracker.wait()).await;
         }
         self.shared.shutdown.cancel();
+        if let Err(e) = self.shared.save_usage() {
+            tracing::warn!(error = %e, "cannot save quota usage");
+        }
     }
 }
 

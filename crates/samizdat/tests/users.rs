@@ -1,0 +1,256 @@
+//! Users from the config file: limits, quota kept across restarts, expiry,
+//! and live reload under load.
+
+mod common;
+
+use common::*;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::Duration;
+use testkit::client::{Client, Options};
+use testkit::fake_cover::CoverKind;
+use tokio::net::TcpSocket;
+use wire::secret::Secret;
+
+const ALICE: &str = "a11ce000000000000000000000000001";
+const BOB: &str = "b0b00000000000000000000000000002";
+const CAROL: &str = "ca201000000000000000000000000003";
+
+fn ee(key: &str) -> Secret {
+    Secret::parse(&format!("ee{key}{}", hex::encode(DOMAIN))).unwrap()
+}
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn serve(
+    config: &Path,
+    state: &Path,
+    dc: SocketAddr,
+    cover: SocketAddr,
+    listen: &str,
+) -> Server {
+    let mut cmd = Command::new(bin());
+    cmd.args(["serve", "--config"])
+        .arg(config)
+        .args(["--state-dir"])
+        .arg(state);
+    cmd.args([
+        "--listen",
+        listen,
+        "--cover",
+        &cover.to_string(),
+        "--dc-override",
+        &dc.to_string(),
+    ]);
+    let (child, addr, _) = spawn(&mut cmd).await;
+    Server { child, addr }
+}
+
+fn config(users: &str) -> String {
+    format!("[server]\nmodes = [\"ee\"]\ndomains = [\"{DOMAIN}\"]\n{users}")
+}
+
+/// A handshake from a chosen loopback source address.
+async fn connect_from(proxy: SocketAddr, from: &str, secret: &Secret) -> std::io::Result<Client> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(format!("{from}:0").parse().unwrap())?;
+    let stream = socket.connect(proxy).await?;
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        Client::handshake(stream, secret, &Options::default()),
+    )
+    .await
+    .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}
+
+async fn echo(c: &mut Client, len: usize) -> std::io::Result<()> {
+    let payload = vec![0x5a; len];
+    c.send(&payload).await?;
+    let back = tokio::time::timeout(Duration::from_secs(10), c.recv())
+        .await
+        .map_err(|_| std::io::ErrorKind::TimedOut)??;
+    assert_eq!(back, payload);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_and_address_limits_refuse_only_that_user() {
+    let (dc, _) = fake_dc().await;
+    let (cover, _) = fake_cover(CoverKind::Echo).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("samizdat.toml");
+    std::fs::write(
+        &path,
+        config(&format!(
+            "[users.alice]\nsecret = \"{ALICE}\"\nmax_connections = 2\nmax_ips = 1\n[users.bob]\nsecret = \"{BOB}\"\n"
+        )),
+    )
+    .unwrap();
+    let s = serve(&path, dir.path(), dc, cover, "127.0.0.1:0").await;
+    let mut a1 = connect_from(s.addr, "127.0.0.1", &ee(ALICE)).await.unwrap();
+    let mut a2 = connect_from(s.addr, "127.0.0.1", &ee(ALICE)).await.unwrap();
+    echo(&mut a1, 64).await.unwrap();
+    echo(&mut a2, 64).await.unwrap();
+    assert!(
+        connect_from(s.addr, "127.0.0.1", &ee(ALICE)).await.is_err(),
+        "a third connection passes max_connections = 2"
+    );
+    drop(a2);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        connect_from(s.addr, "127.0.0.2", &ee(ALICE)).await.is_err(),
+        "a second address passes max_ips = 1"
+    );
+    let mut a3 = connect_from(s.addr, "127.0.0.1", &ee(ALICE))
+        .await
+        .expect("a freed slot is usable again");
+    echo(&mut a3, 64).await.unwrap();
+    // Bob has no limits and is not affected by Alice's.
+    for from in ["127.0.0.1", "127.0.0.2", "127.0.0.3"] {
+        let mut b = connect_from(s.addr, from, &ee(BOB)).await.unwrap();
+        echo(&mut b, 64).await.unwrap();
+    }
+    echo(&mut a1, 64).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_survives_a_restart_and_expiry_refuses() {
+    let (dc, _) = fake_dc().await;
+    let (cover, _) = fake_cover(CoverKind::Echo).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("samizdat.toml");
+    std::fs::write(
+        &path,
+        config(&format!(
+            "[users.alice]\nsecret = \"{ALICE}\"\nquota = \"100KB\"\n[users.bob]\nsecret = \"{BOB}\"\nexpires = 2001-01-01T00:00:00Z\n"
+        )),
+    )
+    .unwrap();
+    let s = serve(&path, dir.path(), dc, cover, "127.0.0.1:0").await;
+    assert!(
+        connect_from(s.addr, "127.0.0.1", &ee(BOB)).await.is_err(),
+        "an expired user is refused"
+    );
+    // 40 KB each way: 80 KB of the 100 KB quota.
+    let mut a = connect_from(s.addr, "127.0.0.1", &ee(ALICE)).await.unwrap();
+    echo(&mut a, 40_000).await.unwrap();
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Restart (SIGTERM saves usage).
+    let mut s = s;
+    Command::new("kill")
+        .args(["-TERM", &s.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || matches!(
+            s.child.try_wait(),
+            Ok(Some(_))
+        ))
+        .await
+    );
+    let usage =
+        std::fs::read_to_string(dir.path().join("usage.toml")).expect("usage saved at shutdown");
+    assert!(usage.contains("alice = 8"), "{usage}");
+    let s = serve(&path, dir.path(), dc, cover, "127.0.0.1:0").await;
+    // 80 KB < 100 KB: admitted; it uses the rest and more.
+    let mut a = connect_from(s.addr, "127.0.0.1", &ee(ALICE))
+        .await
+        .expect("quota not yet used up");
+    echo(&mut a, 40_000).await.ok();
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        connect_from(s.addr, "127.0.0.1", &ee(ALICE)).await.is_err(),
+        "usage from before the restart counts: the quota is used up"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_adds_and_removes_users_without_interrupting_others() {
+    let (dc, _) = fake_dc().await;
+    let (cover, _) = fake_cover(CoverKind::Echo).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("samizdat.toml");
+    std::fs::write(
+        &path,
+        config(&format!(
+            "[users.alice]\nsecret = \"{ALICE}\"\n[users.bob]\nsecret = \"{BOB}\"\n"
+        )),
+    )
+    .unwrap();
+    let s = serve(&path, dir.path(), dc, cover, "127.0.0.1:0").await;
+    let mut bob = connect_from(s.addr, "127.0.0.1", &ee(BOB)).await.unwrap();
+    echo(&mut bob, 64).await.unwrap();
+    assert!(
+        connect_from(s.addr, "127.0.0.1", &ee(CAROL)).await.is_err(),
+        "carol is not a user yet"
+    );
+
+    // Alice transfers continuously while the users change twice.
+    let addr = s.addr;
+    let alice = tokio::spawn(async move {
+        let mut a = connect_from(addr, "127.0.0.1", &ee(ALICE)).await.unwrap();
+        let end = tokio::time::Instant::now() + Duration::from_secs(9);
+        let mut rounds = 0;
+        while tokio::time::Instant::now() < end {
+            echo(&mut a, 16 * 1024)
+                .await
+                .expect("alice's transfer was interrupted by a reload");
+            rounds += 1;
+        }
+        rounds
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Remove bob, add carol: picked up from the file without a signal.
+    std::fs::write(
+        &path,
+        config(&format!(
+            "[users.alice]\nsecret = \"{ALICE}\"\n[users.carol]\nsecret = \"{CAROL}\"\n"
+        )),
+    )
+    .unwrap();
+    let mut carol = None;
+    for _ in 0..40 {
+        if let Ok(c) = connect_from(s.addr, "127.0.0.1", &ee(CAROL)).await {
+            carol = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut carol = carol.expect("carol added by the reload");
+    echo(&mut carol, 64).await.unwrap();
+    assert!(
+        echo(&mut bob, 64).await.is_err(),
+        "bob was removed: his connection ends"
+    );
+    assert!(
+        connect_from(s.addr, "127.0.0.1", &ee(BOB)).await.is_err(),
+        "bob is refused now"
+    );
+
+    // An invalid file is refused; the previous users keep working (SIGHUP).
+    std::fs::write(&path, "[server]\nmodes = [\"xx\"]\n").unwrap();
+    Command::new("kill")
+        .args(["-HUP", &s.child.id().to_string()])
+        .status()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut c2 = connect_from(s.addr, "127.0.0.1", &ee(CAROL))
+        .await
+        .expect("the old config keeps serving");
+    echo(&mut c2, 64).await.unwrap();
+    let rounds = alice.await.unwrap();
+    assert!(rounds > 10, "alice moved data throughout ({rounds} rounds)");
+}
