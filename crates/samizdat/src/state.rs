@@ -67,12 +67,18 @@ pub fn load_or_create_key(dir: &Path) -> anyhow::Result<(Key, bool)> {
                 getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
             }
             let key = Key(bytes);
+            let existed = dir.exists();
             std::fs::create_dir_all(dir).map_err(|e| {
                 anyhow::anyhow!(
                     "cannot create state directory {}: {e}; pass --state-dir DIR",
                     dir.display()
                 )
             })?;
+            #[cfg(unix)]
+            if !existed {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+            }
             let text = format!(
                 "# Written by `samizdat serve`. It holds the proxy's secret key: keep it private.\n{}",
                 toml::to_string(&StateFile { key: key.to_hex() })?
