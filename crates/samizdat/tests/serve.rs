@@ -434,3 +434,35 @@ fn bad_options_are_named_with_the_fix() {
     ]);
     assert!(e.contains("--cover") && e.contains("HOST:PORT"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cover_named_by_host_is_resolved_and_reached() {
+    let (dc, _) = fake_dc().await;
+    let (cover, received) = fake_cover(testkit::fake_cover::CoverKind::Echo).await;
+    let state = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--secret",
+        KEY,
+        "--domain",
+        DOMAIN,
+    ]);
+    cmd.args([
+        "--cover",
+        &format!("localhost:{}", cover.port()),
+        "--dc-override",
+        &dc.to_string(),
+    ]);
+    cmd.arg("--state-dir").arg(state.path());
+    let (mut child, addr, _) = spawn(&mut cmd).await;
+    for i in 0..3 {
+        let bytes = format!("GET /{i} HTTP/1.1\r\n\r\n").into_bytes();
+        assert_eq!(probe(addr, &bytes).await, bytes);
+    }
+    assert_eq!(received.lock().unwrap().len(), 3);
+    let _ = child.kill();
+    let _ = child.wait();
+}

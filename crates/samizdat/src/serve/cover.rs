@@ -8,10 +8,45 @@
 //! that is the decision: a real client's hello is never something a TLS
 //! server rejects before it is complete. See ARCHITECTURE.md, "Cover".
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
+
+/// How long a cover host's addresses are reused. Eager mode connects to the
+/// cover for every client; without this each connection would run a
+/// blocking DNS lookup.
+const DNS_TTL: Duration = Duration::from_secs(60);
+
+type DnsCache = Mutex<HashMap<(String, u16), (Instant, Vec<SocketAddr>)>>;
+
+/// Resolves a cover host, reusing an answer for [`DNS_TTL`].
+async fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    static CACHE: OnceLock<DnsCache> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let key = (host.to_string(), port);
+    if let Some((at, addrs)) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        if at.elapsed() < DNS_TTL {
+            return Ok(addrs);
+        }
+    }
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
+    if addrs.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{host} has no addresses"),
+        ));
+    }
+    if let Ok(mut c) = cache.lock() {
+        if c.len() > 64 {
+            c.clear();
+        }
+        c.insert(key, (Instant::now(), addrs.clone()));
+    }
+    Ok(addrs)
+}
 
 /// Where the cover site is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +85,10 @@ impl CoverTarget {
         let fut = async {
             match self {
                 CoverTarget::Addr(a) => TcpStream::connect(a).await,
-                CoverTarget::Host(h, p) => TcpStream::connect((h.as_str(), *p)).await,
+                CoverTarget::Host(h, p) => {
+                    let addrs = resolve(h, *p).await?;
+                    TcpStream::connect(&addrs[..]).await
+                }
             }
         };
         let stream = tokio::time::timeout(timeout, fut)
