@@ -43,6 +43,16 @@ impl Drop for Netns {
     }
 }
 
+/// Kills the server when the test ends, even when it panics.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn testkit_bin() -> PathBuf {
     let p = PathBuf::from(common::bin()).with_file_name("samizdat-testkit");
     assert!(p.exists(), "{} is missing: build it with `cargo build -p samizdat-testkit` (cargo test --workspace does)", p.display());
@@ -63,7 +73,8 @@ async fn no_arguments_prints_working_links_and_keeps_the_secret() {
         ]);
         common::spawn(&mut cmd).await
     };
-    let (mut child, addr, lines) = run().await;
+    let (child, addr, lines) = run().await;
+    let server = Running(child);
     assert_eq!(addr.port(), 443, "the default port: {lines:?}");
     let link = lines
         .iter()
@@ -99,11 +110,11 @@ async fn no_arguments_prints_working_links_and_keeps_the_secret() {
         "the printed link does not work: {}",
         String::from_utf8_lossy(&probe.stderr)
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
 
     // A restart keeps the secret, so links already shared keep working.
-    let (mut child, _, lines) = run().await;
+    let (child, _, lines) = run().await;
+    let server = Running(child);
     let again = lines
         .iter()
         .map(|l| l.trim())
@@ -114,8 +125,7 @@ async fn no_arguments_prints_working_links_and_keeps_the_secret() {
         lines.iter().any(|l| l.contains("using the secret saved")),
         "{lines:?}"
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
     let mode = std::fs::metadata(state.path().join("state.toml")).unwrap();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
