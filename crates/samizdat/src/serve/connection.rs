@@ -141,7 +141,9 @@ pub(super) async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shar
             splice_to_cover(client, first, cover, client_eof, &shared, &snap).await;
         }
         Decision::Tls(acc) => {
-            drop(cover);
+            // The first flight's buffer (up to 16 KiB) is not needed any
+            // more, and an idle relay must not keep it.
+            drop((cover, first));
             shared
                 .stats
                 .authenticated_tls
@@ -163,6 +165,7 @@ pub(super) async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shar
             };
             shared.metrics.handshake("ok_obfuscated2");
             let leftover = first.split_off(INIT_LEN);
+            drop(first);
             let acc = *acc;
             serve_dc(client, admission, acc.init, None, leftover, &shared, &snap).await;
         }

@@ -8,8 +8,10 @@
 
 use std::sync::Mutex;
 
-/// Size of one relay buffer.
-pub const BUF_SIZE: usize = 64 * 1024;
+/// Size of one relay buffer: 64 KiB and a little more, so that four full
+/// fake-TLS records (16,384 payload bytes after a 5-byte header) fit in
+/// one, read with one vectored read and sent with one write.
+pub const BUF_SIZE: usize = 4 * (wire::faketls::MAX_PLAINTEXT + 5);
 
 /// A bounded free-list of buffers.
 #[derive(Debug)]
@@ -40,6 +42,14 @@ impl BufferPool {
             if free.len() < self.keep {
                 free.push(buf);
             }
+        }
+    }
+
+    /// Frees every idle buffer (after a crowd of connections has left, so
+    /// that their memory can go back to the system).
+    pub fn release(&self) {
+        if let Ok(mut free) = self.free.lock() {
+            *free = Vec::new();
         }
     }
 

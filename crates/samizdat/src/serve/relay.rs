@@ -9,28 +9,35 @@
 
 use super::pool::BufferPool;
 use socket2::SockRef;
-use std::io::{self, ErrorKind};
+use std::io::{self, ErrorKind, IoSliceMut};
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use wire::cipher::Ctr;
 use wire::faketls::{self, records::RecordDecoder};
 
+/// Bytes ready to be written after a transform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ready {
+    /// The range of the buffer to write.
+    pub write: Range<usize>,
+    /// Payload bytes among them (for the byte counters).
+    pub payload: usize,
+}
+
 /// What one direction does to the bytes it moves.
 pub trait Transform {
-    /// Bytes to leave free in front of the data (room for a record header).
-    fn headroom(&self) -> usize {
-        0
+    /// Reads what `src` has into `buf` without waiting (`WouldBlock` when
+    /// nothing is there) and returns the bytes read; the layout inside
+    /// `buf` is the transform's own (see [`DcToClient`]).
+    fn read(&mut self, src: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+        src.try_read(buf)
     }
-    /// Most bytes to read at once.
-    fn max_read(&self) -> usize {
-        usize::MAX
-    }
-    /// Transforms `buf[headroom..headroom + n]` in place and returns the
-    /// range of `buf` to write.
-    fn apply(&mut self, buf: &mut [u8], n: usize) -> io::Result<Range<usize>>;
+    /// Transforms the `n` bytes just read, in place, and says what to write.
+    fn apply(&mut self, buf: &mut [u8], n: usize) -> io::Result<Ready>;
     /// The source ended the stream inside the protocol (a TLS alert).
     fn closed(&self) -> bool {
         false
@@ -41,8 +48,11 @@ pub trait Transform {
 pub struct Identity;
 
 impl Transform for Identity {
-    fn apply(&mut self, _buf: &mut [u8], n: usize) -> io::Result<Range<usize>> {
-        Ok(0..n)
+    fn apply(&mut self, _buf: &mut [u8], n: usize) -> io::Result<Ready> {
+        Ok(Ready {
+            write: 0..n,
+            payload: n,
+        })
     }
 }
 
@@ -58,7 +68,7 @@ pub struct ClientToDc {
 }
 
 impl Transform for ClientToDc {
-    fn apply(&mut self, buf: &mut [u8], n: usize) -> io::Result<Range<usize>> {
+    fn apply(&mut self, buf: &mut [u8], n: usize) -> io::Result<Ready> {
         let n = match &mut self.records {
             Some(dec) => dec
                 .decode_in_place(&mut buf[..n])
@@ -67,15 +77,30 @@ impl Transform for ClientToDc {
         };
         self.decrypt.apply(&mut buf[..n]);
         self.encrypt.apply(&mut buf[..n]);
-        Ok(0..n)
+        Ok(Ready {
+            write: 0..n,
+            payload: n,
+        })
     }
     fn closed(&self) -> bool {
         self.records.as_ref().is_some_and(|d| d.is_closed())
     }
 }
 
+/// Payload bytes per ApplicationData record toward `ee` clients.
+pub const RECORD: usize = faketls::MAX_PLAINTEXT;
+/// A record header and its payload.
+const RECORD_SLOT: usize = 5 + RECORD;
+/// Records one read fills at most: as many as fit in a pool buffer.
+const RECORDS_PER_READ: usize = super::pool::BUF_SIZE / RECORD_SLOT;
+
 /// DC → client: decrypt the DC's stream, encrypt with the client's key,
 /// wrap in ApplicationData records for `ee` clients.
+///
+/// For `ee` one vectored read scatters the DC's bytes into record-sized
+/// slots of the buffer with a 5-byte gap before each, the headers are
+/// written into the gaps, and the records go out in one write: no copy,
+/// and a 64 KiB read and write instead of four 16 KiB ones.
 pub struct DcToClient {
     /// DC's outgoing keystream.
     pub decrypt: Ctr,
@@ -86,29 +111,43 @@ pub struct DcToClient {
 }
 
 impl Transform for DcToClient {
-    fn headroom(&self) -> usize {
-        if self.tls {
-            5
-        } else {
-            0
+    fn read(&mut self, src: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.tls {
+            return src.try_read(buf);
         }
+        let mut slots = buf.chunks_mut(RECORD_SLOT);
+        let mut parts: [IoSliceMut<'_>; RECORDS_PER_READ] = std::array::from_fn(|_| {
+            IoSliceMut::new(slots.next().map(|s| &mut s[5..]).unwrap_or_default())
+        });
+        src.try_read_vectored(&mut parts)
     }
-    fn max_read(&self) -> usize {
-        if self.tls {
-            faketls::MAX_PLAINTEXT
-        } else {
-            usize::MAX
+    fn apply(&mut self, buf: &mut [u8], n: usize) -> io::Result<Ready> {
+        if !self.tls {
+            self.decrypt.apply(&mut buf[..n]);
+            self.encrypt.apply(&mut buf[..n]);
+            return Ok(Ready {
+                write: 0..n,
+                payload: n,
+            });
         }
-    }
-    fn apply(&mut self, buf: &mut [u8], n: usize) -> io::Result<Range<usize>> {
-        let h = self.headroom();
-        let data = &mut buf[h..h + n];
-        self.decrypt.apply(data);
-        self.encrypt.apply(data);
-        if self.tls {
-            buf[..5].copy_from_slice(&faketls::app_data_header(n));
+        let mut left = n;
+        let mut end = 0;
+        for slot in buf.chunks_mut(RECORD_SLOT) {
+            if left == 0 {
+                break;
+            }
+            let len = left.min(RECORD);
+            let (header, data) = slot.split_at_mut(5);
+            header.copy_from_slice(&faketls::app_data_header(len));
+            self.decrypt.apply(&mut data[..len]);
+            self.encrypt.apply(&mut data[..len]);
+            end += 5 + len;
+            left -= len;
         }
-        Ok(0..h + n)
+        Ok(Ready {
+            write: 0..end,
+            payload: n,
+        })
     }
 }
 
@@ -218,9 +257,7 @@ async fn pump<T: Transform>(
             return PumpEnd::Reset;
         }
         let mut buf = pool.take();
-        let h = t.headroom();
-        let max = t.max_read().min(buf.len() - h);
-        let n = match src.try_read(&mut buf[h..h + max]) {
+        let n = match t.read(src, &mut buf) {
             Ok(0) => {
                 pool.give(buf);
                 shutdown_write(dst);
@@ -240,15 +277,15 @@ async fn pump<T: Transform>(
             }
         };
         activity.touch();
-        let range = match t.apply(&mut buf, n) {
+        let ready = match t.apply(&mut buf, n) {
             Ok(r) => r,
             Err(_) => {
                 pool.give(buf);
                 return PumpEnd::Protocol;
             }
         };
-        let moved = range.len() - t.headroom().min(range.len());
-        let written = write_all(dst, &buf[range]).await;
+        let moved = ready.payload;
+        let written = write_all(dst, &buf[ready.write]).await;
         pool.give(buf);
         if written.is_err() {
             // The destination reset us: tell the source the same way.
@@ -296,6 +333,11 @@ pub async fn relay<U: Transform, D: Transform>(
                 PumpEnd::Reset => break End::Reset,
                 PumpEnd::Protocol => break End::Protocol,
             },
+            // A side that sent FIN is no longer read, yet it can still reset
+            // (it had closed completely and we forwarded more bytes to it).
+            // Someone talking to it directly would get that reset: mirror it.
+            _ = reset_after_fin(server), if down_done => { arm_reset(client); break End::Reset }
+            _ = reset_after_fin(client), if up_done => { arm_reset(server); break End::Reset }
             _ = sleep_until_opt(idle_at) => {
                 if idle_at.is_some_and(|t| t <= Instant::now()) && activity.last() + idle.unwrap_or_default() <= Instant::now() {
                     break End::Idle;
@@ -308,6 +350,23 @@ pub async fn relay<U: Transform, D: Transform>(
         up: up_bytes.load(Ordering::Relaxed),
         down: down_bytes.load(Ordering::Relaxed),
         end,
+    }
+}
+
+/// Resolves once `stream` has a pending error (it was reset). Used only
+/// after its FIN, when nothing reads it any more.
+async fn reset_after_fin(stream: &TcpStream) {
+    loop {
+        if stream.ready(Interest::ERROR).await.is_err() {
+            return;
+        }
+        if !matches!(stream.take_error(), Ok(None)) {
+            return;
+        }
+        // Spurious: clear the readiness and wait again.
+        let _ = stream.try_io(Interest::ERROR, || {
+            Err::<(), _>(ErrorKind::WouldBlock.into())
+        });
     }
 }
 

@@ -1,0 +1,499 @@
+//! `samizdat-bench`: measures `samizdat serve` against a plain TCP relay
+//! and the MTProto crypto floor on 127.0.0.1, in one run, and prints a
+//! Markdown table of absolute figures and ratios (see BENCHMARKS.md).
+//!
+//! # Layout
+//!
+//! | module | job |
+//! |---|---|
+//! | [`system`] | starts the systems under test as processes |
+//! | [`baseline`] | the plain relay and the crypto floor (`relay` command) |
+//! | [`dc`] | the bench DC (sink, source, echo, hold) and cover site |
+//! | [`client`] | the load generator's handshakes and bulk I/O |
+//! | [`phases`] | throughput, handshakes, latency, idle memory |
+//! | [`callgrind`] | instruction counts of fixed workloads |
+//! | [`procfs`] | CPU time, RSS, descriptors, machine |
+//! | [`report`] | the tables |
+
+mod baseline;
+mod callgrind;
+mod client;
+mod dc;
+mod phases;
+mod procfs;
+mod report;
+mod system;
+
+use clap::{Parser, Subcommand};
+use phases::Dir;
+use report::Results;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use system::{Env, Spec};
+
+#[derive(Parser)]
+#[command(
+    name = "samizdat-bench",
+    about = "Benchmark samizdat serve against a plain relay and the crypto floor (127.0.0.1 only)"
+)]
+struct Cli {
+    /// Smaller counts (about 30 s): a smoke test of the tool, not figures.
+    #[arg(long)]
+    quick: bool,
+    /// The samizdat binary (default: target/release/samizdat, built first).
+    #[arg(long)]
+    samizdat: Option<PathBuf>,
+    /// Runtime threads for every system under test (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Idle connections for the memory measurement.
+    #[arg(long)]
+    idle: Option<usize>,
+    /// Skip the callgrind instruction counts.
+    #[arg(long)]
+    no_callgrind: bool,
+    /// Pin each system under test to the last core (its default runtime
+    /// then has one worker thread) and the load generator to the others.
+    /// By default everything shares every core.
+    #[arg(long)]
+    pin: bool,
+    /// Run only these parts (comma-separated: bulk, latency, handshakes,
+    /// memory, callgrind).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Also write the tables to this file.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Sub>,
+}
+
+#[derive(Subcommand)]
+enum Sub {
+    /// Run a baseline relay (used by the benchmark itself).
+    #[command(hide = true)]
+    Relay {
+        #[arg(long, value_enum)]
+        kind: baseline::Kind,
+        #[arg(long)]
+        upstream: SocketAddr,
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+}
+
+/// Counts and durations of one run.
+#[derive(Clone, Copy, Debug)]
+struct Sizes {
+    one_conn: u64,
+    many_conns: usize,
+    bulk_reps: usize,
+    many_total: u64,
+    handshake_time: Duration,
+    handshake_max: u64,
+    handshake_workers: usize,
+    round_trips: usize,
+    idle: usize,
+    cg_handshakes: u64,
+    cg_bytes: u64,
+}
+
+const MIB: u64 = 1 << 20;
+
+impl Sizes {
+    fn full() -> Sizes {
+        Sizes {
+            one_conn: 512 * MIB,
+            many_conns: 1000,
+            bulk_reps: 3,
+            many_total: 500 * MIB,
+            handshake_time: Duration::from_millis(2500),
+            handshake_max: 50_000,
+            handshake_workers: 32,
+            round_trips: 2000,
+            idle: 10_000,
+            cg_handshakes: 100,
+            cg_bytes: 16 * MIB,
+        }
+    }
+    fn quick() -> Sizes {
+        Sizes {
+            one_conn: 128 * MIB,
+            many_conns: 100,
+            bulk_reps: 1,
+            many_total: 128 * MIB,
+            handshake_time: Duration::from_millis(500),
+            handshake_max: 5_000,
+            handshake_workers: 16,
+            round_trips: 300,
+            idle: 1000,
+            cg_handshakes: 10,
+            cg_bytes: 2 * MIB,
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Sub::Relay {
+        kind,
+        upstream,
+        threads,
+    }) = cli.command
+    {
+        baseline::run(kind, upstream, system::key(), threads)?;
+        return Ok(());
+    }
+    if cfg!(debug_assertions) {
+        eprintln!("warning: this is a debug build of the load generator; use cargo run --release");
+    }
+    let mut sizes = if cli.quick {
+        Sizes::quick()
+    } else {
+        Sizes::full()
+    };
+    let fds = raise_fd_limit();
+    // Each idle connection costs the proxy two descriptors and the bench
+    // two (client and DC side).
+    let fit = (fds.saturating_sub(64) / 2 / 100 * 100) as usize;
+    sizes.idle = cli.idle.unwrap_or(sizes.idle).min(fit);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let pin = (cli.pin && cores >= 2).then(|| pin_self(cores));
+    let samizdat = match cli.samizdat.clone() {
+        Some(p) => p,
+        None => build_samizdat()?,
+    };
+    let scratch = std::env::temp_dir().join(format!("samizdat-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let env = Env {
+        samizdat,
+        bench: std::env::current_exe()?,
+        threads: cli.threads,
+        scratch: scratch.clone(),
+        pin: pin.flatten(),
+    };
+    let load_cores = if env.pin.is_some() { cores - 1 } else { cores };
+    let parts = Parts(cli.only.clone());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(load_cores.max(1))
+        .enable_all()
+        .build()?;
+    let started = Instant::now();
+    let result = rt.block_on(run(&env, sizes, !cli.no_callgrind, &parts));
+    rt.shutdown_timeout(Duration::from_secs(1));
+    callgrind::cleanup(&scratch);
+    let _ = std::fs::remove_dir_all(&scratch);
+    let mut results = result?;
+    results.elapsed = started.elapsed();
+    results.machine = procfs::machine(cores);
+    results.threads = cli.threads;
+    results.idle_target = sizes.idle;
+    results.fd_limit = fds;
+    results.pinned = env.pin;
+    results.load_threads = load_cores.max(1);
+    let text = report::render(&results);
+    println!("{text}");
+    if let Some(path) = cli.markdown {
+        std::fs::write(path, &text)?;
+    }
+    Ok(())
+}
+
+/// Which parts to run.
+struct Parts(Vec<String>);
+
+impl Parts {
+    fn has(&self, part: &str) -> bool {
+        self.0.is_empty() || self.0.iter().any(|p| p == part)
+    }
+}
+
+/// Pins this process to every core but the last and returns the last,
+/// where the systems under test will run (`taskset`); `None` if that
+/// is not possible.
+fn pin_self(cores: usize) -> Option<usize> {
+    let last = cores - 1;
+    let ok = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", &format!("0-{}", last - 1)])
+        .arg(std::process::id().to_string())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    ok.then_some(last)
+}
+
+/// Raises the open-files limit (hard too, when allowed) and returns the
+/// soft limit now in force. Child processes inherit it.
+fn raise_fd_limit() -> u64 {
+    use rlimit::Resource;
+    const WANT: u64 = 65_536;
+    if let Ok((soft, hard)) = Resource::NOFILE.get() {
+        if hard < WANT {
+            let _ = Resource::NOFILE.set(WANT, WANT);
+        } else if soft < WANT {
+            let _ = Resource::NOFILE.set(WANT, hard);
+        }
+    }
+    let _ = rlimit::increase_nofile_limit(WANT);
+    Resource::NOFILE.get().map(|(s, _)| s).unwrap_or(1024)
+}
+
+/// Builds the release `samizdat` binary with the cargo that built this
+/// one, and returns its path.
+fn build_samizdat() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let target = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .ok_or_else(|| anyhow::anyhow!("cannot find the target directory"))?;
+    let binary = target.join("release").join("samizdat");
+    if let Some(cargo) = option_env!("CARGO") {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+        eprintln!("building the release samizdat binary …");
+        let status = std::process::Command::new(cargo)
+            .args([
+                "build",
+                "--release",
+                "--quiet",
+                "-p",
+                "samizdat",
+                "--bin",
+                "samizdat",
+            ])
+            .current_dir(root)
+            .env("CARGO_TARGET_DIR", target)
+            .status();
+        if !matches!(status, Ok(s) if s.success()) {
+            eprintln!(
+                "warning: cargo build failed; using {} as it is",
+                binary.display()
+            );
+        }
+    }
+    if !binary.exists() {
+        anyhow::bail!(
+            "{} is missing: run cargo build --release -p samizdat, or pass --samizdat PATH",
+            binary.display()
+        );
+    }
+    Ok(binary)
+}
+
+/// The systems of the throughput, latency and handshake phases.
+fn systems() -> Vec<(&'static str, Spec, bool)> {
+    vec![
+        ("plain relay", Spec::Baseline(baseline::Kind::Plain), false),
+        ("crypto floor", Spec::Baseline(baseline::Kind::Floor), false),
+        ("samizdat dd", Spec::Samizdat(Vec::new()), false),
+        ("samizdat ee", Spec::Samizdat(Vec::new()), true),
+    ]
+}
+
+fn start(env: &Env, spec: &Spec, dc: &dc::Dc) -> anyhow::Result<system::Running> {
+    let (cover, _) = dc::cover()?;
+    tokio::task::block_in_place(|| system::start(env, spec, dc.addr, cover, None))
+}
+
+fn say(what: &str) {
+    eprintln!("[{:>6.1}s] {what}", elapsed_secs());
+}
+
+fn elapsed_secs() -> f64 {
+    use std::sync::OnceLock;
+    static T0: OnceLock<Instant> = OnceLock::new();
+    T0.get_or_init(Instant::now).elapsed().as_secs_f64()
+}
+
+async fn run(
+    env: &Env,
+    sizes: Sizes,
+    with_callgrind: bool,
+    parts: &Parts,
+) -> anyhow::Result<Results> {
+    let _ = elapsed_secs();
+    let dc = dc::Dc::start()?;
+    let mut r = Results::default();
+
+    // One process per system; samizdat dd and ee share one.
+    let plain = start(env, &Spec::Baseline(baseline::Kind::Plain), &dc)?;
+    let floor = start(env, &Spec::Baseline(baseline::Kind::Floor), &dc)?;
+    let sz = start(env, &Spec::Samizdat(Vec::new()), &dc)?;
+    let running = |name: &str| match name {
+        "plain relay" => &plain,
+        "crypto floor" => &floor,
+        _ => &sz,
+    };
+    r.start_rss = vec![
+        ("plain relay", procfs::rss_kib(plain.pid)),
+        ("crypto floor", procfs::rss_kib(floor.pid)),
+        ("samizdat", procfs::rss_kib(sz.pid)),
+    ];
+
+    // Throughput: each phase across all systems in turn, so they are
+    // compared close together in time; repeated, and the median kept.
+    let bulk_phases = if parts.has("bulk") {
+        vec![(1, sizes.one_conn), (sizes.many_conns, sizes.many_total)]
+    } else {
+        Vec::new()
+    };
+    for (conns, total) in bulk_phases {
+        for dir in [Dir::Up, Dir::Down] {
+            let mut samples: Vec<Vec<phases::Work>> = vec![Vec::new(); systems().len()];
+            for _ in 0..sizes.bulk_reps {
+                for (i, (name, spec, tls)) in systems().into_iter().enumerate() {
+                    let proto = system::proto(&spec, tls);
+                    let w = phases::bulk(running(name), &dc, &proto, conns, dir, total).await;
+                    say(&format!(
+                        "bulk {name:<13} {conns:>5} conn {dir:?}: {:.2} GB per CPU-s, {:.2} GB/s wall, {} errors",
+                        w.per_cpu_sec() / 1e9,
+                        w.per_wall_sec() / 1e9,
+                        w.errors
+                    ));
+                    samples[i].push(w);
+                }
+            }
+            for ((name, _, _), mut runs) in systems().into_iter().zip(samples) {
+                let errors = runs.iter().map(|w| w.errors).sum();
+                runs.sort_by(|a, b| a.per_cpu_sec().total_cmp(&b.per_cpu_sec()));
+                let mut median = runs[runs.len() / 2];
+                median.errors = errors;
+                r.bulk.push((name, conns, dir, median));
+            }
+        }
+    }
+
+    // Latency: one connection, small round trips; "direct" skips the relay.
+    if parts.has("latency") {
+        let mut names = vec!["direct to the DC"];
+        let mut targets = vec![(dc.addr, client::Proto::Raw)];
+        for (name, spec, tls) in systems() {
+            names.push(name);
+            targets.push((running(name).addr, system::proto(&spec, tls)));
+        }
+        let rtts = phases::round_trips(&targets, sizes.round_trips).await?;
+        for (name, rtts) in names.into_iter().zip(rtts) {
+            say(&format!(
+                "latency {name}: p50 {:?}",
+                phases::percentile(&rtts, 0.5)
+            ));
+            r.latency.push((name, stats(&rtts)));
+        }
+    }
+
+    // Handshakes.
+    let lazy = start(
+        env,
+        &Spec::Samizdat(vec!["--cover-connect".into(), "lazy".into()]),
+        &dc,
+    )?;
+    let hs_systems: Vec<(&str, &system::Running, client::Proto)> = vec![
+        ("plain relay (TCP + DC connect)", &plain, client::Proto::Raw),
+        (
+            "crypto floor (dd)",
+            &floor,
+            client::Proto::Dd(system::key()),
+        ),
+        ("samizdat dd", &sz, client::Proto::Dd(system::key())),
+        (
+            "samizdat ee, cover eager (default)",
+            &sz,
+            client::Proto::Ee(system::key(), system::DOMAIN.into()),
+        ),
+        (
+            "samizdat ee, cover lazy",
+            &lazy,
+            client::Proto::Ee(system::key(), system::DOMAIN.into()),
+        ),
+    ];
+    for (name, sys, proto) in hs_systems.into_iter().filter(|_| parts.has("handshakes")) {
+        let w = phases::handshakes(
+            sys,
+            &proto,
+            sizes.handshake_workers,
+            sizes.handshake_time,
+            sizes.handshake_max,
+        )
+        .await;
+        say(&format!(
+            "handshakes {name}: {:.0} per CPU-s, {:.0}/s wall, {} errors",
+            w.per_cpu_sec(),
+            w.per_wall_sec(),
+            w.errors
+        ));
+        r.handshakes.push((name, w));
+    }
+    r.peak_rss = procfs::peak_rss_kib(sz.pid);
+    r.sz_threads = procfs::threads(sz.pid);
+    drop((plain, floor, sz, lazy));
+
+    // Memory: a fresh process each, so "start" is a cold start.
+    let memory_systems = [
+        ("plain relay", Spec::Baseline(baseline::Kind::Plain), false),
+        ("crypto floor", Spec::Baseline(baseline::Kind::Floor), false),
+        ("samizdat (ee)", Spec::Samizdat(Vec::new()), true),
+    ];
+    for (name, spec, tls) in memory_systems.into_iter().filter(|_| parts.has("memory")) {
+        let sys = start(env, &spec, &dc)?;
+        let m = phases::idle_memory(&sys, &system::proto(&spec, tls), sizes.idle).await;
+        say(&format!(
+            "memory {name}: start {} KiB, {} idle {} KiB ({:.0} B each), after {} KiB",
+            m.start,
+            m.conns,
+            m.idle,
+            m.per_conn(),
+            m.after
+        ));
+        r.memory.push((name, m));
+    }
+
+    // Instruction counts.
+    if with_callgrind && parts.has("callgrind") && callgrind::available() {
+        let sz = Spec::Samizdat(Vec::new());
+        let plain = Spec::Baseline(baseline::Kind::Plain);
+        let floor = Spec::Baseline(baseline::Kind::Floor);
+        let hs = sizes.cg_handshakes;
+        let bytes = sizes.cg_bytes;
+        let jobs: Vec<(&str, &Spec, bool, callgrind::Load)> = vec![
+            ("plain relay", &plain, false, callgrind::Load::Idle),
+            ("plain relay", &plain, false, callgrind::Load::Bulk(bytes)),
+            (
+                "plain relay",
+                &plain,
+                false,
+                callgrind::Load::Handshakes(hs),
+            ),
+            ("crypto floor", &floor, false, callgrind::Load::Idle),
+            ("crypto floor", &floor, false, callgrind::Load::Bulk(bytes)),
+            (
+                "crypto floor",
+                &floor,
+                false,
+                callgrind::Load::Handshakes(hs),
+            ),
+            ("samizdat dd", &sz, false, callgrind::Load::Idle),
+            ("samizdat dd", &sz, false, callgrind::Load::Bulk(bytes)),
+            ("samizdat dd", &sz, false, callgrind::Load::Handshakes(hs)),
+            ("samizdat ee", &sz, true, callgrind::Load::Bulk(bytes)),
+            ("samizdat ee", &sz, true, callgrind::Load::Handshakes(hs)),
+        ];
+        for (name, spec, tls, load) in jobs {
+            let n = callgrind::count(env, &dc, spec, tls, load).await;
+            say(&format!("callgrind {name} {load:?}: {n:?}"));
+            r.instructions.push((name, load, n.ok()));
+        }
+    }
+    r.sizes = format!("{sizes:?}");
+    Ok(r)
+}
+
+fn stats(sorted: &[Duration]) -> report::Latency {
+    report::Latency {
+        p50: phases::percentile(sorted, 0.50),
+        p99: phases::percentile(sorted, 0.99),
+        samples: sorted.len(),
+    }
+}
