@@ -254,3 +254,55 @@ async fn reload_adds_and_removes_users_without_interrupting_others() {
     let rounds = alice.await.unwrap();
     assert!(rounds > 10, "alice moved data throughout ({rounds} rounds)");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bandwidth_cap_slows_only_its_user_and_quota_ends_a_running_connection() {
+    let (dc, _) = fake_dc().await;
+    let (cover, _) = fake_cover(CoverKind::Echo).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("samizdat.toml");
+    std::fs::write(
+        &path,
+        config(&format!(
+            "[users.alice]\nsecret = \"{ALICE}\"\nbandwidth = \"100KB/s\"\n\
+             [users.bob]\nsecret = \"{BOB}\"\n\
+             [users.carol]\nsecret = \"{CAROL}\"\nquota = \"200KB\"\n"
+        )),
+    )
+    .unwrap();
+    let s = serve(&path, dir.path(), dc, cover, "127.0.0.1:0").await;
+    // 160 KB each way = 320 KB through a 100 KB/s cap (25 KB burst): ≥ 2.5 s.
+    let mut a = connect_from(s.addr, "127.0.0.1", &ee(ALICE)).await.unwrap();
+    let t = std::time::Instant::now();
+    for _ in 0..10 {
+        echo(&mut a, 16_000).await.unwrap();
+    }
+    let capped = t.elapsed();
+    assert!(
+        capped >= Duration::from_millis(2500),
+        "the cap did not slow alice: {capped:?}"
+    );
+    // Bob, without a cap, moves the same at once meanwhile.
+    let mut b = connect_from(s.addr, "127.0.0.1", &ee(BOB)).await.unwrap();
+    let t = std::time::Instant::now();
+    for _ in 0..10 {
+        echo(&mut b, 16_000).await.unwrap();
+    }
+    assert!(
+        t.elapsed() < capped / 2,
+        "bob was slowed too: {:?}",
+        t.elapsed()
+    );
+    // Carol's connection ends when her quota is used up mid-transfer.
+    let mut c = connect_from(s.addr, "127.0.0.1", &ee(CAROL)).await.unwrap();
+    let mut moved = 0;
+    while echo(&mut c, 16_000).await.is_ok() {
+        moved += 32_000;
+        assert!(moved < 400_000, "the quota did not end the connection");
+    }
+    assert!(moved >= 160_000, "ended before the quota was used: {moved}");
+    assert!(
+        connect_from(s.addr, "127.0.0.1", &ee(CAROL)).await.is_err(),
+        "refused once the quota is used up"
+    );
+}

@@ -294,8 +294,11 @@ async fn splice_to_cover(
         Identity,
         Identity,
         &shared.pool,
-        None,
-        &shared.shutdown,
+        relay::Bounds {
+            idle: None,
+            stop: &shared.shutdown,
+            meter: &relay::Unmetered,
+        },
     )
     .await;
     tracing::debug!(
@@ -473,12 +476,17 @@ async fn serve_dc(
         up,
         down,
         &shared.pool,
-        Some(snap.config.idle_timeout),
-        &user.ended,
+        relay::Bounds {
+            idle: Some(snap.config.idle_timeout),
+            stop: &user.ended,
+            meter: &*user,
+        },
     )
     .await;
-    // Until the relay charges per read, usage is added when it ends.
-    let _ = user.charge((out.up + out.down) as usize + leftover.len());
+    let _ = user.charge(leftover.len());
+    if out.end == relay::End::Quota {
+        tracing::info!(user = name, "quota used up; the user's connections end");
+    }
     shared
         .stats
         .relays_active

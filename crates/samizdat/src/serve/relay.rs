@@ -44,6 +44,25 @@ pub trait Transform {
     }
 }
 
+/// Accounts the payload a relay moves: a quota can end the relay, a rate
+/// cap can pause it. Called after each write, so a paused pump holds no
+/// buffer and the peer feels TCP backpressure.
+pub trait Meter: Sync {
+    /// `n` payload bytes moved. `Ok(d)`: wait `d` before reading more;
+    /// `Err(())`: end the relay.
+    #[allow(clippy::result_unit_err)]
+    fn charge(&self, n: usize) -> Result<Duration, ()>;
+}
+
+/// No limits (cover splices).
+pub struct Unmetered;
+
+impl Meter for Unmetered {
+    fn charge(&self, _n: usize) -> Result<Duration, ()> {
+        Ok(Duration::ZERO)
+    }
+}
+
 /// Bytes pass unchanged (cover splice).
 pub struct Identity;
 
@@ -162,8 +181,10 @@ pub enum End {
     Idle,
     /// The client broke the record or cipher framing.
     Protocol,
-    /// The server is shutting down.
+    /// The server is shutting down, or the user was removed or expired.
     Shutdown,
+    /// The user's quota is used up.
+    Quota,
 }
 
 impl End {
@@ -175,6 +196,7 @@ impl End {
             End::Idle => "idle_timeout",
             End::Protocol => "protocol_error",
             End::Shutdown => "shutdown",
+            End::Quota => "quota",
         }
     }
 }
@@ -225,6 +247,7 @@ enum PumpEnd {
     Eof,
     Reset,
     Protocol,
+    Quota,
 }
 
 /// Milliseconds since the relay started of the last byte moved.
@@ -250,6 +273,7 @@ async fn pump<T: Transform>(
     pool: &BufferPool,
     activity: &Activity,
     count: &AtomicU64,
+    meter: &dyn Meter,
 ) -> PumpEnd {
     loop {
         if src.readable().await.is_err() {
@@ -297,27 +321,54 @@ async fn pump<T: Transform>(
             shutdown_write(dst);
             return PumpEnd::Eof;
         }
+        match meter.charge(moved) {
+            Ok(pause) if !pause.is_zero() => tokio::time::sleep(pause).await,
+            Ok(_) => {}
+            Err(()) => return PumpEnd::Quota,
+        }
     }
 }
 
+/// What ends or slows a relay besides its two peers.
+pub struct Bounds<'a> {
+    /// End after this long without a byte either way (`None`: never).
+    pub idle: Option<Duration>,
+    /// End when this fires (server shutdown, user removed or expired).
+    pub stop: &'a tokio_util::sync::CancellationToken,
+    /// Quota and rate accounting.
+    pub meter: &'a dyn Meter,
+}
+
 /// Relays until both directions have closed, one side resets, the idle
-/// timeout passes (if any) or `shutdown` fires.
+/// timeout passes (if any) or `stop` fires.
 pub async fn relay<U: Transform, D: Transform>(
     client: &TcpStream,
     server: &TcpStream,
     mut up: U,
     mut down: D,
     pool: &BufferPool,
-    idle: Option<Duration>,
-    shutdown: &tokio_util::sync::CancellationToken,
+    bounds: Bounds<'_>,
 ) -> Outcome {
+    let Bounds {
+        idle,
+        stop: shutdown,
+        meter,
+    } = bounds;
     let activity = Activity {
         start: Instant::now(),
         last_ms: AtomicU64::new(0),
     };
     let (up_bytes, down_bytes) = (AtomicU64::new(0), AtomicU64::new(0));
-    let up_fut = pump(client, server, &mut up, pool, &activity, &up_bytes);
-    let down_fut = pump(server, client, &mut down, pool, &activity, &down_bytes);
+    let up_fut = pump(client, server, &mut up, pool, &activity, &up_bytes, meter);
+    let down_fut = pump(
+        server,
+        client,
+        &mut down,
+        pool,
+        &activity,
+        &down_bytes,
+        meter,
+    );
     tokio::pin!(up_fut, down_fut);
     let (mut up_done, mut down_done) = (false, false);
     let end = loop {
@@ -327,11 +378,13 @@ pub async fn relay<U: Transform, D: Transform>(
                 PumpEnd::Eof => { up_done = true; if down_done { break End::Closed } }
                 PumpEnd::Reset => break End::Reset,
                 PumpEnd::Protocol => break End::Protocol,
+                PumpEnd::Quota => break End::Quota,
             },
             r = &mut down_fut, if !down_done => match r {
                 PumpEnd::Eof => { down_done = true; if up_done { break End::Closed } }
                 PumpEnd::Reset => break End::Reset,
                 PumpEnd::Protocol => break End::Protocol,
+                PumpEnd::Quota => break End::Quota,
             },
             // A side that sent FIN is no longer read, yet it can still reset
             // (it had closed completely and we forwarded more bytes to it).

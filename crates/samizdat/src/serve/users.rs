@@ -160,6 +160,12 @@ impl UserState {
     }
 }
 
+impl super::relay::Meter for UserState {
+    fn charge(&self, n: usize) -> Result<Duration, ()> {
+        UserState::charge(self, n).map_err(|_| ())
+    }
+}
+
 /// A connection's slot in its user's limits; released on drop.
 #[derive(Debug)]
 pub struct Admission {
