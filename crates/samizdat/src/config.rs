@@ -138,6 +138,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
 
+    /// Put client IP addresses in log lines (off by default: a seized
+    /// server should not hand over its users).
+    #[arg(long)]
+    pub log_client_ips: bool,
+
     /// Serve Prometheus metrics at http://ADDR/metrics [default: off].
     /// Keep it on loopback (e.g. 127.0.0.1:9090): the numbers show who uses
     /// the proxy and how much.
@@ -290,6 +295,8 @@ pub struct ServeConfig {
     pub max_connections: usize,
     /// Runtime worker threads (`None`: one per core).
     pub threads: Option<usize>,
+    /// Whether log lines may name client addresses.
+    pub log_client_ips: bool,
     /// Where generated state lives.
     pub state_dir: PathBuf,
     /// Prometheus endpoint address (`None`: off).
@@ -441,6 +448,7 @@ struct ServerSection {
     drain_timeout: Option<Spanned<String>>,
     max_connections: Option<Spanned<usize>>,
     threads: Option<Spanned<usize>>,
+    log_client_ips: Option<bool>,
     metrics: Option<Spanned<String>>,
 }
 
@@ -980,6 +988,7 @@ impl ServeConfig {
             drain_timeout,
             max_connections,
             threads,
+            log_client_ips: args.log_client_ips || server.log_client_ips.unwrap_or(false),
             state_dir,
             metrics,
         })

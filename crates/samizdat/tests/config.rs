@@ -33,6 +33,14 @@ fn the_example_config_loads_with_its_documented_values() {
     assert_eq!(c.public_host.as_deref(), Some("proxy.example.org"));
     assert_eq!(c.state_dir, PathBuf::from("/var/lib/samizdat"));
     assert_eq!(c.max_connections, 20_000);
+    assert!(!c.log_client_ips);
+    let bob = &c.users[1].limits;
+    assert_eq!(bob.max_connections, Some(8));
+    assert_eq!(bob.max_ips, Some(2));
+    assert_eq!(bob.quota, Some(50 << 30));
+    assert_eq!(bob.expires, Some(1_924_905_600));
+    assert_eq!(bob.bandwidth, Some(2 << 20));
+    assert_eq!(c.users[0].limits, Default::default());
 }
 
 #[test]
@@ -82,7 +90,7 @@ fn mistakes_name_file_line_key_and_fix() {
         "samizdat: samizdat.toml:2: unknown field `lisen`, expected one of `listen`, `modes`, `domains`, `cover`, \
          `cover_connect`, `public_host`, `state_dir`, `unknown_sni`, `max_clock_behind`, `max_clock_ahead`, \
          `handshake_timeout`, `idle_timeout`, `connect_timeout`, `drain_timeout`, `max_connections`, `threads`, \
-         `metrics`"
+         `log_client_ips`, `metrics`"
     );
     assert_eq!(
         error_for("[server]\nmetrics = \"localhost\"\n"),
@@ -115,6 +123,30 @@ fn mistakes_name_file_line_key_and_fix() {
     assert_eq!(
         error_for("[server]\nmax_connections = 0\n"),
         "samizdat: samizdat.toml:2: server.max_connections: must be at least 1"
+    );
+    let user = |line: &str| {
+        format!("[users.alice]\nsecret = \"0123456789abcdef0123456789abcdef\"\n{line}\n")
+    };
+    assert_eq!(
+        error_for(&user("quota = \"10 parsecs\"")),
+        "samizdat: samizdat.toml:3: users.alice.quota: \"10 parsecs\": unknown unit \"parsecs\"; use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB"
+    );
+    assert_eq!(
+        error_for(&user("bandwidth = \"8M\"")),
+        "samizdat: samizdat.toml:3: users.alice.bandwidth: \"8M\" is not a rate; write e.g. 1MiB/s, 500KB/s or 8Mbit/s"
+    );
+    assert_eq!(
+        error_for(&user("max_connections = 0")),
+        "samizdat: samizdat.toml:3: users.alice.max_connections: must be at least 1 (remove the user to refuse them)"
+    );
+    assert_eq!(
+        error_for(&user("expires = 12:00:00")),
+        "samizdat: samizdat.toml:3: users.alice.expires: expected a date, e.g. 2027-01-31 or 2027-01-31T12:00:00Z"
+    );
+    assert_eq!(
+        error_for(&user("max_ip = 2")),
+        "samizdat: samizdat.toml:3: unknown field `max_ip`, expected one of `secret`, `max_connections`, `max_ips`, \
+         `quota`, `expires`, `bandwidth`"
     );
     assert_eq!(
         error_for("[server\n"),

@@ -306,3 +306,72 @@ async fn bandwidth_cap_slows_only_its_user_and_quota_ends_a_running_connection()
         "refused once the quota is used up"
     );
 }
+
+/// Runs a refused connection, a probe and a relay from 127.0.0.7 and
+/// returns the server's debug log.
+async fn log_of_a_session(extra: &[&str]) -> String {
+    let (dc, _) = fake_dc().await;
+    let (cover, _) = fake_cover(CoverKind::Echo).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("samizdat.toml");
+    std::fs::write(
+        &path,
+        config(&format!(
+            "[users.alice]\nsecret = \"{ALICE}\"\nmax_connections = 1\n"
+        )),
+    )
+    .unwrap();
+    let log = dir.path().join("log");
+    let mut cmd = Command::new(bin());
+    cmd.args(["serve", "--log", "debug", "--config"])
+        .arg(&path)
+        .arg("--state-dir")
+        .arg(dir.path());
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--cover",
+        &cover.to_string(),
+        "--dc-override",
+        &dc.to_string(),
+    ]);
+    cmd.args(extra);
+    let (child, addr, _) =
+        spawn_logging_to(&mut cmd, std::fs::File::create(&log).unwrap().into()).await;
+    let s = Server { child, addr };
+    let mut a = connect_from(s.addr, "127.0.0.7", &ee(ALICE)).await.unwrap();
+    echo(&mut a, 64).await.unwrap();
+    assert!(connect_from(s.addr, "127.0.0.7", &ee(ALICE)).await.is_err());
+    drop(a);
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.7:0".parse().unwrap()).unwrap();
+    let mut probe = socket.connect(s.addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    probe.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    probe.shutdown().await.unwrap();
+    let mut sink = Vec::new();
+    let _ = probe.read_to_end(&mut sink).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(s);
+    std::fs::read_to_string(log).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_addresses_stay_out_of_logs_unless_asked_for() {
+    let quiet = log_of_a_session(&[]).await;
+    assert!(
+        quiet.contains("connection refused by the user's limits"),
+        "{quiet}"
+    );
+    assert!(
+        quiet.contains("relay ended") && quiet.contains("to cover"),
+        "{quiet}"
+    );
+    assert!(
+        !quiet.contains("127.0.0.7"),
+        "a client address reached the log:\n{quiet}"
+    );
+    assert!(!quiet.contains(ALICE), "a key reached the log");
+    let loud = log_of_a_session(&["--log-client-ips"]).await;
+    assert!(loud.contains("client=127.0.0.7"), "{loud}");
+}

@@ -137,7 +137,12 @@ pub(super) async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shar
             if let CoverReason::BadTimestamp { skew } = reason {
                 shared.warn_clock_skew(skew);
             }
-            tracing::debug!(reason = reason.name(), bytes = first.len(), "to cover");
+            tracing::debug!(
+                reason = reason.name(),
+                bytes = first.len(),
+                client = %shown(&snap, peer),
+                "to cover"
+            );
             splice_to_cover(client, first, cover, client_eof, &shared, &snap).await;
         }
         Decision::Tls(acc) => {
@@ -181,9 +186,23 @@ fn admit(shared: &Shared, snap: &Snapshot, user: usize, peer: SocketAddr) -> Opt
         Ok(a) => Some(a),
         Err(refusal) => {
             shared.metrics.handshake(refusal.name());
-            tracing::info!(user = %state.name, limit = refusal.name(), "connection refused by the user's limits");
+            tracing::info!(
+                user = %state.name,
+                limit = refusal.name(),
+                client = %shown(snap, peer),
+                "connection refused by the user's limits"
+            );
             None
         }
+    }
+}
+
+/// The client's address as logs may show it: only with `--log-client-ips`.
+fn shown(snap: &Snapshot, peer: SocketAddr) -> String {
+    if snap.config.log_client_ips {
+        peer.ip().to_string()
+    } else {
+        "hidden".to_string()
     }
 }
 
@@ -406,6 +425,7 @@ async fn serve_dc(
     snap: &Snapshot,
 ) {
     let user = admission.user.clone();
+    let peer_ip = admission.ip();
     let name = user.name.as_str();
     let tls = records.is_some();
     // Resolved once per connection: no label lookup while relaying.
@@ -507,6 +527,7 @@ async fn serve_dc(
         down = out.down,
         end = out.end.name(),
         secs = started.elapsed().as_secs_f32(),
+        client = %shown(snap, SocketAddr::new(peer_ip, 0)),
         "relay ended"
     );
 }

@@ -174,6 +174,13 @@ pub struct Admission {
     ip: IpAddr,
 }
 
+impl Admission {
+    /// The client's address.
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+}
+
 impl Drop for Admission {
     fn drop(&mut self) {
         self.user.active.fetch_sub(1, Ordering::Relaxed);
@@ -211,17 +218,18 @@ impl Snapshot {
     ) -> Snapshot {
         let users = Users::new(config.users.iter().map(|u| (u.name.clone(), u.key.clone())));
         let auth = super::auth::AuthIndex::new(config.users.iter().map(|u| u.domains.as_slice()));
+        let before: HashMap<&str, &Arc<UserState>> = previous
+            .map(|p| p.states.iter().map(|s| (s.name.as_str(), s)).collect())
+            .unwrap_or_default();
         let states = config
             .users
             .iter()
             .map(|u| {
-                let kept = previous.and_then(|p| {
-                    p.states
-                        .iter()
-                        .find(|s| s.name == u.name && s.key == u.key.0 && !s.ended.is_cancelled())
-                });
+                let kept = before
+                    .get(u.name.as_str())
+                    .filter(|s| s.key == u.key.0 && !s.ended.is_cancelled());
                 match kept {
-                    Some(s) => {
+                    Some(&s) => {
                         if let Ok(mut l) = s.limits.lock() {
                             *l = u.limits.clone();
                         }
@@ -248,9 +256,11 @@ impl Snapshot {
     /// Ends the connections of users of `self` that `next` no longer has
     /// (removed, or their key changed).
     pub fn end_dropped(&self, next: &Snapshot) -> Vec<String> {
+        let kept: std::collections::HashSet<*const UserState> =
+            next.states.iter().map(Arc::as_ptr).collect();
         let mut ended = Vec::new();
         for s in &self.states {
-            if !next.states.iter().any(|n| Arc::ptr_eq(n, s)) {
+            if !kept.contains(&Arc::as_ptr(s)) {
                 s.ended.cancel();
                 ended.push(s.name.clone());
             }

@@ -96,9 +96,14 @@ pub async fn start_with(cover: CoverKind, extra: &[&str]) -> Proxy {
 
 /// Spawns a `samizdat serve` command and reads its stdout up to the links.
 pub async fn spawn(cmd: &mut Command) -> (Child, SocketAddr, Vec<String>) {
+    spawn_logging_to(cmd, Stdio::inherit()).await
+}
+
+/// [`spawn`] with the server's log (stderr) sent to `log`.
+pub async fn spawn_logging_to(cmd: &mut Command, log: Stdio) -> (Child, SocketAddr, Vec<String>) {
     let mut child = cmd
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(log)
         .spawn()
         .expect("spawn samizdat");
     let stdout = child.stdout.take().unwrap();
