@@ -21,6 +21,41 @@ fn ee(key: &str) -> Secret {
     Secret::parse(&format!("ee{key}{}", hex::encode(DOMAIN))).unwrap()
 }
 
+/// A fake DC, an echo cover and a config file with `users`.
+struct Setup {
+    dc: SocketAddr,
+    cover: SocketAddr,
+    dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+impl Setup {
+    async fn new(config_text: &str) -> Setup {
+        let (dc, _) = fake_dc().await;
+        let (cover, _) = fake_cover(CoverKind::Echo).await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("samizdat.toml");
+        std::fs::write(&path, config_text).unwrap();
+        Setup {
+            dc,
+            cover,
+            dir,
+            path,
+        }
+    }
+
+    async fn serve(&self) -> Server {
+        serve(
+            &self.path,
+            self.dir.path(),
+            self.dc,
+            self.cover,
+            "127.0.0.1:0",
+        )
+        .await
+    }
+}
+
 struct Server {
     child: Child,
     addr: SocketAddr,
@@ -86,18 +121,10 @@ async fn echo(c: &mut Client, len: usize) -> std::io::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_and_address_limits_refuse_only_that_user() {
-    let (dc, _) = fake_dc().await;
-    let (cover, _) = fake_cover(CoverKind::Echo).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("samizdat.toml");
-    std::fs::write(
-        &path,
-        config(&format!(
+    let setup = Setup::new(&config(&format!(
             "[users.alice]\nsecret = \"{ALICE}\"\nmax_connections = 2\nmax_ips = 1\n[users.bob]\nsecret = \"{BOB}\"\n"
-        )),
-    )
-    .unwrap();
-    let s = serve(&path, dir.path(), dc, cover, "127.0.0.1:0").await;
+        ))).await;
+    let s = setup.serve().await;
     let mut a1 = connect_from(s.addr, "127.0.0.1", &ee(ALICE)).await.unwrap();
     let mut a2 = connect_from(s.addr, "127.0.0.1", &ee(ALICE)).await.unwrap();
     echo(&mut a1, 64).await.unwrap();
@@ -126,18 +153,10 @@ async fn connection_and_address_limits_refuse_only_that_user() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quota_survives_a_restart_and_expiry_refuses() {
-    let (dc, _) = fake_dc().await;
-    let (cover, _) = fake_cover(CoverKind::Echo).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("samizdat.toml");
-    std::fs::write(
-        &path,
-        config(&format!(
+    let setup = Setup::new(&config(&format!(
             "[users.alice]\nsecret = \"{ALICE}\"\nquota = \"100KB\"\n[users.bob]\nsecret = \"{BOB}\"\nexpires = 2001-01-01T00:00:00Z\n"
-        )),
-    )
-    .unwrap();
-    let s = serve(&path, dir.path(), dc, cover, "127.0.0.1:0").await;
+        ))).await;
+    let s = setup.serve().await;
     assert!(
         connect_from(s.addr, "127.0.0.1", &ee(BOB)).await.is_err(),
         "an expired user is refused"
@@ -160,10 +179,10 @@ async fn quota_survives_a_restart_and_expiry_refuses() {
         ))
         .await
     );
-    let usage =
-        std::fs::read_to_string(dir.path().join("usage.toml")).expect("usage saved at shutdown");
+    let usage = std::fs::read_to_string(setup.dir.path().join("usage.toml"))
+        .expect("usage saved at shutdown");
     assert!(usage.contains("alice = 8"), "{usage}");
-    let s = serve(&path, dir.path(), dc, cover, "127.0.0.1:0").await;
+    let s = setup.serve().await;
     // 80 KB < 100 KB: admitted; it uses the rest and more.
     let mut a = connect_from(s.addr, "127.0.0.1", &ee(ALICE))
         .await
@@ -179,18 +198,11 @@ async fn quota_survives_a_restart_and_expiry_refuses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_adds_and_removes_users_without_interrupting_others() {
-    let (dc, _) = fake_dc().await;
-    let (cover, _) = fake_cover(CoverKind::Echo).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("samizdat.toml");
-    std::fs::write(
-        &path,
-        config(&format!(
-            "[users.alice]\nsecret = \"{ALICE}\"\n[users.bob]\nsecret = \"{BOB}\"\n"
-        )),
-    )
-    .unwrap();
-    let s = serve(&path, dir.path(), dc, cover, "127.0.0.1:0").await;
+    let setup = Setup::new(&config(&format!(
+        "[users.alice]\nsecret = \"{ALICE}\"\n[users.bob]\nsecret = \"{BOB}\"\n"
+    )))
+    .await;
+    let s = setup.serve().await;
     let mut bob = connect_from(s.addr, "127.0.0.1", &ee(BOB)).await.unwrap();
     echo(&mut bob, 64).await.unwrap();
     assert!(
@@ -214,13 +226,9 @@ async fn reload_adds_and_removes_users_without_interrupting_others() {
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Remove bob, add carol: picked up from the file without a signal.
-    std::fs::write(
-        &path,
-        config(&format!(
-            "[users.alice]\nsecret = \"{ALICE}\"\n[users.carol]\nsecret = \"{CAROL}\"\n"
-        )),
-    )
-    .unwrap();
+    let next =
+        format!("[users.alice]\nsecret = \"{ALICE}\"\n[users.carol]\nsecret = \"{CAROL}\"\n");
+    std::fs::write(&setup.path, config(&next)).unwrap();
     let mut carol = None;
     for _ in 0..40 {
         if let Ok(c) = connect_from(s.addr, "127.0.0.1", &ee(CAROL)).await {
@@ -241,7 +249,7 @@ async fn reload_adds_and_removes_users_without_interrupting_others() {
     );
 
     // An invalid file is refused; the previous users keep working (SIGHUP).
-    std::fs::write(&path, "[server]\nmodes = [\"xx\"]\n").unwrap();
+    std::fs::write(&setup.path, "[server]\nmodes = [\"xx\"]\n").unwrap();
     Command::new("kill")
         .args(["-HUP", &s.child.id().to_string()])
         .status()
@@ -257,20 +265,13 @@ async fn reload_adds_and_removes_users_without_interrupting_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bandwidth_cap_slows_only_its_user_and_quota_ends_a_running_connection() {
-    let (dc, _) = fake_dc().await;
-    let (cover, _) = fake_cover(CoverKind::Echo).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("samizdat.toml");
-    std::fs::write(
-        &path,
-        config(&format!(
-            "[users.alice]\nsecret = \"{ALICE}\"\nbandwidth = \"100KB/s\"\n\
+    let setup = Setup::new(&config(&format!(
+        "[users.alice]\nsecret = \"{ALICE}\"\nbandwidth = \"100KB/s\"\n\
              [users.bob]\nsecret = \"{BOB}\"\n\
              [users.carol]\nsecret = \"{CAROL}\"\nquota = \"200KB\"\n"
-        )),
-    )
-    .unwrap();
-    let s = serve(&path, dir.path(), dc, cover, "127.0.0.1:0").await;
+    )))
+    .await;
+    let s = setup.serve().await;
     // 160 KB each way = 320 KB through a 100 KB/s cap (25 KB burst): ≥ 2.5 s.
     let mut a = connect_from(s.addr, "127.0.0.1", &ee(ALICE)).await.unwrap();
     let t = std::time::Instant::now();

@@ -17,7 +17,7 @@ use tokio_rustls::rustls::{self, pki_types::ServerName, ClientConfig};
 use tokio_rustls::TlsConnector;
 
 mod tap;
-mod verifier;
+pub mod verifier;
 
 use tap::{Log, Tap};
 

@@ -17,7 +17,7 @@
 //! Telegram), and only when run. It writes nothing: no state, no port kept.
 
 pub mod clock;
-mod cover;
+pub mod cover;
 mod dc;
 mod dns;
 mod local;

@@ -1,9 +1,10 @@
 //! A certificate verifier that accepts any certificate.
 //!
-//! Only for `samizdat doctor`'s look at the cover site: it checks the
-//! shape of the cover's TLS, not whether to trust it (a cover on a test
-//! box is often self-signed), and sends nothing secret over it. The
-//! handshake signatures are still checked, so a broken server shows.
+//! Only for looking at a cover site (`samizdat doctor`, and the
+//! differential prober in the tests): it checks the shape of the cover's
+//! TLS, not whether to trust it (a cover on a test box is often
+//! self-signed), and sends nothing secret over it. The handshake signatures
+//! are still checked, so a broken server shows.
 
 use std::sync::Arc;
 use tokio_rustls::rustls::client::danger::{
@@ -18,7 +19,7 @@ use tokio_rustls::rustls::{DigitallySignedStruct, Error, SignatureScheme};
 /// Accepts every certificate chain; verifies handshake signatures with the
 /// provider's algorithms.
 #[derive(Debug)]
-pub(super) struct AcceptAnyCertificate(pub(super) Arc<CryptoProvider>);
+pub struct AcceptAnyCertificate(pub Arc<CryptoProvider>);
 
 impl ServerCertVerifier for AcceptAnyCertificate {
     fn verify_server_cert(
