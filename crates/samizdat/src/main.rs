@@ -28,6 +28,23 @@ enum Command {
     /// the Telegram DCs; each problem comes with what to do. Exit code 1
     /// if a check failed.
     Doctor(samizdat::doctor::DoctorArgs),
+    /// A censor in a box, on loopback only (docs/lab.md).
+    #[command(subcommand)]
+    Lab(LabCommand),
+}
+
+#[derive(Subcommand)]
+enum LabCommand {
+    /// Every subject (samizdat ee/dd/plain, SOCKS5) against every technique:
+    /// a table on stdout, a Markdown report and an SVG heat map.
+    Scorecard {
+        /// Where to write the Markdown report.
+        #[arg(long, default_value = "docs/lab-report.md")]
+        out: std::path::PathBuf,
+        /// Where to write the SVG heat map.
+        #[arg(long, default_value = "docs/lab-heatmap.svg")]
+        svg: std::path::PathBuf,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -48,6 +65,10 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve(args),
         Command::Link(args) => samizdat::link_cmd::run(&args),
         Command::Doctor(args) => samizdat::doctor::run(&args),
+        Command::Lab(LabCommand::Scorecard { out, svg }) => tokio::runtime::Runtime::new()
+            .and_then(|rt| rt.block_on(lab::scorecard::run_and_write(&out, &svg)))
+            .map(drop)
+            .map_err(Into::into),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

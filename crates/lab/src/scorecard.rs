@@ -1,0 +1,430 @@
+//! The scorecard: subjects × techniques on loopback.
+//!
+//! Every cell runs one client session of a subject (handshake, then an
+//! echoed transfer of [`ScorecardOptions::payload`] bytes) through its own
+//! [`crate::Middlebox`] applying one column's [`Policy`], and scores it:
+//! - **blocked**: the handshake or the transfer failed or stalled for
+//!   [`ScorecardOptions::stall`];
+//! - **degraded**: it finished, below [`ScorecardOptions::degraded_below`]
+//!   of the same subject's throughput with no censor;
+//! - **survived**: otherwise.
+//!
+//! The active-probing column ([`crate::probe`]) uses no middlebox: it
+//! probes the subject's server against its cover, with replays of the
+//! subject's recorded first flights, and a flagged server is blocked.
+//!
+//! Subjects ([`Subject`]): the real `samizdat serve` (`ee` with the
+//! official apps' post-quantum hello, `dd`, plain) in front of a fake DC and
+//! an echo cover, and a raw SOCKS5 server (compared, when probed, with an
+//! HTTP server, the kind of site a censor expects on such a port).
+
+pub mod apps;
+mod render;
+mod subjects;
+
+pub use subjects::{
+    dd_first_flight, fake_cover, fake_dc, samizdat_bin, secret, socks5_server, Samizdat, Subject,
+    DOMAIN, KEY,
+};
+
+use crate::probe::{probe_server, ProbeOptions};
+use crate::techniques::{Fet, Fingerprint, Freeze, IpBlock, ProtocolAllowlist, SniFilter, SniRule};
+use crate::{Policy, Verdict};
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use subjects::{session, Session, Target};
+use testkit::fake_cover::CoverKind;
+use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
+
+/// The destination label every middlebox's techniques judge: a VPS at a
+/// foreign hoster (Hetzner) on port 443, where a proxy would run.
+pub const DESTINATION: &str = "5.9.10.20:443";
+
+/// Name of the column without a censor (the throughput baseline).
+pub const NO_CENSOR: &str = "no censor";
+/// Name of the active-probing column.
+pub const PROBING: &str = "active probing";
+
+/// How a cell scored.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Got through at full speed (`None` for the probing column).
+    Survived {
+        /// Throughput, bytes per second.
+        bytes_per_sec: Option<f64>,
+    },
+    /// Got through, slowly.
+    Degraded {
+        /// Throughput, bytes per second.
+        bytes_per_sec: f64,
+    },
+    /// Did not get through.
+    Blocked {
+        /// What failed, or which probes told it apart.
+        why: String,
+    },
+}
+
+/// One cell.
+#[derive(Debug, Clone)]
+pub struct Cell {
+    /// Row.
+    pub subject: Subject,
+    /// Column name.
+    pub column: String,
+    /// Score.
+    pub outcome: Outcome,
+}
+
+/// The whole matrix.
+#[derive(Debug, Clone)]
+pub struct Scorecard {
+    /// Rows, in order.
+    pub subjects: Vec<Subject>,
+    /// Columns, in order.
+    pub columns: Vec<String>,
+    /// Every cell.
+    pub cells: Vec<Cell>,
+    /// How long the run took.
+    pub elapsed: Duration,
+}
+
+impl Scorecard {
+    /// The outcome of a cell.
+    pub fn get(&self, subject: Subject, column: &str) -> Option<&Outcome> {
+        self.cells
+            .iter()
+            .find(|c| c.subject == subject && c.column == column)
+            .map(|c| &c.outcome)
+    }
+}
+
+/// Builds a column's policy: once per cell, so that state a technique
+/// keeps between flows (FET's and the allowlist's residual blocks) does
+/// not leak from one subject's cell into another's.
+pub type PolicyFactory = Arc<dyn Fn() -> Policy + Send + Sync>;
+
+/// What a column does.
+#[derive(Clone)]
+pub enum ColumnKind {
+    /// Sessions through a middlebox with a fresh policy from this factory.
+    Lab(PolicyFactory),
+    /// [`crate::probe::probe_server`] against the subject's server.
+    Probing,
+}
+
+/// A column of the matrix.
+#[derive(Clone)]
+pub struct Column {
+    /// Header.
+    pub name: String,
+    /// What it does.
+    pub technique: ColumnKind,
+}
+
+fn lab<T: crate::Technique + 'static>(
+    name: &str,
+    technique: impl Fn() -> T + Send + Sync + 'static,
+) -> Column {
+    let dest: SocketAddr = DESTINATION.parse().expect("a socket address");
+    Column {
+        name: name.into(),
+        technique: ColumnKind::Lab(Arc::new(move || {
+            Policy::new(vec![Arc::new(technique())]).destination(dest)
+        })),
+    }
+}
+
+/// The shipped columns: no censor, then techniques 1–7 of `docs/lab.md`
+/// as today's censors configure them, with the cover's name throttled.
+pub fn default_columns() -> Vec<Column> {
+    vec![
+        Column {
+            name: NO_CENSOR.into(),
+            technique: ColumnKind::Lab(Arc::new(|| Policy::new(Vec::new()))),
+        },
+        lab("IP block (Telegram)", || {
+            IpBlock::telegram_2018(Verdict::Drop)
+        }),
+        lab("SNI throttle", || {
+            SniFilter::throttle(vec![SniRule::domain(DOMAIN)], 64_000)
+        }),
+        lab("FET", || Fet::new(Duration::from_secs(180))),
+        lab("JA3/JA4", || Fingerprint::telegram_apps(Verdict::Reset)),
+        lab("16 KiB freeze", Freeze::russia_2025),
+        lab("protocol allowlist", || {
+            ProtocolAllowlist::new(Duration::from_secs(60))
+        }),
+        Column {
+            name: PROBING.into(),
+            technique: ColumnKind::Probing,
+        },
+    ]
+}
+
+/// How to run the scorecard.
+#[derive(Debug, Clone)]
+pub struct ScorecardOptions {
+    /// The `samizdat` binary ([`samizdat_bin`]).
+    pub samizdat: PathBuf,
+    /// Bytes each session sends and gets echoed (over 16 KiB, so that the
+    /// freeze shows).
+    pub payload: usize,
+    /// A session that moves nothing for this long is blocked.
+    pub stall: Duration,
+    /// A session below this share of the no-censor throughput is degraded.
+    pub degraded_below: f64,
+    /// The active prober's settings.
+    pub probe: ProbeOptions,
+}
+
+impl ScorecardOptions {
+    /// Settings for a run of a few seconds.
+    pub fn new(samizdat: PathBuf) -> ScorecardOptions {
+        ScorecardOptions {
+            samizdat,
+            payload: 48 * 1024,
+            stall: Duration::from_secs(5),
+            degraded_below: 0.3,
+            probe: ProbeOptions {
+                window: Duration::from_millis(1500),
+                tolerance: Duration::from_secs(1),
+                replay_delays: vec![Duration::ZERO, Duration::from_millis(300)],
+                sni: DOMAIN.into(),
+                ..ProbeOptions::default()
+            },
+        }
+    }
+}
+
+/// The servers under test, started once per run.
+struct Bench {
+    _samizdat: Samizdat,
+    samizdat: SocketAddr,
+    samizdat_cover: SocketAddr,
+    socks: SocketAddr,
+    socks_cover: SocketAddr,
+    echo: SocketAddr,
+}
+
+impl Bench {
+    fn server(&self, s: Subject) -> SocketAddr {
+        if s == Subject::Socks5 {
+            self.socks
+        } else {
+            self.samizdat
+        }
+    }
+    fn cover(&self, s: Subject) -> SocketAddr {
+        if s == Subject::Socks5 {
+            self.socks_cover
+        } else {
+            self.samizdat_cover
+        }
+    }
+}
+
+/// Sends a subject's first flight once, as its real client would (so the
+/// prober replays something the server has seen), and returns it.
+async fn record_first_flight(s: Subject, bench: &Bench, stall: Duration) -> Vec<u8> {
+    let flight = match s {
+        Subject::Ee => {
+            let opts = testkit::client::Options {
+                shape: wire::faketls::client::HelloShape::PostQuantum,
+                ..Default::default()
+            };
+            let c = tokio::time::timeout(
+                stall,
+                testkit::client::Client::connect(bench.samizdat, &secret("ee"), &opts),
+            )
+            .await;
+            return match c {
+                Ok(Ok(c)) => c.hello.clone().unwrap_or_default(),
+                _ => Vec::new(),
+            };
+        }
+        Subject::EeApps => {
+            let c = tokio::time::timeout(
+                stall,
+                apps::AppsClient::connect(bench.samizdat, &secret("ee").key.0, DOMAIN),
+            )
+            .await;
+            return match c {
+                Ok(Ok(c)) => c.hello.clone(),
+                _ => Vec::new(),
+            };
+        }
+        Subject::Dd => dd_first_flight(),
+        Subject::Plain => {
+            let init = wire::obfuscated2::initiate(
+                loop {
+                    let r: [u8; 64] = testkit::random();
+                    if wire::obfuscated2::is_safe_bare_prefix(&r) {
+                        break r;
+                    }
+                },
+                wire::obfuscated2::Tag::Intermediate,
+                2,
+                Some(&secret("plain").key),
+            );
+            let mut b = init.wire.to_vec();
+            b.extend_from_slice(&testkit::random::<40>());
+            b
+        }
+        Subject::Socks5 => vec![5, 1, 0],
+    };
+    if let Ok(mut c) = tokio::net::TcpStream::connect(bench.server(s)).await {
+        let _ = c.write_all(&flight).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    flight
+}
+
+async fn run_cell(
+    subject: Subject,
+    column: Column,
+    bench: Arc<Bench>,
+    opts: Arc<ScorecardOptions>,
+) -> io::Result<(Subject, String, Result<Session, String>)> {
+    let r = match column.technique {
+        ColumnKind::Lab(policy) => {
+            let policy = policy();
+            let listen: SocketAddr = ([127, 0, 0, 1], 0).into();
+            let mb = crate::start(listen, bench.server(subject), policy).await?;
+            let target = Target {
+                dial: mb.addr,
+                echo: bench.echo,
+            };
+            let s = session(subject, target, opts.payload, opts.stall).await;
+            drop(mb);
+            Ok(s)
+        }
+        ColumnKind::Probing => {
+            let flight = record_first_flight(subject, &bench, opts.stall).await;
+            let report = probe_server(
+                bench.server(subject),
+                bench.cover(subject),
+                &[flight],
+                &opts.probe,
+            )
+            .await;
+            if report.flagged {
+                let first = &report.differences[0];
+                Err(format!(
+                    "flagged by {} of {} probes (first: {}: {})",
+                    report
+                        .differences
+                        .iter()
+                        .map(|d| &d.probe)
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .len(),
+                    report.probes,
+                    first.probe,
+                    first.detail
+                ))
+            } else {
+                Ok(Session::Done(f64::NAN))
+            }
+        }
+    };
+    Ok((subject, column.name, r))
+}
+
+/// Runs every cell of `subjects` × `columns` (all at once) and scores them.
+pub async fn run(
+    opts: &ScorecardOptions,
+    subjects: &[Subject],
+    columns: &[Column],
+) -> io::Result<Scorecard> {
+    let started = Instant::now();
+    let (dc, _) = fake_dc().await;
+    let (samizdat_cover, _) = fake_cover(CoverKind::Echo).await;
+    let (echo, _) = fake_cover(CoverKind::Echo).await;
+    let (socks_cover, _) = fake_cover(CoverKind::Http).await;
+    let proc = Samizdat::start(&opts.samizdat, samizdat_cover, dc, "plain,dd,ee")?;
+    let bench = Arc::new(Bench {
+        samizdat: proc.addr,
+        _samizdat: proc,
+        samizdat_cover,
+        socks: socks5_server().await,
+        socks_cover,
+        echo,
+    });
+    let shared = Arc::new(opts.clone());
+    // Sessions first, all at once; then the prober, all at once, on an
+    // otherwise idle machine (its verdicts hang on timing).
+    let mut raw = Vec::new();
+    for probing in [false, true] {
+        let mut set = tokio::task::JoinSet::new();
+        for &s in subjects {
+            for c in columns {
+                if matches!(c.technique, ColumnKind::Probing) == probing {
+                    set.spawn(run_cell(s, c.clone(), bench.clone(), shared.clone()));
+                }
+            }
+        }
+        while let Some(r) = set.join_next().await {
+            raw.push(r.map_err(io::Error::other)??);
+        }
+    }
+    let baseline = |s: Subject| {
+        raw.iter().find_map(|(rs, c, r)| match r {
+            Ok(Session::Done(rate)) if *rs == s && c == NO_CENSOR => Some(*rate),
+            _ => None,
+        })
+    };
+    let mut cells = Vec::new();
+    for &s in subjects {
+        for c in columns {
+            let Some((_, _, r)) = raw.iter().find(|(rs, rc, _)| *rs == s && *rc == c.name) else {
+                continue;
+            };
+            let outcome = match r {
+                Err(why) | Ok(Session::Failed(why)) => Outcome::Blocked { why: why.clone() },
+                Ok(Session::Done(rate)) if rate.is_nan() => Outcome::Survived {
+                    bytes_per_sec: None,
+                },
+                Ok(Session::Done(rate)) => match baseline(s) {
+                    Some(base) if *rate < base * opts.degraded_below => Outcome::Degraded {
+                        bytes_per_sec: *rate,
+                    },
+                    _ => Outcome::Survived {
+                        bytes_per_sec: Some(*rate),
+                    },
+                },
+            };
+            cells.push(Cell {
+                subject: s,
+                column: c.name.clone(),
+                outcome,
+            });
+        }
+    }
+    Ok(Scorecard {
+        subjects: subjects.to_vec(),
+        columns: columns.iter().map(|c| c.name.clone()).collect(),
+        cells,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// `samizdat lab scorecard`: runs every subject against the shipped
+/// columns, prints the table and writes the Markdown report to `out` and
+/// the heat map to `svg`.
+pub async fn run_and_write(out: &std::path::Path, svg: &std::path::Path) -> io::Result<Scorecard> {
+    let bin = samizdat_bin().map_err(io::Error::other)?;
+    let card = run(
+        &ScorecardOptions::new(bin),
+        &Subject::ALL,
+        &default_columns(),
+    )
+    .await?;
+    println!("{}", card.table());
+    std::fs::write(out, card.markdown())?;
+    std::fs::write(svg, card.svg())?;
+    Ok(card)
+}
