@@ -113,82 +113,8 @@ pub fn obfuscated2_init() -> Vec<u8> {
 /// An HTTP request.
 pub const HTTP: &[u8] = b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n";
 
-/// Chrome 143's ClientHello as `wire`'s JA tests rebuild it (browserleaks
-/// capture): its JA4 is the Telegram apps' one.
+/// Chrome 143's ClientHello, which is the official Telegram apps' hello
+/// (same JA4): the scorecard's builder, with any key (JA4 ignores it).
 pub fn chrome_143_hello() -> Vec<u8> {
-    const CIPHERS: [u16; 16] = [
-        0x3a3a, 0x1301, 0x1302, 0x1303, 0xc02b, 0xc02f, 0xc02c, 0xc030, 0xcca9, 0xcca8, 0xc013,
-        0xc014, 0x009c, 0x009d, 0x002f, 0x0035,
-    ];
-    const ORDER: [u16; 16] = [
-        0x002d, 0x0033, 0x0010, 0xfe0d, 0x0017, 0x44cd, 0x0000, 0x000b, 0x000a, 0x002b, 0xff01,
-        0x0023, 0x0012, 0x0005, 0x000d, 0x001b,
-    ];
-    const GROUPS: [u16; 4] = [0x11ec, 0x001d, 0x0017, 0x0018];
-    const SIG_ALGS: [u16; 8] = [
-        0x0403, 0x0804, 0x0401, 0x0503, 0x0805, 0x0501, 0x0806, 0x0601,
-    ];
-    fn list(width: usize, values: &[u16]) -> Vec<u8> {
-        let len = values.len() * 2;
-        let mut out = if width == 1 {
-            vec![len as u8]
-        } else {
-            (len as u16).to_be_bytes().to_vec()
-        };
-        values
-            .iter()
-            .for_each(|v| out.extend_from_slice(&v.to_be_bytes()));
-        out
-    }
-    let data = |kind: u16| -> Vec<u8> {
-        match kind {
-            0x0000 => {
-                let host = b"www.example.com";
-                let mut out = ((host.len() + 3) as u16).to_be_bytes().to_vec();
-                out.push(0);
-                out.extend_from_slice(&(host.len() as u16).to_be_bytes());
-                out.extend_from_slice(host);
-                out
-            }
-            0x000a => list(2, &GROUPS),
-            0x000b => vec![1, 0],
-            0x000d => list(2, &SIG_ALGS),
-            0x0010 => {
-                let mut l = vec![2];
-                l.extend_from_slice(b"h2");
-                l.push(8);
-                l.extend_from_slice(b"http/1.1");
-                let mut out = (l.len() as u16).to_be_bytes().to_vec();
-                out.extend_from_slice(&l);
-                out
-            }
-            0x002b => list(1, &[0x2a2a, 0x0304, 0x0303]),
-            0x002d => vec![1, 1],
-            0xff01 => vec![0],
-            _ => Vec::new(),
-        }
-    };
-    let mut exts = vec![(0x1a1a, Vec::new())];
-    exts.extend(ORDER.iter().map(|&k| (k, data(k))));
-    exts.push((0x4a4a, vec![0]));
-    let mut body = 0x0303u16.to_be_bytes().to_vec();
-    body.extend_from_slice(&[0x5a; 32]);
-    body.push(0);
-    body.extend(list(2, &CIPHERS));
-    body.extend_from_slice(&[1, 0]);
-    let mut e = Vec::new();
-    for (kind, d) in exts {
-        e.extend_from_slice(&u16::to_be_bytes(kind));
-        e.extend_from_slice(&(d.len() as u16).to_be_bytes());
-        e.extend_from_slice(&d);
-    }
-    body.extend_from_slice(&(e.len() as u16).to_be_bytes());
-    body.extend_from_slice(&e);
-    let mut hs = vec![1];
-    hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
-    hs.extend_from_slice(&body);
-    let mut rec = vec![0x16, 0x03, 0x01];
-    rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
-    rec.extend_from_slice(&hs);
-    rec
+    lab::scorecard::apps::hello(&[7; 16], "www.example.com", 1_700_000_000)
 }
