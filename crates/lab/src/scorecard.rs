@@ -232,9 +232,11 @@ impl Bench {
 /// prober replays something the server has seen), and returns it.
 async fn record_first_flight(s: Subject, bench: &Bench, stall: Duration) -> Vec<u8> {
     let flight = match s {
-        Subject::Ee => {
+        Subject::Ee | Subject::EeApps => {
             let opts = testkit::client::Options {
                 shape: wire::faketls::client::HelloShape::PostQuantum,
+                hello: (s == Subject::EeApps)
+                    .then_some(apps::hello as testkit::client::HelloBuilder),
                 ..Default::default()
             };
             let c = tokio::time::timeout(
@@ -244,17 +246,6 @@ async fn record_first_flight(s: Subject, bench: &Bench, stall: Duration) -> Vec<
             .await;
             return match c {
                 Ok(Ok(c)) => c.hello.clone().unwrap_or_default(),
-                _ => Vec::new(),
-            };
-        }
-        Subject::EeApps => {
-            let c = tokio::time::timeout(
-                stall,
-                apps::AppsClient::connect(bench.samizdat, &secret("ee").key.0, DOMAIN),
-            )
-            .await;
-            return match c {
-                Ok(Ok(c)) => c.hello.clone(),
                 _ => Vec::new(),
             };
         }

@@ -49,7 +49,7 @@ async fn every_form_and_framing_carries_mebibytes_both_ways() {
             tag,
             dc,
             shape,
-            time: None,
+            ..Default::default()
         };
         let mut c = Client::connect(proxy.addr, &secret(form), &opts)
             .await

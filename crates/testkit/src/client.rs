@@ -26,7 +26,13 @@ pub struct Options {
     pub shape: HelloShape,
     /// Unix time to put in the hello (default: now).
     pub time: Option<u32>,
+    /// Builds the hello instead of `shape` (e.g. another client's exact
+    /// hello): `(key, domain, unix time)` → a signed ClientHello record.
+    pub hello: Option<HelloBuilder>,
 }
+
+/// Builds a signed ClientHello record from `(key, domain, unix time)`.
+pub type HelloBuilder = fn(&[u8; 16], &str, u32) -> Vec<u8>;
 
 impl Default for Options {
     fn default() -> Self {
@@ -35,6 +41,7 @@ impl Default for Options {
             dc: 2,
             shape: HelloShape::Classic517,
             time: None,
+            hello: None,
         }
     }
 }
@@ -110,13 +117,11 @@ impl Client {
             }
             Mode::FakeTls => {
                 let domain = secret.domain.as_deref().unwrap_or("");
-                let hello = build_hello(
-                    &secret.key.0,
-                    domain,
-                    opts.time.unwrap_or_else(now),
-                    opts.shape,
-                    &mut crate::fill,
-                );
+                let time = opts.time.unwrap_or_else(now);
+                let hello = match opts.hello {
+                    Some(build) => build(&secret.key.0, domain, time),
+                    None => build_hello(&secret.key.0, domain, time, opts.shape, &mut crate::fill),
+                };
                 stream.write_all(&hello).await?;
                 let mut flight = Vec::new();
                 let total = loop {

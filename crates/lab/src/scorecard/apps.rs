@@ -2,20 +2,10 @@
 //! Chrome-like hello whose JA4 is [`crate::techniques::fingerprint::TELEGRAM_APPS_JA4`]
 //! (extension order and lists as the lab's fingerprint tests rebuild Chrome
 //! 143's), with a real-sized post-quantum key share, signed with the
-//! secret as fake-TLS requires. testkit's client only sends samizdat's own
-//! hello shapes, so the handshake and the framing are done here.
+//! secret as fake-TLS requires. testkit's client sends it when given
+//! [`hello`] as its `Options::hello`.
 
-use std::io;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use wire::cipher::Ctr;
-use wire::faketls::client::{flight_len, sign_hello, verify_flight};
-use wire::faketls::records::{encode_app_data, RecordDecoder};
-use wire::framing::{self, Decoded};
-use wire::obfuscated2::{self, Tag};
-
-/// Largest record payload the apps send.
-const CLIENT_RECORD: usize = 2878;
+use wire::faketls::client::sign_hello;
 
 fn list(width: usize, values: &[u16]) -> Vec<u8> {
     let len = values.len() * 2;
@@ -110,111 +100,4 @@ pub fn hello(key: &[u8; 16], sni: &str, now: u32) -> Vec<u8> {
     rec.extend_from_slice(&hs);
     sign_hello(key, now, &mut rec);
     rec
-}
-
-/// An established fake-TLS connection with `dd` framing.
-pub(crate) struct AppsClient {
-    stream: TcpStream,
-    encrypt: Ctr,
-    decrypt: Ctr,
-    records: RecordDecoder,
-    inbox: Vec<u8>,
-    /// The hello sent (for replays).
-    pub(crate) hello: Vec<u8>,
-}
-
-fn bad(what: &'static str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, what)
-}
-
-impl AppsClient {
-    /// Connects and authenticates with `key` for `sni`.
-    pub(crate) async fn connect(
-        addr: std::net::SocketAddr,
-        key: &[u8; 16],
-        sni: &str,
-    ) -> io::Result<AppsClient> {
-        let mut stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as u32)
-            .unwrap_or(0);
-        let hello = hello(key, sni, now);
-        stream.write_all(&hello).await?;
-        let mut flight = Vec::new();
-        let total = loop {
-            if let Some(n) = flight_len(&flight).map_err(bad)? {
-                break n;
-            }
-            let mut b = [0u8; 4096];
-            let n = stream.read(&mut b).await?;
-            if n == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            flight.extend_from_slice(&b[..n]);
-        };
-        let random: [u8; 32] = hello[11..43].try_into().map_err(|_| bad("short hello"))?;
-        if !verify_flight(key, &random, &flight[..total]) {
-            return Err(bad("server flight HMAC is wrong (reached the cover?)"));
-        }
-        let init = obfuscated2::initiate(
-            testkit::random(),
-            Tag::Padded,
-            2,
-            Some(&wire::secret::Key(*key)),
-        );
-        let mut out = wire::faketls::CCS_RECORD.to_vec();
-        encode_app_data(&init.wire, CLIENT_RECORD, &mut out);
-        stream.write_all(&out).await?;
-        let mut records = RecordDecoder::new();
-        let mut inbox = flight.split_off(total);
-        let n = records
-            .decode_in_place(&mut inbox)
-            .map_err(io::Error::other)?;
-        inbox.truncate(n);
-        let mut decrypt = init.ciphers.decrypt;
-        decrypt.apply(&mut inbox);
-        Ok(AppsClient {
-            stream,
-            encrypt: init.ciphers.encrypt,
-            decrypt,
-            records,
-            inbox,
-            hello,
-        })
-    }
-
-    /// Sends one packet (length a multiple of 4).
-    pub(crate) async fn send(&mut self, payload: &[u8]) -> io::Result<()> {
-        let mut frame = Vec::with_capacity(payload.len() + 8);
-        framing::encode(Tag::Padded, payload, false, &[], &mut frame);
-        self.encrypt.apply(&mut frame);
-        let mut out = Vec::with_capacity(frame.len() + 64);
-        encode_app_data(&frame, CLIENT_RECORD, &mut out);
-        self.stream.write_all(&out).await
-    }
-
-    /// Receives one packet.
-    pub(crate) async fn recv(&mut self) -> io::Result<Vec<u8>> {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            if let Decoded::Packet(p, used) =
-                framing::decode(Tag::Padded, &self.inbox).map_err(io::Error::other)?
-            {
-                self.inbox.drain(..used);
-                return Ok(p.payload);
-            }
-            let n = self.stream.read(&mut buf).await?;
-            if n == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            let m = self
-                .records
-                .decode_in_place(&mut buf[..n])
-                .map_err(io::Error::other)?;
-            self.decrypt.apply(&mut buf[..m]);
-            self.inbox.extend_from_slice(&buf[..m]);
-        }
-    }
 }

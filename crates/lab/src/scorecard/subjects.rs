@@ -289,7 +289,6 @@ pub(crate) async fn session(
     let started = Instant::now();
     let r = match subject {
         Subject::Socks5 => socks5_session(target, payload, stall).await,
-        Subject::EeApps => apps_session(target.dial, payload, stall).await,
         _ => mtproto_session(subject, target.dial, payload, stall).await,
     };
     match r {
@@ -326,6 +325,13 @@ async fn mtproto_session(
                 ..Options::default()
             },
         ),
+        Subject::EeApps => (
+            "ee",
+            Options {
+                hello: Some(super::apps::hello),
+                ..Options::default()
+            },
+        ),
         Subject::Dd => ("dd", Options::default()),
         _ => (
             "plain",
@@ -343,34 +349,6 @@ async fn mtproto_session(
     .await?;
     // Everything goes out first, then comes back: the rate is the path's,
     // not a round trip's (64 KiB fits in loopback socket buffers).
-    let packets: Vec<Vec<u8>> = (0..payload.div_ceil(CHUNK))
-        .map(|n| (0..CHUNK).map(|i| (i * 7 + n) as u8).collect())
-        .collect();
-    for p in &packets {
-        timed(stall, "send", c.send(p)).await?;
-    }
-    for (n, p) in packets.iter().enumerate() {
-        let back = timed(
-            stall,
-            &format!("echo after {} KiB", n * CHUNK / 1024),
-            c.recv(),
-        )
-        .await?;
-        if &back != p {
-            return Err("echo corrupted".into());
-        }
-    }
-    Ok(())
-}
-
-async fn apps_session(dial: SocketAddr, payload: usize, stall: Duration) -> Result<(), String> {
-    let key = secret("ee").key.0;
-    let mut c = timed(
-        stall,
-        "handshake",
-        super::apps::AppsClient::connect(dial, &key, DOMAIN),
-    )
-    .await?;
     let packets: Vec<Vec<u8>> = (0..payload.div_ceil(CHUNK))
         .map(|n| (0..CHUNK).map(|i| (i * 7 + n) as u8).collect())
         .collect();
