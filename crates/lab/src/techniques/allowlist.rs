@@ -54,11 +54,7 @@ impl Technique for ProtocolAllowlist {
         "protocol-allowlist"
     }
     fn on_connect(&self, flow: &Flow) -> Verdict {
-        if self.residual.is_blocked(flow) {
-            Verdict::Drop
-        } else {
-            Verdict::Pass
-        }
+        self.residual.on_connect(flow)
     }
     fn on_first_payload(&self, flow: &Flow, data: &[u8]) -> Verdict {
         if !self.watched(flow) {

@@ -43,6 +43,15 @@ impl ResidualBlock {
         (flow.client.ip(), flow.server.ip(), flow.server.port())
     }
 
+    /// A new connection's verdict: dropped while its triple is blocked.
+    pub fn on_connect(&self, flow: &Flow) -> Verdict {
+        if self.is_blocked(flow) {
+            Verdict::Drop
+        } else {
+            Verdict::Pass
+        }
+    }
+
     /// Whether the flow's triple is blocked now.
     pub fn is_blocked(&self, flow: &Flow) -> bool {
         let now = Instant::now();
@@ -115,11 +124,7 @@ impl Technique for Fet {
         "fet"
     }
     fn on_connect(&self, flow: &Flow) -> Verdict {
-        if self.residual.is_blocked(flow) {
-            Verdict::Drop
-        } else {
-            Verdict::Pass
-        }
+        self.residual.on_connect(flow)
     }
     fn on_first_payload(&self, flow: &Flow, data: &[u8]) -> Verdict {
         if !self.watched(flow) {
