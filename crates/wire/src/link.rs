@@ -6,7 +6,11 @@
 //!
 //! `SECRET` (the user's 16-byte key) and `pk` (the server's X25519 public
 //! key) are base64url without padding. Each `alt` is one more server to fail
-//! over to. The layout is documented in `docs/transport.md`.
+//! over to: `HOST:PORT` for a direct connection, or `wss://HOST[:PORT]/PATH`
+//! for the transport carried in a WebSocket behind a reverse proxy or CDN.
+//! `lk` is the Ed25519 key that signs server lists for this link, and each
+//! `lu` a place to fetch them from. The layout is documented in
+//! `docs/transport.md`.
 
 use crate::secret::Key;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -23,20 +27,40 @@ pub const MAX_LEN: usize = 8192;
 pub const MAX_SERVERS: usize = 64;
 
 /// One server of a link.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug, Hash)]
 pub struct Endpoint {
     /// Host name or address (IPv6 without brackets).
     pub host: String,
     /// TCP port.
     pub port: u16,
+    /// `Some(path)`: reach the server through a WebSocket at
+    /// `wss://host:port/path` (a reverse proxy or CDN in front of it);
+    /// `None`: connect directly.
+    pub ws_path: Option<String>,
+}
+
+impl Endpoint {
+    /// A direct endpoint.
+    pub fn direct(host: impl Into<String>, port: u16) -> Endpoint {
+        Endpoint {
+            host: host.into(),
+            port,
+            ws_path: None,
+        }
+    }
 }
 
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
         } else {
-            write!(f, "{}:{}", self.host, self.port)
+            self.host.clone()
+        };
+        match &self.ws_path {
+            None => write!(f, "{host}:{}", self.port),
+            Some(path) if self.port == 443 => write!(f, "wss://{host}{path}"),
+            Some(path) => write!(f, "wss://{host}:{}{path}", self.port),
         }
     }
 }
@@ -56,6 +80,11 @@ pub struct Link {
     pub fingerprint: String,
     /// Optional label for humans.
     pub name: Option<String>,
+    /// The Ed25519 public key that signs server lists for this link.
+    pub list_key: Option<[u8; 32]>,
+    /// Where to fetch signed server lists (`https://…`, `dns:NAME` for a
+    /// TXT record, or a file path); tried in order.
+    pub list_sources: Vec<String>,
 }
 
 impl fmt::Debug for Link {
@@ -66,6 +95,7 @@ impl fmt::Debug for Link {
             .field("sni", &self.sni)
             .field("fingerprint", &self.fingerprint)
             .field("name", &self.name)
+            .field("list_sources", &self.list_sources)
             .finish_non_exhaustive()
     }
 }
@@ -106,6 +136,12 @@ pub enum LinkError {
     /// A `%` escape that is not two hex digits or not UTF-8.
     #[error("bad %-escape in link")]
     BadEscape,
+    /// `lk=` malformed.
+    #[error("lk= must be the 32-byte Ed25519 list key in base64url (43 characters)")]
+    BadListKey,
+    /// Too many `lu=` sources.
+    #[error("link lists more than {MAX_SERVERS} server-list sources")]
+    TooManySources,
 }
 
 fn unescape(text: &str) -> Result<String, LinkError> {
@@ -140,6 +176,20 @@ fn escape(text: &str) -> String {
 
 fn parse_endpoint(text: &str) -> Result<Endpoint, LinkError> {
     let bad = || LinkError::BadEndpoint(text.chars().take(80).collect());
+    if let Some(rest) = text.strip_prefix("wss://") {
+        let (authority, path) = rest.split_at(rest.find('/').ok_or_else(bad)?);
+        if path.contains(['?', '#', ' ']) {
+            return Err(bad());
+        }
+        let with_port = if authority.ends_with(']') || !authority.contains(':') {
+            format!("{authority}:443")
+        } else {
+            authority.to_string()
+        };
+        let mut e = parse_endpoint(&with_port).map_err(|_| bad())?;
+        e.ws_path = Some(path.to_string());
+        return Ok(e);
+    }
     let (host, port) = if let Some(rest) = text.strip_prefix('[') {
         let (h, p) = rest.split_once("]:").ok_or_else(bad)?;
         h.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
@@ -154,10 +204,7 @@ fn parse_endpoint(text: &str) -> Result<Endpoint, LinkError> {
     if !text.starts_with('[') && host.contains(':') {
         return Err(bad());
     }
-    Ok(Endpoint {
-        host: host.to_string(),
-        port,
-    })
+    Ok(Endpoint::direct(host, port))
 }
 
 impl Link {
@@ -178,7 +225,8 @@ impl Link {
         let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
         let authority = authority.strip_suffix('/').unwrap_or(authority);
         let mut servers = vec![parse_endpoint(authority)?];
-        let (mut pk, mut sni, mut fp, mut name) = (None, None, None, None);
+        let (mut pk, mut sni, mut fp, mut name, mut lk) = (None, None, None, None, None);
+        let mut list_sources = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             let v = unescape(v)?;
@@ -187,6 +235,14 @@ impl Link {
                 "sni" => &mut sni,
                 "fp" => &mut fp,
                 "name" => &mut name,
+                "lk" => &mut lk,
+                "lu" => {
+                    if list_sources.len() == MAX_SERVERS {
+                        return Err(LinkError::TooManySources);
+                    }
+                    list_sources.push(v);
+                    continue;
+                }
                 "alt" => {
                     if servers.len() == MAX_SERVERS {
                         return Err(LinkError::TooManyServers);
@@ -205,6 +261,7 @@ impl Link {
                     "pk" => "pk",
                     "sni" => "sni",
                     "fp" => "fp",
+                    "lk" => "lk",
                     _ => "name",
                 }));
             }
@@ -216,6 +273,16 @@ impl Link {
             .map_err(|_| LinkError::BadServerKey)?
             .try_into()
             .map_err(|_| LinkError::BadServerKey)?;
+        let list_key = match lk {
+            Some(text) => Some(
+                URL_SAFE_NO_PAD
+                    .decode(text)
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                    .ok_or(LinkError::BadListKey)?,
+            ),
+            None => None,
+        };
         let sni = sni.ok_or(LinkError::BadSni)?;
         crate::secret::validate_domain(&sni).map_err(|_| LinkError::BadSni)?;
         Ok(Link {
@@ -225,6 +292,8 @@ impl Link {
             sni,
             fingerprint: fp.unwrap_or_else(|| "chrome".to_string()),
             name,
+            list_key,
+            list_sources,
         })
     }
 }
@@ -246,6 +315,12 @@ impl fmt::Display for Link {
         if let Some(name) = &self.name {
             write!(f, "&name={}", escape(name))?;
         }
+        if let Some(key) = &self.list_key {
+            write!(f, "&lk={}", URL_SAFE_NO_PAD.encode(key))?;
+        }
+        for source in &self.list_sources {
+            write!(f, "&lu={}", escape(source))?;
+        }
         Ok(())
     }
 }
@@ -259,22 +334,28 @@ mod tests {
             secret: Key([7; 16]),
             server_key: [9; 32],
             servers: vec![
+                Endpoint::direct("203.0.113.5", 443),
+                Endpoint::direct("2001:db8::1", 8443),
+                Endpoint::direct("proxy.example.org", 443),
                 Endpoint {
-                    host: "203.0.113.5".into(),
+                    host: "cdn.example.net".into(),
                     port: 443,
+                    ws_path: Some("/s/abc".into()),
                 },
                 Endpoint {
-                    host: "2001:db8::1".into(),
+                    host: "2001:db8::2".into(),
                     port: 8443,
-                },
-                Endpoint {
-                    host: "proxy.example.org".into(),
-                    port: 443,
+                    ws_path: Some("/".into()),
                 },
             ],
             sni: "www.example.com".into(),
             fingerprint: "firefox".into(),
             name: Some("Ivan's phone & laptop".into()),
+            list_key: Some([3; 32]),
+            list_sources: vec![
+                "https://lists.example.org/s.json".into(),
+                "dns:_s.example.org".into(),
+            ],
         }
     }
 
@@ -284,6 +365,7 @@ mod tests {
         let text = link.to_string();
         assert!(text.starts_with("samizdat://BwcHBwcHBwcHBwcHBwcHBw@203.0.113.5:443?pk="));
         assert!(text.contains("&alt=%5B2001%3Adb8%3A%3A1%5D%3A8443"));
+        assert!(text.contains("&alt=wss%3A%2F%2Fcdn.example.net%2Fs%2Fabc"));
         assert_eq!(Link::parse(&text).unwrap(), link);
         assert_eq!(Link::parse(&format!("  {text}\n")).unwrap(), link);
     }
@@ -327,6 +409,11 @@ mod tests {
             ),
             (format!("{good}&sni=b.example"), LinkError::Repeated("sni")),
             (format!("{good}&alt=%zz"), LinkError::BadEscape),
+            (
+                format!("{good}&alt=wss://h.example"),
+                LinkError::BadEndpoint("wss://h.example".into()),
+            ),
+            (good.replacen("&lk=", "&lk=AA", 1), LinkError::BadListKey),
             (
                 "samizdat://".to_string() + &"a".repeat(MAX_LEN),
                 LinkError::TooLong,
