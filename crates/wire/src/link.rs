@@ -174,7 +174,9 @@ fn escape(text: &str) -> String {
     out
 }
 
-fn parse_endpoint(text: &str) -> Result<Endpoint, LinkError> {
+/// Parses one endpoint: `HOST:PORT`, `[IPV6]:PORT` or
+/// `wss://HOST[:PORT]/PATH` (the forms of the link's `alt=`).
+pub fn parse_endpoint(text: &str) -> Result<Endpoint, LinkError> {
     let bad = || LinkError::BadEndpoint(text.chars().take(80).collect());
     if let Some(rest) = text.strip_prefix("wss://") {
         let (authority, path) = rest.split_at(rest.find('/').ok_or_else(bad)?);
