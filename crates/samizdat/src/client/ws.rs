@@ -295,7 +295,7 @@ where
         biased;
         r = up => r,
         r = down => r,
-        _ = std::future::pending::<()>(), if false => Ok(()),
+        _ = dropped => Ok(()),
     }
 }
 

@@ -165,6 +165,13 @@ pub async fn measure(cover: &CoverTarget, sni: &str) -> Result<(FlightShape, Ser
             if read.len() >= MAX_READ {
                 break;
             }
+            // A cover that does not answer with a ServerHello record will
+            // not become TLS later: stop now instead of at the deadline.
+            if read[0] != HANDSHAKE_RECORD
+                || (complete_first(&read) && server_shape::server_shape(&read).is_none())
+            {
+                return Err("the cover did not answer with a TLS ServerHello".to_string());
+            }
         }
         Ok::<_, String>(read)
     };
@@ -174,6 +181,14 @@ pub async fn measure(cover: &CoverTarget, sni: &str) -> Result<(FlightShape, Ser
     let shape = server_shape::server_shape(&read)
         .ok_or_else(|| "the cover did not answer with a TLS ServerHello".to_string())?;
     Ok((flight_shape(&shape)?, shape))
+}
+
+/// The record type of a TLS handshake record.
+const HANDSHAKE_RECORD: u8 = 0x16;
+
+/// Whether the first record of `read` is complete.
+fn complete_first(read: &[u8]) -> bool {
+    read.len() >= 5 && read.len() >= 5 + usize::from(u16::from_be_bytes([read[3], read[4]]))
 }
 
 /// Whether `read` ends on a record boundary.
@@ -280,6 +295,32 @@ mod tests {
         let mut tls12 = seen(vec![SUPPORTED_VERSIONS, KEY_SHARE], vec![10]);
         tls12.cipher_suite = 0xc02f;
         assert!(flight_shape(&tls12).unwrap_err().contains("0xc02f"));
+    }
+
+    #[tokio::test]
+    async fn a_cover_that_is_not_tls_fails_at_once() {
+        // An echo server sends our hello back: not a ServerHello.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut b = vec![0u8; 4096];
+            while let Ok(n) = s.read(&mut b).await {
+                if n == 0 || s.write_all(&b[..n]).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let started = std::time::Instant::now();
+        let err = measure(&CoverTarget::Addr(addr), "cover.localhost")
+            .await
+            .unwrap_err();
+        assert!(err.contains("ServerHello"), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            started.elapsed()
+        );
     }
 
     #[test]
