@@ -148,6 +148,41 @@ pub struct ServeArgs {
     /// the proxy and how much.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+
+    /// Share state with other instances through Redis: redis://[:PASSWORD@]HOST:PORT[/DB]
+    /// or rediss://… for TLS. The replay cache, usage and quotas, connection
+    /// and address limits and (unless fleet.shared_users = false) the user
+    /// table then hold fleet-wide [default: off: everything in-process].
+    /// See docs/fleet.md.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "SAMIZDAT_REDIS",
+        hide_env_values = true
+    )]
+    pub redis: Option<String>,
+
+    /// Deadline for every Redis call; past it the call counts as Redis being
+    /// down [default: 100ms].
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
+    pub redis_timeout: Option<Duration>,
+
+    /// When Redis is down or slow, a handshake that passed the local replay
+    /// cache is accepted (open) or sent to the cover site (closed)
+    /// [default: open].
+    #[arg(long, value_enum, value_name = "CHOICE")]
+    pub redis_down_replay: Option<crate::fleet::DownReplay>,
+
+    /// When Redis is down or slow, fleet-wide connection and address limits
+    /// fall back to this instance's own count (local) or refuse the
+    /// connection (refuse) [default: local].
+    #[arg(long, value_enum, value_name = "CHOICE")]
+    pub redis_down_limits: Option<crate::fleet::DownLimits>,
+
+    /// This instance's name in the fleet (for its connection leases)
+    /// [default: $HOSTNAME, else a random name].
+    #[arg(long, value_name = "NAME")]
+    pub instance: Option<String>,
 }
 
 /// One user: a name for logs and the key.
@@ -301,6 +336,8 @@ pub struct ServeConfig {
     pub state_dir: PathBuf,
     /// Prometheus endpoint address (`None`: off).
     pub metrics: Option<SocketAddr>,
+    /// Shared state through Redis (`None`: in-process).
+    pub fleet: Option<crate::fleet::FleetConfig>,
 }
 
 /// A configuration mistake: where it is (a flag, or file, line and key),
@@ -409,7 +446,8 @@ fn parse_dc_id(text: &str) -> Result<i32, String> {
         .map_err(|_| "the DC id must be a number such as 2, -2 or 10002".to_string())
 }
 
-fn valid_user_name(name: &str) -> bool {
+/// User names: 1-64 of letters, digits, `-`, `_`, `.`, `@`.
+pub(crate) fn valid_user_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name
@@ -427,6 +465,21 @@ struct FileConfig {
     dc: DcSection,
     #[serde(default)]
     users: BTreeMap<String, UserSection>,
+    #[serde(default)]
+    fleet: FleetSection,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FleetSection {
+    redis: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    replay_when_down: Option<crate::fleet::DownReplay>,
+    limits_when_down: Option<crate::fleet::DownLimits>,
+    shared_users: Option<bool>,
+    instance: Option<Spanned<String>>,
+    prefix: Option<Spanned<String>>,
+    lease: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -966,6 +1019,8 @@ impl ServeConfig {
             None => None,
         };
 
+        let fleet = fleet_config(args, loaded)?;
+
         Ok(ServeConfig {
             listen: (!listen.is_empty()).then_some(listen),
             users,
@@ -991,8 +1046,93 @@ impl ServeConfig {
             log_client_ips: args.log_client_ips || server.log_client_ips.unwrap_or(false),
             state_dir,
             metrics,
+            fleet,
         })
     }
+}
+
+/// The `[fleet]` section and the `--redis*` flags.
+fn fleet_config(
+    args: &ServeArgs,
+    loaded: Option<&Loaded>,
+) -> Result<Option<crate::fleet::FleetConfig>, ConfigError> {
+    use crate::fleet::{redact_url, FleetConfig};
+    let empty = FleetSection::default();
+    let section = loaded.map(|l| &l.file.fleet).unwrap_or(&empty);
+    let Some(url) = pick_one(
+        args.redis.as_ref(),
+        "--redis",
+        section.redis.as_ref(),
+        "fleet.redis",
+        loaded,
+    ) else {
+        return Ok(None);
+    };
+    let shown = redact_url(&url.value);
+    crate::fleet::check_url(&url.value).map_err(|e| url.fail(&shown, e))?;
+    let mut config = FleetConfig::new(url.value.clone());
+    config.timeout = duration_item(
+        args.redis_timeout,
+        "--redis-timeout",
+        section.timeout.as_ref(),
+        "fleet.timeout",
+        loaded,
+        config.timeout,
+    )?;
+    if config.timeout.is_zero() || config.timeout > Duration::from_secs(5) {
+        return Err(ConfigError {
+            place: "fleet.timeout".into(),
+            reason: "must be between 1ms and 5s: the connection path waits for it".into(),
+        });
+    }
+    config.lease = duration_item(
+        None,
+        "",
+        section.lease.as_ref(),
+        "fleet.lease",
+        loaded,
+        config.lease,
+    )?;
+    if config.lease < Duration::from_secs(3) {
+        return Err(ConfigError {
+            place: "fleet.lease".into(),
+            reason: "must be at least 3s (leases are refreshed every third of it)".into(),
+        });
+    }
+    if let Some(v) = args.redis_down_replay.or(section.replay_when_down) {
+        config.replay_when_down = v;
+    }
+    if let Some(v) = args.redis_down_limits.or(section.limits_when_down) {
+        config.limits_when_down = v;
+    }
+    if let Some(v) = section.shared_users {
+        config.shared_users = v;
+    }
+    if let Some(item) = pick_one(
+        args.instance.as_ref(),
+        "--instance",
+        section.instance.as_ref(),
+        "fleet.instance",
+        loaded,
+    ) {
+        if !crate::fleet::valid_name(&item.value) {
+            return Err(item.fail(
+                &item.value,
+                "use 1-64 letters, digits, '-', '_', '.' or ':'",
+            ));
+        }
+        config.instance = item.value;
+    }
+    if let Some(item) = pick_one(None, "", section.prefix.as_ref(), "fleet.prefix", loaded) {
+        if !crate::fleet::valid_name(&item.value) {
+            return Err(item.fail(
+                &item.value,
+                "use 1-64 letters, digits, '-', '_', '.' or ':'",
+            ));
+        }
+        config.prefix = item.value;
+    }
+    Ok(Some(config))
 }
 
 fn state_dir_of(args: &ServeArgs, loaded: Option<&Loaded>) -> PathBuf {

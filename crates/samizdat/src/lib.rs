@@ -9,6 +9,7 @@
 //! | [`links`] | the `tg://proxy` links printed at start |
 //! | [`link_cmd`] | `samizdat link`: those links and their QR codes, no server |
 //! | [`doctor`] | `samizdat doctor`: config, clock, DNS, cover and DC checks, each with a fix |
+//! | [`fleet`] | state shared by several instances through Redis; `samizdat users` |
 //! | [`metrics`] | Prometheus metrics and the `--metrics` endpoint |
 //! | [`state`] | the state directory (the zero-config secret) |
 //! | [`duration`] | `10s`-style durations |
@@ -20,6 +21,7 @@
 pub mod config;
 pub mod doctor;
 pub mod duration;
+pub mod fleet;
 pub mod link_cmd;
 pub mod links;
 pub mod metrics;

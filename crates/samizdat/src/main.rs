@@ -28,6 +28,9 @@ enum Command {
     /// the Telegram DCs; each problem comes with what to do. Exit code 1
     /// if a check failed.
     Doctor(samizdat::doctor::DoctorArgs),
+    /// The user table shared by a fleet through Redis: add (printing the
+    /// new user's links), remove, list. See docs/fleet.md.
+    Users(samizdat::fleet::users::UsersArgs),
     /// A censor in a box, on loopback only (docs/lab.md).
     #[command(subcommand)]
     Lab(LabCommand),
@@ -65,6 +68,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve(args),
         Command::Link(args) => samizdat::link_cmd::run(&args),
         Command::Doctor(args) => samizdat::doctor::run(&args),
+        Command::Users(args) => samizdat::fleet::users::run(&args),
         Command::Lab(LabCommand::Scorecard { out, svg }) => tokio::runtime::Runtime::new()
             .and_then(|rt| rt.block_on(lab::scorecard::run_and_write(&out, &svg)))
             .map(drop)

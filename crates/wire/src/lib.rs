@@ -29,6 +29,6 @@ pub mod framing;
 pub mod fuzzing;
 pub mod obfuscated2;
 pub mod replay;
-pub mod tunnel;
 pub mod secret;
+pub mod tunnel;
 pub mod users;
