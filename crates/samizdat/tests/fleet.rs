@@ -1,0 +1,548 @@
+//! Fleets: two real `samizdat serve` instances sharing one real
+//! `redis-server` (started here on 127.0.0.1, on a free port, without
+//! persistence, in its own temporary directory, and stopped afterwards).
+//!
+//! Without `redis-server` these tests say so loudly and pass, unless `CI`
+//! is set: there it must be installed (scripts/test installs it).
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use testkit::client::{Client, Options};
+use testkit::fake_cover::CoverKind;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use wire::obfuscated2::Tag;
+use wire::secret::Secret;
+
+const ALICE: &str = "a11ce000000000000000000000000001";
+const BOB: &str = "b0b00000000000000000000000000002";
+const CAROL: &str = "ca201000000000000000000000000003";
+
+// === Redis ===
+
+/// A `redis-server` of the test's own.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    /// Starts one, or returns `None` (after saying so) when `redis-server`
+    /// is not installed and this is not CI.
+    fn start() -> Option<Redis> {
+        let present = Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !present {
+            if std::env::var_os("CI").is_some() {
+                panic!(
+                    "redis-server is missing in CI: scripts/test installs the redis-server package"
+                );
+            }
+            eprintln!(
+                "\n!!! SKIPPED: redis-server is not installed; the fleet tests did not run.\n\
+                 !!! Install it (apt-get install redis-server) or run scripts/test.\n"
+            );
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut r = Redis {
+            child: None,
+            port,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        r.restart();
+        Some(r)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// (Re)starts the server on the same port, empty.
+    fn restart(&mut self) {
+        self.stop();
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if self.cmd(&["PING"]).as_deref() == Some("PONG") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server did not answer PING within 10 s");
+    }
+
+    /// Sends a signal (`-STOP`, `-CONT`) to the server.
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        assert!(Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    /// Stops it at once (SIGKILL: no goodbye to the clients).
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// One command in RESP; the reply as text (`None`: no answer or nil).
+    fn cmd(&self, args: &[&str]) -> Option<String> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(req.as_bytes()).ok()?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = s.read(&mut chunk).ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).to_string();
+            let Some(end) = text.find("\r\n") else {
+                continue;
+            };
+            let (head, rest) = (&text[..end], &text[end + 2..]);
+            match head.as_bytes()[0] {
+                b'+' | b':' => return Some(head[1..].to_string()),
+                b'-' => return Some(head.to_string()),
+                b'$' => {
+                    let len: i64 = head[1..].parse().ok()?;
+                    if len < 0 {
+                        return None;
+                    }
+                    if rest.len() >= len as usize + 2 {
+                        return Some(rest[..len as usize].to_string());
+                    }
+                }
+                _ => return Some(text),
+            }
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+// === samizdat instances ===
+
+struct Instance {
+    child: Child,
+    addr: SocketAddr,
+    _state: tempfile::TempDir,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `samizdat serve` with every form, the common key, its own fake DC and
+/// echo cover, `--redis url` and `extra`.
+async fn instance(redis: &str, config: Option<&Path>, extra: &[&str]) -> Instance {
+    let (dc, _) = fake_dc().await;
+    let (cover, _) = fake_cover(CoverKind::Echo).await;
+    let state = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(bin());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--domain", DOMAIN]);
+    cmd.args(["--modes", "plain,dd,ee", "--redis", redis]);
+    cmd.args(["--cover", &cover.to_string()]);
+    cmd.args(["--dc-override", &dc.to_string()]);
+    cmd.arg("--state-dir").arg(state.path());
+    match config {
+        Some(path) => {
+            cmd.arg("--config").arg(path);
+        }
+        None => {
+            cmd.args(["--secret", KEY]);
+        }
+    }
+    cmd.args(extra);
+    let (child, addr, _) = spawn(&mut cmd).await;
+    Instance {
+        child,
+        addr,
+        _state: state,
+    }
+}
+
+fn ee(key: &str) -> Secret {
+    Secret::parse(&format!("ee{key}{}", hex::encode(DOMAIN))).unwrap()
+}
+
+/// A handshake, bounded in time; `Err` when refused (closed or covered).
+async fn connect(addr: SocketAddr, secret: &Secret) -> std::io::Result<Client> {
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        Client::connect(addr, secret, &Options::default()),
+    )
+    .await
+    .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}
+
+/// Echoes `len` bytes through the DC; `Err` if the relay ended.
+async fn echo(c: &mut Client, len: usize) -> std::io::Result<()> {
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(64 * 1024);
+        let payload = vec![0x5a; n];
+        c.send(&payload).await?;
+        let mut got = 0;
+        while got < n {
+            let back = tokio::time::timeout(Duration::from_secs(10), c.recv())
+                .await
+                .map_err(|_| std::io::ErrorKind::TimedOut)??;
+            got += back.len();
+        }
+        left -= n;
+    }
+    Ok(())
+}
+
+/// Sends `bytes` as a probe and reads what comes back until EOF.
+async fn probe(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut back))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    back
+}
+
+/// A fake-TLS hello captured from a real handshake with `a`.
+async fn captured_hello(a: SocketAddr) -> Vec<u8> {
+    let mut c = connect(a, &ee(KEY)).await.expect("handshake with A");
+    echo(&mut c, 1024).await.unwrap();
+    c.hello.clone().unwrap()
+}
+
+fn config_file(dir: &Path, users: &str) -> std::path::PathBuf {
+    let path = dir.join("samizdat.toml");
+    std::fs::write(&path, users).unwrap();
+    path
+}
+
+// === tests ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_captured_at_one_instance_is_refused_by_the_other() {
+    let Some(redis) = Redis::start() else { return };
+    let a = instance(&redis.url(), None, &[]).await;
+    let b = instance(&redis.url(), None, &[]).await;
+
+    // Fake-TLS: B has never seen this hello, and still refuses it.
+    let hello = captured_hello(a.addr).await;
+    assert_eq!(
+        probe(b.addr, &hello).await,
+        hello,
+        "B must send A's replayed hello to its cover site"
+    );
+    // A fresh hello still works on B.
+    let mut c = connect(b.addr, &ee(KEY)).await.expect("a fresh hello on B");
+    echo(&mut c, 1024).await.unwrap();
+
+    // Bare obfuscated2: an init accepted by A, replayed to B.
+    let dd = Secret::parse(&format!("dd{KEY}")).unwrap();
+    let init = wire::obfuscated2::initiate(testkit::random(), Tag::Padded, 2, Some(&dd.key));
+    let mut s = TcpStream::connect(a.addr).await.unwrap();
+    s.write_all(&init.wire).await.unwrap();
+    let key = format!("samizdat:replay:o2:{}", hex::encode(&init.wire[8..24]));
+    assert!(
+        eventually(Duration::from_secs(5), || redis
+            .cmd(&["EXISTS", &key])
+            .as_deref()
+            == Some("1"))
+        .await,
+        "A recorded the init in Redis"
+    );
+    assert_eq!(
+        probe(b.addr, &init.wire).await,
+        init.wire.to_vec(),
+        "B must send A's replayed init to its cover site"
+    );
+    // Fake-TLS keys expire with the timestamp window (10m + 1m + 1m here).
+    let ttl: i64 = redis
+        .cmd(&[
+            "PTTL",
+            &format!("samizdat:replay:tls:{}", hex::encode(&hello[11..27])),
+        ])
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((600_000..=720_000).contains(&ttl), "ttl {ttl} ms");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_holds_across_the_fleet() {
+    let Some(redis) = Redis::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // 1 MB, counted both ways: 300 KB echoed through each instance is
+    // 600 KB each, under the quota alone and over it together.
+    let config = config_file(
+        dir.path(),
+        &format!("[users.alice]\nsecret = \"{ALICE}\"\nquota = \"1MB\"\n"),
+    );
+    let a = instance(&redis.url(), Some(&config), &[]).await;
+    let b = instance(&redis.url(), Some(&config), &[]).await;
+
+    let mut c = connect(a.addr, &ee(ALICE)).await.expect("alice on A");
+    echo(&mut c, 300_000).await.unwrap();
+    drop(c);
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            redis
+                .cmd(&["GET", "samizdat:usage:alice"])
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|n| n >= 600_000)
+        })
+        .await,
+        "A pushed alice's usage to Redis"
+    );
+    // B has not relayed a byte of alice's yet, but knows the fleet's total.
+    let mut c = connect(b.addr, &ee(ALICE)).await.expect("alice on B");
+    // The quota runs out during this transfer: the relay may end early.
+    let _ = echo(&mut c, 300_000).await;
+    drop(c);
+    for (name, at) in [("A", a.addr), ("B", b.addr)] {
+        let started = Instant::now();
+        let mut refused = false;
+        while started.elapsed() < Duration::from_secs(8) {
+            match connect(at, &ee(ALICE)).await {
+                Err(_) => {
+                    refused = true;
+                    break;
+                }
+                Ok(c) => drop(c),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(
+            refused,
+            "instance {name} still admits alice past the fleet-wide quota"
+        );
+    }
+    let used: u64 = redis
+        .cmd(&["GET", "samizdat:usage:alice"])
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(used >= 1_000_000, "fleet usage {used}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_added_to_the_shared_table_works_on_every_instance() {
+    let Some(redis) = Redis::start() else { return };
+    let a = instance(&redis.url(), None, &[]).await;
+    let b = instance(&redis.url(), None, &[]).await;
+    assert!(
+        connect(a.addr, &ee(BOB)).await.is_err(),
+        "bob is unknown yet"
+    );
+
+    let out = Command::new(bin())
+        .args(["users", "add", "bob", "--key", BOB, "--redis", &redis.url()])
+        .args(["--domain", DOMAIN, "--public-host", "127.0.0.1"])
+        .args(["--listen", "127.0.0.1:8443"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(&ee(BOB).to_hex()) && text.contains("tg://proxy?server=127.0.0.1&port=8443"),
+        "users add prints bob's links: {text}"
+    );
+
+    let started = Instant::now();
+    let mut held = Vec::new();
+    for at in [a.addr, b.addr] {
+        let mut ok = None;
+        while started.elapsed() < Duration::from_secs(8) {
+            if let Ok(c) = connect(at, &ee(BOB)).await {
+                ok = Some(c);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut c = ok.expect("bob connects to every instance within seconds");
+        echo(&mut c, 4096).await.unwrap();
+        held.push(c);
+    }
+    let list = Command::new(bin())
+        .args(["users", "list", "--redis", &redis.url()])
+        .output()
+        .unwrap();
+    let list = String::from_utf8(list.stdout).unwrap();
+    assert!(list.starts_with("bob\t"), "{list}");
+    assert!(!list.contains(BOB), "users list must not show keys");
+
+    // Removed: refused everywhere within seconds, open relays end.
+    let out = Command::new(bin())
+        .args(["users", "remove", "bob", "--redis", &redis.url()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    for c in &mut held {
+        let ended = tokio::time::timeout(Duration::from_secs(8), async {
+            loop {
+                if echo(c, 16).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await;
+        assert!(ended.is_ok(), "a removed user's relay goes on");
+    }
+    assert!(connect(a.addr, &ee(BOB)).await.is_err());
+    assert!(connect(b.addr, &ee(BOB)).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limits_hold_across_the_fleet() {
+    let Some(redis) = Redis::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(
+        dir.path(),
+        &format!("[users.carol]\nsecret = \"{CAROL}\"\nmax_connections = 1\n"),
+    );
+    let a = instance(&redis.url(), Some(&config), &[]).await;
+    let b = instance(&redis.url(), Some(&config), &[]).await;
+    let mut held = connect(a.addr, &ee(CAROL)).await.expect("carol on A");
+    echo(&mut held, 1024).await.unwrap();
+    assert!(
+        connect(b.addr, &ee(CAROL)).await.is_err(),
+        "B admits a second connection while A holds carol's only one"
+    );
+    drop(held);
+    assert!(
+        eventually(Duration::from_secs(5), || redis
+            .cmd(&["ZCARD", "samizdat:conns:carol"])
+            .as_deref()
+            == Some("0"))
+        .await,
+        "A released the lease"
+    );
+    let mut c = connect(b.addr, &ee(CAROL))
+        .await
+        .expect("carol on B after A closed");
+    echo(&mut c, 1024).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_gives_the_chosen_fallback_fast_and_its_return_is_picked_up() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    // A: the default (fail-open); B: fail-closed.
+    let a = instance(&redis.url(), None, &[]).await;
+    let b = instance(&redis.url(), None, &["--redis-down-replay", "closed"]).await;
+    for at in [a.addr, b.addr] {
+        let mut c = connect(at, &ee(KEY))
+            .await
+            .expect("both serve with Redis up");
+        echo(&mut c, 1024).await.unwrap();
+    }
+
+    // Hung (SIGSTOP: connections stay open, nothing answers): every call
+    // runs into the deadline (100 ms), none hangs a handshake.
+    redis.signal("-STOP");
+    fallbacks_hold(a.addr, b.addr).await;
+    redis.signal("-CONT");
+    // Dead (SIGKILL: connections refused).
+    redis.stop();
+    fallbacks_hold(a.addr, b.addr).await;
+    // The local replay cache still works meanwhile.
+    let hello = captured_hello(a.addr).await;
+    assert_eq!(probe(a.addr, &hello).await, hello);
+
+    // Back: B accepts again, and replays are shared again.
+    redis.restart();
+    let started = Instant::now();
+    let mut back = false;
+    while started.elapsed() < Duration::from_secs(10) {
+        if let Ok(mut c) = connect(b.addr, &ee(KEY)).await {
+            back = echo(&mut c, 1024).await.is_ok();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(back, "B did not pick Redis up again within 10 s");
+    let hello = captured_hello(a.addr).await;
+    assert_eq!(
+        probe(b.addr, &hello).await,
+        hello,
+        "after Redis came back, A's hello replayed to B must be refused"
+    );
+}
+
+/// With Redis unavailable: A (fail-open) accepts, B (fail-closed) sends to
+/// the cover, and neither takes long about it.
+async fn fallbacks_hold(a: SocketAddr, b: SocketAddr) {
+    for _ in 0..3 {
+        let started = Instant::now();
+        let mut c = connect(a, &ee(KEY))
+            .await
+            .expect("fail-open accepts with Redis down");
+        echo(&mut c, 1024).await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        let started = Instant::now();
+        assert!(
+            connect(b, &ee(KEY)).await.is_err(),
+            "fail-closed refuses with Redis down"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}
