@@ -1079,9 +1079,25 @@ fn fleet_config(
         loaded,
         config.timeout,
     )?;
+    // Where a checked duration came from: the flag, or file:line: key.
+    let place = |flag: Option<(&str, Duration)>, file: Option<&Spanned<String>>, key: &str| match (
+        flag, loaded, file,
+    ) {
+        (Some((name, d)), _, _) => format!("{name} {d:?}"),
+        (None, Some(l), Some(f)) => From::File {
+            path: &l.path,
+            text: &l.text,
+        }
+        .place(key, Some(f.span()), ""),
+        _ => key.to_string(),
+    };
     if config.timeout.is_zero() || config.timeout > Duration::from_secs(5) {
         return Err(ConfigError {
-            place: "fleet.timeout".into(),
+            place: place(
+                args.redis_timeout.map(|d| ("--redis-timeout", d)),
+                section.timeout.as_ref(),
+                "fleet.timeout",
+            ),
             reason: "must be between 1ms and 5s: the connection path waits for it".into(),
         });
     }
@@ -1095,7 +1111,7 @@ fn fleet_config(
     )?;
     if config.lease < Duration::from_secs(3) {
         return Err(ConfigError {
-            place: "fleet.lease".into(),
+            place: place(None, section.lease.as_ref(), "fleet.lease"),
             reason: "must be at least 3s (leases are refreshed every third of it)".into(),
         });
     }
