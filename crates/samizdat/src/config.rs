@@ -815,7 +815,11 @@ impl ServeConfig {
             };
             add_user(name, secret, UserLimits::default(), &mut domains);
         }
-        let generated = users.is_empty();
+        // A fleet that shares its user table generates no user of its own:
+        // each instance would make a different one.
+        let fleet = fleet_config(args, loaded)?;
+        let shared_users = fleet.as_ref().is_some_and(|f| f.shared_users);
+        let generated = users.is_empty() && !shared_users;
         if generated {
             users.push(UserEntry {
                 name: "default".into(),
@@ -1018,8 +1022,6 @@ impl ServeConfig {
             Some(item) => Some(parse_addr(&item.value).map_err(|e| item.fail(&item.value, e))?),
             None => None,
         };
-
-        let fleet = fleet_config(args, loaded)?;
 
         Ok(ServeConfig {
             listen: (!listen.is_empty()).then_some(listen),

@@ -123,6 +123,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         if let Some(h) = hint {
             println!("note: {h}");
         }
+        if config.users.is_empty() {
+            println!(
+                "note: no users yet; add them to the fleet's shared table with \
+                 `samizdat users add NAME --redis URL` (every instance serves them within seconds)"
+            );
+        }
         println!(
             "cover site: {} (connections that fail authentication go there)",
             config.cover

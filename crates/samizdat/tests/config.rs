@@ -267,3 +267,38 @@ fn fleet_mistakes_name_the_place_and_never_the_password() {
     assert!(err.starts_with("--redis"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
 }
+
+#[test]
+fn the_kubernetes_configmap_holds_a_valid_config() {
+    let manifest = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes/configmap.yaml"),
+    )
+    .unwrap();
+    let start = manifest
+        .find("samizdat.toml: |\n")
+        .expect("the embedded file")
+        + 17;
+    let text: String = manifest[start..]
+        .lines()
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("samizdat.toml");
+    std::fs::write(&path, text).unwrap();
+    // As in the Deployment: the URL comes from SAMIZDAT_REDIS (--redis).
+    let c = ServeConfig::from_args(
+        &ServeArgs {
+            config: Some(path),
+            redis: Some("redis://:pw@redis:6379/0".into()),
+            ..Default::default()
+        },
+        || panic!("a fleet with a shared user table generates no user"),
+    )
+    .unwrap();
+    assert!(c.users.is_empty() && !c.generated);
+    assert_eq!(c.metrics, Some("0.0.0.0:9090".parse().unwrap()));
+    let f = c.fleet.unwrap();
+    assert!(f.shared_users);
+    assert_eq!(f.timeout, Duration::from_millis(100));
+}

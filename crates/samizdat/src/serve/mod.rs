@@ -114,6 +114,8 @@ pub struct Shared {
     pub metrics: crate::metrics::Metrics,
     last_cover_warning: AtomicU64,
     last_skew_warning: AtomicU64,
+    /// Set when accepting stopped (SIGTERM): `/readyz` says 503.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -217,7 +219,7 @@ impl Shared {
 
     /// Whether this instance should get new connections (for `/readyz`).
     pub fn ready(&self) -> (bool, String) {
-        if self.shutdown.is_cancelled() {
+        if self.shutdown.is_cancelled() || self.draining.load(Ordering::Relaxed) {
             return (false, "shutting down\n".into());
         }
         match self.state.fleet() {
@@ -419,6 +421,7 @@ impl Server {
             metrics,
             last_cover_warning: AtomicU64::new(0),
             last_skew_warning: AtomicU64::new(0),
+            draining: std::sync::atomic::AtomicBool::new(false),
         });
         Ok(Server {
             listeners,
@@ -538,6 +541,7 @@ impl Server {
             });
         }
         stop.cancelled().await;
+        self.shared.draining.store(true, Ordering::Relaxed);
         tracker.close();
         let drain = self.shared.snapshot().config.drain_timeout;
         let open = self.shared.stats.active.load(Ordering::Relaxed);
