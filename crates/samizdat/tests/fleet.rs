@@ -31,12 +31,19 @@ struct Redis {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    /// More `redis-server` arguments (TLS, password).
+    extra: Vec<String>,
 }
 
 impl Redis {
     /// Starts one, or returns `None` (after saying so) when `redis-server`
     /// is not installed and this is not CI.
     fn start() -> Option<Redis> {
+        Redis::start_with(|_| Vec::new())
+    }
+
+    /// [`Redis::start`] with more arguments, made from its directory.
+    fn start_with(extra: impl FnOnce(&Path) -> Vec<String>) -> Option<Redis> {
         let present = Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -60,10 +67,13 @@ impl Redis {
             .local_addr()
             .unwrap()
             .port();
+        let dir = tempfile::tempdir().unwrap();
+        let extra = extra(dir.path());
         let mut r = Redis {
             child: None,
             port,
-            dir: tempfile::tempdir().unwrap(),
+            dir,
+            extra,
         };
         r.restart();
         Some(r)
@@ -81,6 +91,7 @@ impl Redis {
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -88,7 +99,8 @@ impl Redis {
         self.child = Some(child);
         let end = Instant::now() + Duration::from_secs(10);
         while Instant::now() < end {
-            if self.cmd(&["PING"]).as_deref() == Some("PONG") {
+            // PONG, or NOAUTH with a password: either way it answers.
+            if self.cmd(&["PING"]).is_some() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -545,4 +557,186 @@ async fn fallbacks_hold(a: SocketAddr, b: SocketAddr) {
             started.elapsed()
         );
     }
+}
+
+/// A CA and a certificate for localhost signed by it (openssl CLI), in `dir`.
+fn make_certs(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=fleet test CA",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "key.pem",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "cert.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_password_is_verified_and_the_password_stays_out_of_logs() {
+    const PASSWORD: &str = "pw-7f3a9c1e5b";
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let Some(redis) = Redis::start_with(|dir| {
+        make_certs(dir);
+        let p = |f: &str| dir.join(f).display().to_string();
+        vec![
+            "--tls-port".into(),
+            tls_port.to_string(),
+            "--tls-cert-file".into(),
+            p("cert.pem"),
+            "--tls-key-file".into(),
+            p("key.pem"),
+            "--tls-ca-cert-file".into(),
+            p("ca.pem"),
+            "--tls-auth-clients".into(),
+            "no".into(),
+            "--requirepass".into(),
+            PASSWORD.into(),
+        ]
+    }) else {
+        return;
+    };
+    let ca = redis.dir.path().join("ca.pem");
+    let url = format!("rediss://:{PASSWORD}@localhost:{tls_port}");
+    let users = |url: &str, with_ca: bool, args: &[&str]| {
+        let mut cmd = Command::new(bin());
+        cmd.args(["users"]).args(args).args(["--redis", url]);
+        if with_ca {
+            cmd.env("SSL_CERT_FILE", &ca);
+        }
+        cmd.output().unwrap()
+    };
+    // The server's certificate is checked: unknown CA, refused.
+    let out = users(&url, false, &["list"]);
+    assert!(
+        !out.status.success(),
+        "a certificate from an unknown CA was accepted"
+    );
+    // A wrong password is refused too.
+    let wrong = format!("rediss://:wrong@localhost:{tls_port}");
+    assert!(!users(&wrong, true, &["list"]).status.success());
+    let out = users(
+        &url,
+        true,
+        &["add", "bob", "--key", BOB, "--domain", DOMAIN],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!printed.contains(PASSWORD), "{printed}");
+
+    // An instance over TLS picks bob up; its log never shows the password.
+    let (dc, _) = fake_dc().await;
+    let (cover, _) = fake_cover(CoverKind::Echo).await;
+    let state = tempfile::tempdir().unwrap();
+    let log_path = state.path().join("log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut cmd = Command::new(bin());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--domain", DOMAIN])
+        .args([
+            "--cover",
+            &cover.to_string(),
+            "--dc-override",
+            &dc.to_string(),
+        ])
+        .arg("--state-dir")
+        .arg(state.path())
+        .env("SAMIZDAT_REDIS", &url)
+        .env("SSL_CERT_FILE", &ca)
+        .env("RUST_LOG", "debug");
+    let (child, addr, stdout) = spawn_logging_to(&mut cmd, Stdio::from(log)).await;
+    let _server = Instance {
+        child,
+        addr,
+        _state: tempfile::tempdir().unwrap(),
+    };
+    let mut c = None;
+    let started = Instant::now();
+    while c.is_none() && started.elapsed() < Duration::from_secs(8) {
+        c = connect(addr, &ee(BOB)).await.ok();
+        if c.is_none() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let mut c = c.expect("bob, added over TLS, connects");
+    echo(&mut c, 4096).await.unwrap();
+    drop(c);
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("sharing replay cache"), "{log}");
+    assert!(
+        !log.contains(PASSWORD),
+        "the Redis password reached the log"
+    );
+    assert!(!stdout.join("\n").contains(PASSWORD));
 }
