@@ -44,6 +44,13 @@ impl Redis {
 
     /// [`Redis::start`] with more arguments, made from its directory.
     fn start_with(extra: impl FnOnce(&Path) -> Vec<String>) -> Option<Redis> {
+        let mut r = Redis::reserve(extra)?;
+        r.restart();
+        Some(r)
+    }
+
+    /// A port and a directory for a server not started yet.
+    fn reserve(extra: impl FnOnce(&Path) -> Vec<String>) -> Option<Redis> {
         let present = Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -69,14 +76,12 @@ impl Redis {
             .port();
         let dir = tempfile::tempdir().unwrap();
         let extra = extra(dir.path());
-        let mut r = Redis {
+        Some(Redis {
             child: None,
             port,
             dir,
             extra,
-        };
-        r.restart();
-        Some(r)
+        })
     }
 
     fn url(&self) -> String {
@@ -206,6 +211,12 @@ async fn instance(redis: &str, config: Option<&Path>, extra: &[&str]) -> Instanc
         None => {
             cmd.args(["--secret", KEY]);
         }
+    }
+    // A generous deadline (the default is 100 ms) unless the test picks
+    // one: on a loaded 2-core CI machine a call may take longer, and a
+    // fail-open miss would make a replay test flaky.
+    if !extra.contains(&"--redis-timeout") {
+        cmd.args(["--redis-timeout", "1s"]);
     }
     cmd.args(extra);
     let (child, addr, _) = spawn(&mut cmd).await;
@@ -491,8 +502,14 @@ async fn redis_down_gives_the_chosen_fallback_fast_and_its_return_is_picked_up()
         return;
     };
     // A: the default (fail-open); B: fail-closed.
-    let a = instance(&redis.url(), None, &[]).await;
-    let b = instance(&redis.url(), None, &["--redis-down-replay", "closed"]).await;
+    // A deadline short enough that a hung Redis costs a handshake little.
+    let a = instance(&redis.url(), None, &["--redis-timeout", "300ms"]).await;
+    let b = instance(
+        &redis.url(),
+        None,
+        &["--redis-timeout", "300ms", "--redis-down-replay", "closed"],
+    )
+    .await;
     for at in [a.addr, b.addr] {
         let mut c = connect(at, &ee(KEY))
             .await
@@ -712,6 +729,7 @@ async fn rediss_with_a_password_is_verified_and_the_password_stays_out_of_logs()
         ])
         .arg("--state-dir")
         .arg(state.path())
+        .args(["--redis-timeout", "1s"])
         .env("SAMIZDAT_REDIS", &url)
         .env("SSL_CERT_FILE", &ca)
         .env("RUST_LOG", "debug");
@@ -739,4 +757,51 @@ async fn rediss_with_a_password_is_verified_and_the_password_stays_out_of_logs()
         "the Redis password reached the log"
     );
     assert!(!stdout.join("\n").contains(PASSWORD));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_started_before_redis_serves_and_then_picks_it_up() {
+    let Some(mut redis) = Redis::reserve(|_| Vec::new()) else {
+        return;
+    };
+    // Nothing listens there yet: start-up is not delayed, handshakes pass
+    // (fail-open) without waiting.
+    let started = Instant::now();
+    let a = instance(&redis.url(), None, &[]).await;
+    let mut c = connect(a.addr, &ee(KEY))
+        .await
+        .expect("serves without Redis");
+    echo(&mut c, 1024).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    redis.restart();
+    let out = Command::new(bin())
+        .args(["users", "add", "bob", "--key", BOB, "--redis", &redis.url()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let started = Instant::now();
+    let mut ok = false;
+    while !ok && started.elapsed() < Duration::from_secs(10) {
+        ok = connect(a.addr, &ee(BOB)).await.is_ok();
+        if !ok {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    assert!(
+        ok,
+        "the instance did not read the shared table once Redis was up"
+    );
+    // And the replay cache is shared from then on.
+    let hello = captured_hello(a.addr).await;
+    let key = format!("samizdat:replay:tls:{}", hex::encode(&hello[11..27]));
+    assert_eq!(redis.cmd(&["EXISTS", &key]).as_deref(), Some("1"));
 }

@@ -72,6 +72,10 @@ return 0
 /// Most leases refreshed in one script call (bounds the request size).
 const REFRESH_BATCH: usize = 1000;
 
+/// Most releases kept for a retry while Redis is down or slow; past this
+/// they are left to expire with their lease.
+const MAX_UNRELEASED: usize = 100_000;
+
 /// This instance's leases.
 pub struct Leases {
     inner: Mutex<Inner>,
@@ -88,6 +92,16 @@ struct Inner {
     /// Open leases per (user, address): the address member is removed
     /// when the last one closes.
     ip_refs: HashMap<(Arc<str>, IpAddr), usize>,
+    /// Releases Redis did not take in time, retried every second.
+    unreleased: Vec<Release>,
+}
+
+/// Members to remove from a user's lease sets.
+#[derive(Debug, Clone)]
+struct Release {
+    user: Arc<str>,
+    conn: String,
+    ip: Option<String>,
 }
 
 /// One connection's lease; removed from Redis when dropped.
@@ -200,6 +214,50 @@ impl Fleet {
         }
     }
 
+    /// Removes lease members from Redis; `false` if Redis did not answer.
+    async fn release(&self, r: &Release) -> bool {
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZREM")
+            .arg(self.key(&format!("conns:{}", r.user)))
+            .arg(&r.conn)
+            .ignore();
+        if let Some(ip) = &r.ip {
+            pipe.cmd("ZREM")
+                .arg(self.key(&format!("ips:{}", r.user)))
+                .arg(ip)
+                .ignore();
+        }
+        let mut conn = self.conn.clone();
+        let res =
+            tokio::time::timeout(self.config.timeout, pipe.query_async::<()>(&mut conn)).await;
+        self.outcome(res).is_ok()
+    }
+
+    fn keep_unreleased(&self, r: Release) {
+        let mut inner = self.leases.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.unreleased.len() < MAX_UNRELEASED {
+            inner.unreleased.push(r);
+        }
+    }
+
+    /// Retries the releases Redis missed (called every second).
+    pub async fn retry_releases(&self) {
+        let todo = {
+            let mut inner = self.leases.inner.lock().unwrap_or_else(|p| p.into_inner());
+            std::mem::take(&mut inner.unreleased)
+        };
+        let mut todo = todo.into_iter();
+        for r in todo.by_ref() {
+            if !self.release(&r).await {
+                self.keep_unreleased(r);
+                break;
+            }
+        }
+        for r in todo {
+            self.keep_unreleased(r);
+        }
+    }
+
     /// Refreshes (and re-adds) every lease of this instance.
     pub async fn refresh_leases(&self) {
         let by_user: HashMap<Arc<str>, (Vec<u64>, Vec<IpAddr>)> = {
@@ -213,16 +271,48 @@ impl Fleet {
             }
             m
         };
-        for (user, (ids, ips)) in by_user {
+        for (user, (ids, ips_of_user)) in by_user {
             let conns: Vec<String> = ids.iter().map(|&i| self.leases.conn_member(i)).collect();
-            let ips: Vec<String> = ips.iter().map(|&i| self.leases.ip_member(i)).collect();
+            let ips: Vec<String> = ips_of_user
+                .iter()
+                .map(|&i| self.leases.ip_member(i))
+                .collect();
             for chunk in conns.chunks(REFRESH_BATCH) {
-                self.refresh_chunk(&user, chunk, &ips).await;
+                if !self.refresh_chunk(&user, chunk, &ips).await {
+                    // Redis is down: try everything again next time.
+                    return;
+                }
+            }
+            // Leases that closed while this refresh ran were re-added by
+            // it: remove them again.
+            let closed: Vec<Release> = {
+                let inner = self.leases.inner.lock().unwrap_or_else(|p| p.into_inner());
+                ids.iter()
+                    .filter(|id| !inner.by_id.contains_key(id))
+                    .map(|&id| Release {
+                        user: user.clone(),
+                        conn: self.leases.conn_member(id),
+                        ip: None,
+                    })
+                    .chain(
+                        ips_of_user
+                            .iter()
+                            .filter(|ip| !inner.ip_refs.contains_key(&(user.clone(), **ip)))
+                            .map(|&ip| Release {
+                                user: user.clone(),
+                                conn: String::new(),
+                                ip: Some(self.leases.ip_member(ip)),
+                            }),
+                    )
+                    .collect()
+            };
+            for r in closed {
+                self.keep_unreleased(r);
             }
         }
     }
 
-    async fn refresh_chunk(&self, user: &str, conns: &[String], ips: &[String]) {
+    async fn refresh_chunk(&self, user: &str, conns: &[String], ips: &[String]) -> bool {
         let mut inv = self.leases.refresh.prepare_invoke();
         inv.key(self.key(&format!("conns:{user}")))
             .key(self.key(&format!("ips:{user}")))
@@ -230,7 +320,7 @@ impl Fleet {
             .arg(conns.len())
             .arg(conns)
             .arg(ips);
-        let _ = self.script::<i64>(inv).await;
+        self.script::<i64>(inv).await.is_ok()
     }
 }
 
@@ -251,16 +341,14 @@ impl Drop for Lease {
             return;
         };
         let fleet = self.fleet.clone();
-        let conn = fleet.leases.conn_member(self.id);
+        let release = Release {
+            user,
+            conn: fleet.leases.conn_member(self.id),
+            ip: last.then(|| fleet.leases.ip_member(ip)),
+        };
         rt.spawn(async move {
-            let mut cmd = redis::cmd("ZREM");
-            cmd.arg(fleet.key(&format!("conns:{user}"))).arg(conn);
-            let _ = fleet.call::<i64>(&cmd).await;
-            if last {
-                let mut cmd = redis::cmd("ZREM");
-                cmd.arg(fleet.key(&format!("ips:{user}")))
-                    .arg(fleet.leases.ip_member(ip));
-                let _ = fleet.call::<i64>(&cmd).await;
+            if !fleet.release(&release).await {
+                fleet.keep_unreleased(release);
             }
         });
     }

@@ -335,6 +335,21 @@ impl Fleet {
         Ok(total.max(0) as u64)
     }
 
+    /// [`Fleet::add_usage`] for many users in one pipelined round trip.
+    pub async fn add_usage_many(&self, deltas: &[(&str, u64)]) -> Result<Vec<u64>, Down> {
+        let mut pipe = redis::pipe();
+        for (user, delta) in deltas {
+            pipe.cmd("INCRBY")
+                .arg(self.key(&format!("usage:{user}")))
+                .arg(*delta);
+        }
+        let mut conn = self.conn.clone();
+        let r = tokio::time::timeout(self.config.timeout, pipe.query_async::<Vec<i64>>(&mut conn))
+            .await;
+        let totals = self.outcome(r)?;
+        Ok(totals.into_iter().map(|t| t.max(0) as u64).collect())
+    }
+
     /// The shared user table's version (0 when there is none).
     pub async fn users_version(&self) -> Result<u64, Down> {
         let mut cmd = redis::cmd("GET");

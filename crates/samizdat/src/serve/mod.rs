@@ -53,6 +53,9 @@ fn load_usage(dir: &std::path::Path) -> anyhow::Result<std::collections::BTreeMa
     }
 }
 
+/// Users per pipelined usage push (bounds one request's size).
+const USAGE_BATCH: usize = 500;
+
 /// How often usage is pushed to (and read from) the fleet.
 const FLEET_USAGE_SYNC: Duration = Duration::from_secs(1);
 
@@ -178,16 +181,25 @@ impl Shared {
         let Some(fleet) = self.state.fleet() else {
             return;
         };
-        for user in &self.snapshot().states {
-            let delta = user.take_pending();
-            match fleet.add_usage(&user.name, delta).await {
-                Ok(total) => {
-                    if user.set_fleet_usage(total) {
-                        tracing::info!(user = %user.name, "fleet-wide quota used up; their connections end");
+        let snap = self.snapshot();
+        for chunk in snap.states.chunks(USAGE_BATCH) {
+            let deltas: Vec<(&str, u64)> = chunk
+                .iter()
+                .map(|u| (u.name.as_str(), u.take_pending()))
+                .collect();
+            match fleet.add_usage_many(&deltas).await {
+                Ok(totals) => {
+                    for (user, total) in chunk.iter().zip(totals) {
+                        if user.set_fleet_usage(total) {
+                            tracing::info!(user = %user.name, "fleet-wide quota used up; their connections end");
+                        }
                     }
                 }
                 Err(_) => {
-                    user.unpushed(delta);
+                    // Counted again with the next push: nothing is lost.
+                    for (user, (_, delta)) in chunk.iter().zip(deltas) {
+                        user.unpushed(delta);
+                    }
                     break;
                 }
             }
@@ -467,7 +479,10 @@ impl Server {
                 }
                 loop {
                     tokio::select! {
-                        _ = usage.tick() => shared.sync_usage().await,
+                        _ = usage.tick() => {
+                            shared.sync_usage().await;
+                            fleet.retry_releases().await;
+                        }
                         _ = leases.tick() => fleet.refresh_leases().await,
                         _ = users.tick() => shared.poll_shared_users(&mut seen).await,
                         _ = until.cancelled() => break,
