@@ -324,6 +324,12 @@ impl Fleet {
     }
 }
 
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease").field("id", &self.id).finish()
+    }
+}
+
 impl Lease {
     /// Drops a lease that Redis never took (refused, or Redis down).
     fn forget_locally(self) {

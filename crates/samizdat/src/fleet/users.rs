@@ -296,6 +296,9 @@ pub fn run(args: &UsersArgs) -> anyhow::Result<()> {
             UsersCommand::List { .. } => {
                 let mut records = fleet.user_records().await.map_err(|_| down())?;
                 records.sort();
+                if records.is_empty() {
+                    eprintln!("no users in the shared table at {shown}");
+                }
                 for (name, json) in records {
                     let usage = fleet.add_usage(&name, 0).await.map_err(|_| down())?;
                     let limits = match serde_json::from_str::<Record>(&json) {

@@ -210,12 +210,6 @@ pub struct Admission {
     lease: Option<crate::fleet::leases::Lease>,
 }
 
-impl std::fmt::Debug for crate::fleet::leases::Lease {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Lease")
-    }
-}
-
 impl Admission {
     /// Attaches the fleet-wide lease.
     pub fn with_lease(mut self, lease: Option<crate::fleet::leases::Lease>) -> Admission {
