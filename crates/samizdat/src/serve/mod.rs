@@ -107,6 +107,8 @@ pub struct Shared {
     base: Mutex<ServeConfig>,
     /// The shared users last read from the fleet.
     fleet_users: Mutex<Vec<crate::config::UserEntry>>,
+    /// One reload at a time (the config file's and the shared table's).
+    reloading: Mutex<()>,
     /// Relay buffers.
     pub pool: pool::BufferPool,
     /// Fires on shutdown.
@@ -133,6 +135,11 @@ impl Shared {
     /// addresses, threads and the state directory need a restart; they are
     /// reported, not applied.
     pub fn reload(&self, config: ServeConfig) -> Vec<String> {
+        let _one = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        self.reload_locked(config)
+    }
+
+    fn reload_locked(&self, config: ServeConfig) -> Vec<String> {
         *self.base.lock().unwrap_or_else(|p| p.into_inner()) = config.clone();
         let mut config = config;
         crate::fleet::users::merge(
@@ -170,9 +177,10 @@ impl Shared {
     /// Swaps in a new shared user table (from the fleet) over the last
     /// loaded configuration.
     pub fn reload_shared_users(&self, users: Vec<crate::config::UserEntry>) -> Vec<String> {
+        let _one = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         *self.fleet_users.lock().unwrap_or_else(|p| p.into_inner()) = users;
         let base = self.base.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        self.reload(base)
+        self.reload_locked(base)
     }
 
     /// Pushes each user's new bytes to the fleet and reads the totals
@@ -423,6 +431,7 @@ impl Server {
             state,
             base,
             fleet_users: Mutex::new(Vec::new()),
+            reloading: Mutex::new(()),
             replay: Mutex::new(ReplayState {
                 tls: ReplayCache::new(now, window.max(1), REPLAY_CAP),
                 obfuscated2: ReplayCache::new(now, 0, REPLAY_CAP),
@@ -571,6 +580,8 @@ impl Server {
             let _ = tokio::time::timeout(Duration::from_secs(2), tracker.wait()).await;
         }
         self.shared.shutdown.cancel();
+        // The drained connections' last bytes (bounded by the deadline).
+        self.shared.sync_usage().await;
         if let Err(e) = self.shared.save_usage() {
             tracing::warn!(error = %e, "cannot save quota usage");
         }
