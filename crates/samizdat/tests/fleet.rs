@@ -528,6 +528,10 @@ async fn redis_down_gives_the_chosen_fallback_fast_and_its_return_is_picked_up()
     // The local replay cache still works meanwhile.
     let hello = captured_hello(a.addr).await;
     assert_eq!(probe(a.addr, &hello).await, hello);
+    // Usage keeps counting locally while Redis is down.
+    let mut c = connect(a.addr, &ee(KEY)).await.unwrap();
+    echo(&mut c, 200_000).await.unwrap();
+    drop(c);
 
     // Back: B accepts again, and replays are shared again.
     redis.restart();
@@ -541,6 +545,18 @@ async fn redis_down_gives_the_chosen_fallback_fast_and_its_return_is_picked_up()
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(back, "B did not pick Redis up again within 10 s");
+    // A pushes what it counted while Redis was down (this Redis restarted
+    // empty, so those bytes are all its counter holds).
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            redis
+                .cmd(&["GET", "samizdat:usage:default"])
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|n| n >= 400_000)
+        })
+        .await,
+        "usage counted while Redis was down was not pushed when it came back"
+    );
     let hello = captured_hello(a.addr).await;
     assert_eq!(
         probe(b.addr, &hello).await,
@@ -804,4 +820,123 @@ async fn an_instance_started_before_redis_serves_and_then_picks_it_up() {
     let hello = captured_hello(a.addr).await;
     let key = format!("samizdat:replay:tls:{}", hex::encode(&hello[11..27]));
     assert_eq!(redis.cmd(&["EXISTS", &key]).as_deref(), Some("1"));
+}
+
+/// `GET path` on the metrics listener: (status line, body), or `None` if
+/// nothing answers.
+async fn http_get(addr: SocketAddr, path: &str) -> Option<(String, String)> {
+    let mut s = TcpStream::connect(addr).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut back = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut back))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&back).to_string();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    Some((head.lines().next()?.to_string(), body.to_string()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_endpoints_report_liveness_readiness_and_redis() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut a = instance(&redis.url(), None, &["--metrics", &metrics.to_string()]).await;
+    let (status, body) = http_get(metrics, "/healthz").await.expect("/healthz");
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(body, "ok\n");
+    let (status, body) = http_get(metrics, "/readyz").await.expect("/readyz");
+    assert!(
+        status.contains("200") && body.contains("redis up"),
+        "{status} {body}"
+    );
+
+    // Redis down: still ready (the fallbacks serve), and it says why.
+    redis.stop();
+    let mut said = false;
+    let started = Instant::now();
+    while !said && started.elapsed() < Duration::from_secs(8) {
+        let (status, body) = http_get(metrics, "/readyz").await.expect("/readyz");
+        assert!(status.contains("200"), "{status}");
+        said = body.contains("redis down");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(said, "/readyz never reported Redis down");
+
+    // SIGTERM: no longer ready (503, or the listener is gone), while an
+    // open connection drains.
+    let mut c = connect(a.addr, &ee(KEY)).await.unwrap();
+    echo(&mut c, 1024).await.unwrap();
+    let pid = a.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut not_ready = false;
+    let started = Instant::now();
+    while !not_ready && started.elapsed() < Duration::from_secs(5) {
+        not_ready = match http_get(metrics, "/readyz").await {
+            None => true,
+            Some((status, _)) => status.contains("503"),
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(not_ready, "still ready after SIGTERM");
+    echo(&mut c, 1024)
+        .await
+        .expect("the open connection drains");
+    drop(c);
+    let _ = a.child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_when_down_refuse_refuses_only_users_with_fleet_limits() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(
+        dir.path(),
+        &format!(
+            "[users.carol]\nsecret = \"{CAROL}\"\nmax_connections = 5\n[users.alice]\nsecret = \"{ALICE}\"\n"
+        ),
+    );
+    let a = instance(
+        &redis.url(),
+        Some(&config),
+        &["--redis-down-limits", "refuse", "--redis-timeout", "300ms"],
+    )
+    .await;
+    let mut c = connect(a.addr, &ee(CAROL))
+        .await
+        .expect("carol with Redis up");
+    echo(&mut c, 1024).await.unwrap();
+    redis.stop();
+    assert!(
+        connect(a.addr, &ee(CAROL)).await.is_err(),
+        "carol's fleet-wide limit cannot be checked: refused"
+    );
+    let mut c = connect(a.addr, &ee(ALICE))
+        .await
+        .expect("alice has no fleet-wide limit: served");
+    echo(&mut c, 1024).await.unwrap();
+    // Back: carol again.
+    redis.restart();
+    let started = Instant::now();
+    let mut ok = false;
+    while !ok && started.elapsed() < Duration::from_secs(10) {
+        ok = connect(a.addr, &ee(CAROL)).await.is_ok();
+        if !ok {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    assert!(ok, "carol still refused after Redis came back");
 }
