@@ -940,3 +940,50 @@ async fn limits_when_down_refuse_refuses_only_users_with_fleet_limits() {
     }
     assert!(ok, "carol still refused after Redis came back");
 }
+
+/// Polls handshakes with `secret` until one passes or 10 s are over.
+async fn connects_soon(addr: SocketAddr, secret: &Secret) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(10) {
+        if let Ok(mut c) = connect(addr, secret).await {
+            return echo(&mut c, 1024).await.is_ok();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_reload_keeps_the_shared_users() {
+    let Some(redis) = Redis::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(
+        dir.path(),
+        &format!("[users.alice]\nsecret = \"{ALICE}\"\n"),
+    );
+    let a = instance(&redis.url(), Some(&config), &[]).await;
+    let out = Command::new(bin())
+        .args(["users", "add", "bob", "--key", BOB, "--redis", &redis.url()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        connects_soon(a.addr, &ee(BOB)).await,
+        "bob from the shared table"
+    );
+    // The file gains carol: file users and shared users both serve.
+    std::fs::write(
+        &config,
+        format!("[users.alice]\nsecret = \"{ALICE}\"\n[users.carol]\nsecret = \"{CAROL}\"\n"),
+    )
+    .unwrap();
+    assert!(
+        connects_soon(a.addr, &ee(CAROL)).await,
+        "carol from the reloaded file"
+    );
+    assert!(
+        connect(a.addr, &ee(BOB)).await.is_ok(),
+        "the reload dropped bob"
+    );
+    assert!(connect(a.addr, &ee(ALICE)).await.is_ok());
+}

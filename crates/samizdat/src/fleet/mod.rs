@@ -100,14 +100,21 @@ impl FleetConfig {
     }
 }
 
+/// `$HOSTNAME` (a pod's name), else a random name made once per process
+/// (so that a reload does not see a change).
 fn default_instance() -> String {
+    static RANDOM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let host = std::env::var("HOSTNAME").unwrap_or_default();
     if valid_name(&host) {
         return host;
     }
-    let mut r = [0u8; 6];
-    let _ = getrandom::fill(&mut r);
-    format!("samizdat-{}", hex::encode(r))
+    RANDOM
+        .get_or_init(|| {
+            let mut r = [0u8; 6];
+            let _ = getrandom::fill(&mut r);
+            format!("samizdat-{}", hex::encode(r))
+        })
+        .clone()
 }
 
 /// Instance names and key prefixes: 1-64 of `[A-Za-z0-9-_.:]`.
@@ -420,6 +427,14 @@ mod tests {
         assert_eq!(redact_url("redis://127.0.0.1"), "redis://127.0.0.1");
         let c = FleetConfig::new("redis://:hunter2@h:1".into());
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn the_default_instance_name_is_stable() {
+        let a = FleetConfig::new("redis://h:1".into());
+        let b = FleetConfig::new("redis://h:1".into());
+        assert_eq!(a, b, "a reload must not see a new instance name");
+        assert!(valid_name(&a.instance));
     }
 
     #[test]
