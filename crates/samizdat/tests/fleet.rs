@@ -987,3 +987,77 @@ async fn a_config_file_reload_keeps_the_shared_users() {
     );
     assert!(connect(a.addr, &ee(ALICE)).await.is_ok());
 }
+
+/// `samizdat doctor --json` against local fakes; the findings of `check`.
+async fn doctor_findings(redis: &str, check: &str) -> Vec<serde_json::Value> {
+    let (dc, _) = fake_dc().await;
+    let (cover, _) = fake_cover(CoverKind::Echo).await;
+    let out = tokio::process::Command::new(bin())
+        // localhost and 127.0.0.1: the DNS check stays in /etc/hosts.
+        .args([
+            "doctor",
+            "--json",
+            "--timeout",
+            "2s",
+            "--domain",
+            "localhost",
+        ])
+        .args(["--public-host", "127.0.0.1"])
+        .args([
+            "--cover",
+            &cover.to_string(),
+            "--dc-override",
+            &dc.to_string(),
+        ])
+        .args(["--secret", KEY, "--listen", "127.0.0.1:0", "--redis", redis])
+        .output()
+        .await
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["check"] == check)
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_checks_the_fleet_redis() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let found = doctor_findings(&redis.url(), "redis").await;
+    assert!(!found.is_empty(), "no redis finding");
+    assert!(found.iter().all(|f| f["level"] != "fail"), "{found:?}");
+    assert!(
+        found[0]["found"]
+            .as_str()
+            .unwrap()
+            .starts_with("answers in"),
+        "{found:?}"
+    );
+    redis.stop();
+    let found = doctor_findings(&redis.url(), "redis").await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["level"], "fail", "{found:?}");
+    // Without --redis there is no such check.
+    let (dc, _) = fake_dc().await;
+    let out = Command::new(bin())
+        // localhost and 127.0.0.1: the DNS check stays in /etc/hosts.
+        .args([
+            "doctor",
+            "--json",
+            "--timeout",
+            "2s",
+            "--domain",
+            "localhost",
+        ])
+        .args(["--public-host", "127.0.0.1"])
+        .args(["--cover", "127.0.0.1:1", "--dc-override", &dc.to_string()])
+        .args(["--secret", KEY, "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("\"redis\""));
+}
