@@ -1068,6 +1068,25 @@ fn fleet_config(
         "fleet.redis",
         loaded,
     ) else {
+        let set = section.timeout.is_some()
+            || section.replay_when_down.is_some()
+            || section.limits_when_down.is_some()
+            || section.shared_users.is_some()
+            || section.instance.is_some()
+            || section.prefix.is_some()
+            || section.lease.is_some();
+        if set {
+            // A fleet that silently ran alone would let replays and quotas
+            // slip between instances.
+            return Err(ConfigError {
+                place: match loaded {
+                    Some(l) => format!("{}: fleet", l.path.display()),
+                    None => "fleet".into(),
+                },
+                reason: "[fleet] has settings but no Redis URL: set fleet.redis, --redis or SAMIZDAT_REDIS"
+                    .into(),
+            });
+        }
         return Ok(None);
     };
     let shown = redact_url(&url.value);

@@ -257,6 +257,22 @@ fn fleet_mistakes_name_the_place_and_never_the_password() {
         );
         assert!(!err.contains("hunter2"), "{err}");
     }
+    // Settings without a URL: an error, not a silent single server.
+    std::fs::write(
+        &path,
+        "[users.a]\nsecret = \"0123456789abcdef0123456789abcdef\"\n[fleet]\ntimeout = \"100ms\"\n",
+    )
+    .unwrap();
+    let err = load(&ServeArgs {
+        config: Some(path.clone()),
+        ..Default::default()
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("s.toml: fleet: [fleet] has settings but no Redis URL"),
+        "{err}"
+    );
     let err = load(&ServeArgs {
         redis: Some("redis://:hunter2@".into()),
         secret: vec!["0123456789abcdef0123456789abcdef".into()],
