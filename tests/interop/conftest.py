@@ -324,6 +324,32 @@ def proxy(request, log_dir, tmp_path, fake_dc, fake_cover) -> ProxyServer:
     return ProxyServer(proc=proc, port=port, key=key, links=links)
 
 
+@dataclass
+class SamizdatClient:
+    """`samizdat client` with only its local Telegram endpoint on."""
+    proc: Proc
+    port: int
+    secret: str  # the dd secret from the tg:// link it printed
+
+
+@pytest.fixture
+def samizdat_client(request, log_dir, tmp_path, proxy) -> SamizdatClient:
+    links = [m.group(0) for line in proxy.proc.snapshot()
+             for m in re.finditer(r"samizdat://\S+", line)]
+    assert links, f"serve printed no samizdat:// link\n{proxy.proc.describe()}"
+    port = free_port()
+    state = tmp_path / "client-state"
+    proc = _started(request, Proc("samizdat-client", [
+        binary("samizdat"), "client", links[0],
+        "--socks", "off", "--http", "off",
+        "--telegram", f"{LOCALHOST}:{port}",
+        "--state-dir", state,
+    ], log_dir))
+    m = proc.wait_for(r"tg://proxy\?\S*secret=(?P<secret>[0-9a-fA-F]+)", STARTUP_TIMEOUT)
+    wait_listening(port, proc)
+    return SamizdatClient(proc=proc, port=port, secret=m["secret"])
+
+
 def new_key() -> str:
     """A random 16-byte key in hex whose first byte is not 0xdd or 0xee.
 

@@ -181,3 +181,28 @@ def test_wrong_secret_never_reaches_dc(td, proxy, fake_dc, kind):
     assert elapsed < 12, elapsed
     time.sleep(0.5)
     assert fake_dc.answered() == [], fake_dc.answered()
+
+
+@pytest.mark.parametrize("kind", ["dd", "plain"])
+def test_ping_proxy_through_samizdat_client(td, samizdat_client, fake_dc, kind):
+    """The Telegram app points at `samizdat client`'s local endpoint, which
+    ends obfuscated2 locally and carries the MTProto stream through the
+    samizdat transport to `serve`, which reaches the DC."""
+    secret = samizdat_client.secret if kind == "dd" else samizdat_client.secret[2:]
+    result, _ = ping(td, samizdat_client.port, secret)
+    assert result["@type"] == "seconds", result
+    answered = fake_dc.wait_answered(2)
+    assert answered, "TDLib reported success but the fake DC answered nothing"
+    assert {a["request"] for a in answered} == {"req_pq_multi"}, answered
+    assert {a["dc"] for a in answered} == {MAIN_DC}, answered
+    assert {a["tag"] for a in answered} == {EXPECTED_TAG[kind]}, answered
+
+
+def test_test_proxy_through_samizdat_client(td, samizdat_client, fake_dc):
+    """TDLib's real handshake gets past resPQ through the samizdat tunnel."""
+    result = td.call({"@type": "testProxy",
+                      "proxy": proxy_object(samizdat_client.port, samizdat_client.secret),
+                      "dc_id": 4, "timeout": 4.0}, timeout=10)
+    assert result["@type"] == "error", result
+    assert "instead of -790100132" in result["message"], result
+    assert {a["dc"] for a in fake_dc.wait_answered(1)} == {4}

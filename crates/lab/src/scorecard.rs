@@ -23,12 +23,14 @@ mod render;
 mod subjects;
 
 pub use subjects::{
-    dd_first_flight, fake_cover, fake_dc, samizdat_bin, secret, socks5_server, Samizdat, Subject,
-    DOMAIN, KEY,
+    dd_first_flight, fake_cover, fake_dc, link_via, samizdat_bin, secret, socks5_server, Samizdat,
+    SamizdatClient, Subject, DOMAIN, KEY,
 };
 
 use crate::probe::{probe_server, ProbeOptions};
-use crate::techniques::{Fet, Fingerprint, Freeze, IpBlock, ProtocolAllowlist, SniFilter, SniRule};
+use crate::techniques::{
+    Fet, Fingerprint, Freeze, IpBlock, LiveIpBlock, ProtocolAllowlist, SniFilter, SniRule,
+};
 use crate::{Policy, Verdict};
 use std::io;
 use std::net::SocketAddr;
@@ -43,6 +45,24 @@ use tokio::time::Instant;
 /// The destination label every middlebox's techniques judge: a VPS at a
 /// foreign hoster (Hetzner) on port 443, where a proxy would run.
 pub const DESTINATION: &str = "5.9.10.20:443";
+
+/// The destination labels of the endpoint-pool columns' four endpoints
+/// (one server): three in one /24 of a foreign hoster, one elsewhere.
+pub const POOL_LABELS: [&str; 4] = [
+    "5.9.10.20:443",
+    "5.9.10.21:443",
+    "5.9.10.22:443",
+    "88.198.7.7:443",
+];
+/// The prefix the "/24 prefix blocked" column blackholes.
+pub const POOL_PREFIX: &str = "5.9.10.0/24";
+/// Name of the column blocking the pool's endpoints one by one.
+pub const ONE_BY_ONE: &str = "endpoints blocked one by one";
+/// Name of the column blocking the pool's /24.
+pub const PREFIX: &str = "/24 prefix blocked";
+/// A session of an endpoint-pool column may wait this long for a failover
+/// (a blackholed session is given up after 15 s without a byte).
+const POOL_STALL: Duration = Duration::from_secs(30);
 
 /// Name of the column without a censor (the throughput baseline).
 pub const NO_CENSOR: &str = "no censor";
@@ -115,6 +135,54 @@ pub enum ColumnKind {
     Lab(PolicyFactory),
     /// [`crate::probe::probe_server`] against the subject's server.
     Probing,
+    /// Only for [`Subject::Client`]: four endpoints of one server, each
+    /// behind its own middlebox ([`POOL_LABELS`]), blocked while the
+    /// client opens a new stream after each step.
+    Endpoints(Scenario),
+}
+
+/// What an endpoint-pool column blocks, step by step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// The first three endpoints, one after another (RST on connect and
+    /// on every later segment, as an injecting censor does), leaving the
+    /// fourth.
+    OneByOne,
+    /// [`POOL_PREFIX`] at once, blackholed (2018-style), leaving the
+    /// fourth endpoint.
+    Prefix,
+}
+
+impl Scenario {
+    /// The blocks added before each session (the first session runs
+    /// with none).
+    fn steps(self) -> Vec<Vec<(ipnet::IpNet, Verdict)>> {
+        let host = |i: usize| {
+            let a: SocketAddr = POOL_LABELS[i].parse().expect("a socket address");
+            ipnet::IpNet::from(a.ip())
+        };
+        match self {
+            Scenario::OneByOne => vec![
+                vec![],
+                vec![(host(0), Verdict::Reset)],
+                vec![(host(1), Verdict::Reset)],
+                vec![(host(2), Verdict::Reset)],
+            ],
+            Scenario::Prefix => vec![
+                vec![],
+                vec![(POOL_PREFIX.parse().expect("a CIDR"), Verdict::Drop)],
+            ],
+        }
+    }
+}
+
+/// Whether `subject` has a cell in a column of this kind.
+fn applies(subject: Subject, kind: &ColumnKind) -> bool {
+    match kind {
+        ColumnKind::Lab(_) => true,
+        ColumnKind::Probing => subject != Subject::Client,
+        ColumnKind::Endpoints(_) => subject == Subject::Client,
+    }
 }
 
 /// A column of the matrix.
@@ -150,6 +218,14 @@ pub fn default_columns() -> Vec<Column> {
         lab("IP block (Telegram)", || {
             IpBlock::telegram_2018(Verdict::Drop)
         }),
+        Column {
+            name: ONE_BY_ONE.into(),
+            technique: ColumnKind::Endpoints(Scenario::OneByOne),
+        },
+        Column {
+            name: PREFIX.into(),
+            technique: ColumnKind::Endpoints(Scenario::Prefix),
+        },
         lab("SNI throttle", || {
             SniFilter::throttle(vec![SniRule::domain(DOMAIN)], 64_000)
         }),
@@ -205,6 +281,8 @@ impl ScorecardOptions {
 struct Bench {
     _samizdat: Samizdat,
     samizdat: SocketAddr,
+    /// The link `samizdat serve` printed (for [`Subject::Client`]).
+    link: String,
     samizdat_cover: SocketAddr,
     socks: SocketAddr,
     socks_cover: SocketAddr,
@@ -266,7 +344,7 @@ async fn record_first_flight(s: Subject, bench: &Bench, stall: Duration) -> Vec<
             b.extend_from_slice(&testkit::random::<40>());
             b
         }
-        Subject::Socks5 => vec![5, 1, 0],
+        Subject::Socks5 | Subject::Client => vec![5, 1, 0],
     };
     if let Ok(mut c) = tokio::net::TcpStream::connect(bench.server(s)).await {
         let _ = c.write_all(&flight).await;
@@ -282,6 +360,19 @@ async fn run_cell(
     opts: Arc<ScorecardOptions>,
 ) -> io::Result<(Subject, String, Result<Session, String>)> {
     let r = match column.technique {
+        ColumnKind::Lab(policy) if subject == Subject::Client => {
+            let listen: SocketAddr = ([127, 0, 0, 1], 0).into();
+            let mb = crate::start(listen, bench.samizdat, policy()).await?;
+            let client = start_client(&opts, &bench.link, &[mb.addr]).await?;
+            let target = Target {
+                dial: client.socks,
+                echo: bench.echo,
+            };
+            let s = session(subject, target, opts.payload, opts.stall).await;
+            drop(client);
+            drop(mb);
+            Ok(s)
+        }
         ColumnKind::Lab(policy) => {
             let policy = policy();
             let listen: SocketAddr = ([127, 0, 0, 1], 0).into();
@@ -294,6 +385,7 @@ async fn run_cell(
             drop(mb);
             Ok(s)
         }
+        ColumnKind::Endpoints(scenario) => Ok(endpoints_cell(scenario, &bench, &opts).await?),
         ColumnKind::Probing => {
             let flight = record_first_flight(subject, &bench, opts.stall).await;
             let report = probe_server(
@@ -325,6 +417,60 @@ async fn run_cell(
     Ok((subject, column.name, r))
 }
 
+/// Starts `samizdat client` for `link` with `servers` as its endpoints.
+async fn start_client(
+    opts: &ScorecardOptions,
+    link: &str,
+    servers: &[SocketAddr],
+) -> io::Result<SamizdatClient> {
+    let link = link_via(link, servers)?;
+    let bin = opts.samizdat.clone();
+    tokio::task::spawn_blocking(move || SamizdatClient::start(&bin, &link))
+        .await
+        .map_err(io::Error::other)?
+}
+
+/// An endpoint-pool cell: four middleboxes sharing one [`LiveIpBlock`],
+/// a client with all four, and a new SOCKS5 session (an echoed transfer)
+/// after each step of `scenario`. Survived if every session got through;
+/// the rate is the last session's.
+async fn endpoints_cell(
+    scenario: Scenario,
+    bench: &Bench,
+    opts: &ScorecardOptions,
+) -> io::Result<Session> {
+    let block = LiveIpBlock::new();
+    let mut mbs = Vec::new();
+    for label in POOL_LABELS {
+        let policy = Policy::new(vec![Arc::new(block.clone())])
+            .destination(label.parse().expect("a socket address"));
+        mbs.push(crate::start(([127, 0, 0, 1], 0).into(), bench.samizdat, policy).await?);
+    }
+    let addrs: Vec<SocketAddr> = mbs.iter().map(|m| m.addr).collect();
+    let client = start_client(opts, &bench.link, &addrs).await?;
+    let target = Target {
+        dial: client.socks,
+        echo: bench.echo,
+    };
+    let mut last = Session::Failed("no session".into());
+    for (n, step) in scenario.steps().into_iter().enumerate() {
+        for (range, action) in step {
+            block.block(range, action);
+        }
+        last = match session(Subject::Client, target, opts.payload, POOL_STALL).await {
+            Session::Failed(why) => {
+                return Ok(Session::Failed(format!(
+                    "session {} of {}: {why}",
+                    n + 1,
+                    scenario.steps().len()
+                )))
+            }
+            done => done,
+        };
+    }
+    Ok(last)
+}
+
 /// Runs every cell of `subjects` × `columns` (all at once) and scores them.
 pub async fn run(
     opts: &ScorecardOptions,
@@ -337,8 +483,10 @@ pub async fn run(
     let (echo, _) = fake_cover(CoverKind::Echo).await;
     let (socks_cover, _) = fake_cover(CoverKind::Http).await;
     let proc = Samizdat::start(&opts.samizdat, samizdat_cover, dc, "plain,dd,ee")?;
+    let link = proc.link.clone().unwrap_or_default();
     let bench = Arc::new(Bench {
         samizdat: proc.addr,
+        link,
         _samizdat: proc,
         samizdat_cover,
         socks: socks5_server().await,
@@ -346,6 +494,17 @@ pub async fn run(
         echo,
     });
     let shared = Arc::new(opts.clone());
+    if subjects.contains(&Subject::Client) {
+        // The first samizdat-transport client waits while the server
+        // measures its cover's answer (up to 5 s): do that before the
+        // cells' clocks run.
+        let client = start_client(opts, &bench.link, &[bench.samizdat]).await?;
+        let target = Target {
+            dial: client.socks,
+            echo: bench.echo,
+        };
+        let _ = session(Subject::Client, target, 1024, POOL_STALL).await;
+    }
     // Sessions first, all at once; then the prober, all at once, on an
     // otherwise idle machine (its verdicts hang on timing).
     let mut raw = Vec::new();
@@ -353,7 +512,9 @@ pub async fn run(
         let mut set = tokio::task::JoinSet::new();
         for &s in subjects {
             for c in columns {
-                if matches!(c.technique, ColumnKind::Probing) == probing {
+                if matches!(c.technique, ColumnKind::Probing) == probing
+                    && applies(s, &c.technique)
+                {
                     set.spawn(run_cell(s, c.clone(), bench.clone(), shared.clone()));
                 }
             }

@@ -183,6 +183,34 @@ pub struct ServeArgs {
     /// [default: $HOSTNAME, else a random name].
     #[arg(long, value_name = "NAME")]
     pub instance: Option<String>,
+    /// Let samizdat clients' streams reach this prefix, which the egress
+    /// policy refuses by default (loopback, private, link-local, metadata
+    /// addresses); repeat for several, e.g. --egress-allow 10.1.0.0/16.
+    #[arg(long = "egress-allow", value_name = "CIDR")]
+    pub egress_allow: Vec<String>,
+
+    /// Do not accept samizdat clients (the samizdat transport); serve
+    /// Telegram apps only.
+    #[arg(long)]
+    pub no_tunnel: bool,
+
+    /// Also accept samizdat clients inside WebSockets on this plain-HTTP
+    /// address, for a reverse proxy or CDN in front (docs/fronting.md),
+    /// e.g. 127.0.0.1:8081 [default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub ws_listen: Option<SocketAddr>,
+
+    /// The URL path the WebSocket listener upgrades (anything else gets
+    /// 404) [default: a random-looking path derived from the server's
+    /// transport key, printed at start].
+    #[arg(long, value_name = "/PATH")]
+    pub ws_path: Option<String>,
+
+    /// Where clients reach the WebSocket listener through the front:
+    /// wss://HOST[:PORT][/PATH] (the path defaults to --ws-path). Printed
+    /// links then carry it as an alternative server.
+    #[arg(long, value_name = "URL")]
+    pub ws_public: Option<String>,
 }
 
 /// One user: a name for logs and the key.
@@ -338,6 +366,20 @@ pub struct ServeConfig {
     pub metrics: Option<SocketAddr>,
     /// Shared state through Redis (`None`: in-process).
     pub fleet: Option<crate::fleet::FleetConfig>,
+    /// Whether samizdat clients are accepted (the transport of
+    /// `docs/transport.md`).
+    pub tunnel: bool,
+    /// Prefixes the egress policy lets tunnelled streams reach although it
+    /// refuses them by default.
+    pub egress_allow: Vec<ipnet::IpNet>,
+    /// The WebSocket listener's address (`None`: off).
+    pub ws_listen: Option<SocketAddr>,
+    /// The path it upgrades (`None`: derived from the transport key, see
+    /// [`crate::links::default_ws_path`]).
+    pub ws_path: Option<String>,
+    /// The public `wss://` endpoint for links; its `ws_path` is `None` when
+    /// the URL gave no path (then the listener's path is used).
+    pub ws_public: Option<wire::link::Endpoint>,
 }
 
 /// A configuration mistake: where it is (a flag, or file, line and key),
@@ -503,6 +545,11 @@ struct ServerSection {
     threads: Option<Spanned<usize>>,
     log_client_ips: Option<bool>,
     metrics: Option<Spanned<String>>,
+    tunnel: Option<bool>,
+    egress_allow: Option<Vec<Spanned<String>>>,
+    ws_listen: Option<Spanned<String>>,
+    ws_path: Option<Spanned<String>>,
+    ws_public: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -1023,6 +1070,75 @@ impl ServeConfig {
             None => None,
         };
 
+        let mut egress_allow = Vec::new();
+        for text in &args.egress_allow {
+            let item = Item {
+                value: (),
+                from: From::Flag("--egress-allow"),
+                key: String::new(),
+                span: None,
+            };
+            egress_allow.push(parse_prefix(text).map_err(|e| item.fail(text, e))?);
+        }
+        if args.egress_allow.is_empty() {
+            if let (Some(l), Some(list)) = (loaded, &server.egress_allow) {
+                for v in list {
+                    let item = Item {
+                        value: (),
+                        from: From::File {
+                            path: &l.path,
+                            text: &l.text,
+                        },
+                        key: "server.egress_allow".into(),
+                        span: Some(v.span()),
+                    };
+                    egress_allow.push(parse_prefix(v.get_ref()).map_err(|e| item.fail("", e))?);
+                }
+            }
+        }
+
+        let ws_listen_flag = args.ws_listen.map(|a| a.to_string());
+        let ws_listen = match pick_one(
+            ws_listen_flag.as_ref(),
+            "--ws-listen",
+            server.ws_listen.as_ref(),
+            "server.ws_listen",
+            loaded,
+        ) {
+            Some(item) => Some(parse_addr(&item.value).map_err(|e| item.fail(&item.value, e))?),
+            None => None,
+        };
+        let ws_path = match pick_one(
+            args.ws_path.as_ref(),
+            "--ws-path",
+            server.ws_path.as_ref(),
+            "server.ws_path",
+            loaded,
+        ) {
+            Some(item) => Some(parse_ws_path(&item.value).map_err(|e| item.fail(&item.value, e))?),
+            None => None,
+        };
+        let ws_public = match pick_one(
+            args.ws_public.as_ref(),
+            "--ws-public",
+            server.ws_public.as_ref(),
+            "server.ws_public",
+            loaded,
+        ) {
+            Some(item) => {
+                Some(parse_ws_public(&item.value).map_err(|e| item.fail(&item.value, e))?)
+            }
+            None => None,
+        };
+        let tunnel = !args.no_tunnel && server.tunnel.unwrap_or(true);
+        if ws_listen.is_some() && !tunnel {
+            return Err(ConfigError {
+                place: "--ws-listen".into(),
+                reason: "the WebSocket listener carries samizdat clients only; drop --no-tunnel (or tunnel = false) or --ws-listen".into(),
+            }
+            .into());
+        }
+
         Ok(ServeConfig {
             listen: (!listen.is_empty()).then_some(listen),
             users,
@@ -1049,6 +1165,11 @@ impl ServeConfig {
             state_dir,
             metrics,
             fleet,
+            tunnel,
+            egress_allow,
+            ws_listen,
+            ws_path,
+            ws_public,
         })
     }
 }
@@ -1172,6 +1293,58 @@ fn fleet_config(
     Ok(Some(config))
 }
 
+/// A WebSocket path: `/` then URL path characters, at most 200 bytes.
+fn parse_ws_path(text: &str) -> Result<String, String> {
+    let ok = text.starts_with('/')
+        && text.len() <= 200
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/-._~%!$&'()*+,;=:@".contains(&b));
+    if ok {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "expected a URL path such as /assets/ws (starting with /, no spaces, ? or #), got {text:?}"
+        ))
+    }
+}
+
+/// `wss://HOST[:PORT][/PATH]`, as clients reach the front.
+fn parse_ws_public(text: &str) -> Result<wire::link::Endpoint, String> {
+    let bad = || {
+        format!(
+            "expected wss://HOST[:PORT][/PATH], e.g. wss://cdn.example.com/assets/ws, got {text:?}"
+        )
+    };
+    let rest = text.strip_prefix("wss://").ok_or_else(bad)?;
+    let has_path = rest.contains('/');
+    let full = if has_path {
+        text.to_string()
+    } else {
+        format!("{text}/")
+    };
+    let mut endpoint = wire::link::parse_endpoint(&full).map_err(|_| bad())?;
+    if has_path {
+        let path = endpoint.ws_path.take().unwrap_or_default();
+        endpoint.ws_path = Some(parse_ws_path(&path)?);
+    } else {
+        endpoint.ws_path = None;
+    }
+    Ok(endpoint)
+}
+
+/// An address prefix such as `10.1.0.0/16`, or one address (a /32 or /128).
+fn parse_prefix(text: &str) -> Result<ipnet::IpNet, String> {
+    if let Ok(net) = text.parse::<ipnet::IpNet>() {
+        return Ok(net.trunc());
+    }
+    text.parse::<std::net::IpAddr>()
+        .map(ipnet::IpNet::from)
+        .map_err(|_| {
+            format!("expected an address prefix such as 10.1.0.0/16 or fd00::/8, got {text:?}")
+        })
+}
+
 fn state_dir_of(args: &ServeArgs, loaded: Option<&Loaded>) -> PathBuf {
     args.state_dir
         .clone()
@@ -1198,5 +1371,30 @@ mod tests {
         assert_eq!(datetime_to_unix(&d).unwrap(), 86_400);
         let off: toml::value::Datetime = "2027-01-01T02:00:00+02:00".parse().unwrap();
         assert_eq!(datetime_to_unix(&off).unwrap(), 1_798_761_600);
+    }
+
+    #[test]
+    fn websocket_paths_and_public_urls() {
+        assert_eq!(parse_ws_path("/assets/ws-1").unwrap(), "/assets/ws-1");
+        for bad in ["assets", "/a b", "/a?b", "/a#b", ""] {
+            assert!(parse_ws_path(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_ws_path(&format!("/{}", "a".repeat(200))).is_err());
+        let e = parse_ws_public("wss://cdn.example.com").unwrap();
+        assert_eq!(
+            (e.host.as_str(), e.port, e.ws_path),
+            ("cdn.example.com", 443, None)
+        );
+        let e = parse_ws_public("wss://cdn.example.com:8443/s/x").unwrap();
+        assert_eq!(e.port, 8443);
+        assert_eq!(e.ws_path.as_deref(), Some("/s/x"));
+        for bad in [
+            "https://cdn.example.com",
+            "wss://",
+            "wss://h/a b",
+            "cdn.example.com",
+        ] {
+            assert!(parse_ws_public(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -84,8 +84,9 @@ pub fn run(args: &LinkArgs) -> anyhow::Result<()> {
     let tty = stdout.is_terminal();
     let qr = if args.qr || args.no_qr { args.qr } else { tty };
     let colour = tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let several = entries.len() > 1;
+    // Everything to print: the header lines, the QR content, and the tag
+    // that names its QR file.
+    let mut items: Vec<(String, String, String)> = Vec::new();
     for e in &entries {
         let text = if args.base64 {
             e.secret.to_base64url()
@@ -93,27 +94,51 @@ pub fn run(args: &LinkArgs) -> anyhow::Result<()> {
             e.secret.to_hex()
         };
         let l = secret::links(&host, addr.port(), &text);
-        writeln!(
-            out,
-            "user {} ({}):\n  {}\n  {}",
-            e.user, e.label, l.tg, l.tme
-        )?;
         let content = match args.format {
-            LinkFormat::Tg => &l.tg,
-            LinkFormat::Tme => &l.tme,
+            LinkFormat::Tg => l.tg.clone(),
+            LinkFormat::Tme => l.tme.clone(),
         };
+        let form = match (&e.secret.mode, &e.secret.domain) {
+            (Mode::FakeTls, Some(d)) => format!("ee-{d}"),
+            (m, _) => m.name().to_string(),
+        };
+        items.push((
+            format!("user {} ({}):\n  {}\n  {}", e.user, e.label, l.tg, l.tme),
+            content,
+            format!("{}-{form}", e.user),
+        ));
+    }
+    if config.tunnel {
+        let key = crate::state::load_or_create_transport_key(&config.state_dir)?;
+        let public = wire::tunnel::handshake::ServerKey::from_secret(key).public();
+        for (user, link) in links::samizdat_links(&config, &host, addr.port(), &public) {
+            if args.user.as_deref().is_some_and(|u| u != user) {
+                continue;
+            }
+            let text = link.to_string();
+            items.push((
+                format!("user {user} (samizdat client):\n  {text}"),
+                text,
+                format!("{user}-samizdat"),
+            ));
+        }
+    }
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let several = items.len() > 1;
+    for (header, content, tag) in &items {
+        writeln!(out, "{header}")?;
         if !(qr || args.qr_svg.is_some() || args.qr_png.is_some()) {
             continue;
         }
         let code = QrCode::new(content.as_bytes())
             .map_err(|e| anyhow::anyhow!("cannot make a QR code of the link: {e}"))?;
         if let Some(path) = &args.qr_svg {
-            let path = file_for(path, e, several);
+            let path = file_for(path, tag, several);
             write_file(&path, svg(&code).as_bytes())?;
             writeln!(out, "  QR code: {}", path.display())?;
         }
         if let Some(path) = &args.qr_png {
-            let path = file_for(path, e, several);
+            let path = file_for(path, tag, several);
             write_file(&path, &png(&code)?)?;
             writeln!(out, "  QR code: {}", path.display())?;
         }
@@ -181,17 +206,13 @@ fn select(entries: Vec<LinkEntry>, user: Option<&str>) -> anyhow::Result<Vec<Lin
     Ok(mine)
 }
 
-/// `path` itself for a single link; with several, `path` with
-/// `-USER-FORM` added before the extension.
-fn file_for(path: &Path, e: &LinkEntry, several: bool) -> PathBuf {
+/// `path` itself for a single link; with several, `path` with `-TAG`
+/// (user and form, e.g. `alice-ee-example.com`) added before the extension.
+fn file_for(path: &Path, tag: &str, several: bool) -> PathBuf {
     if !several {
         return path.to_path_buf();
     }
-    let form = match (&e.secret.mode, &e.secret.domain) {
-        (Mode::FakeTls, Some(d)) => format!("ee-{d}"),
-        (m, _) => m.name().to_string(),
-    };
-    let tag: String = format!("{}-{form}", e.user)
+    let tag: String = tag
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {

@@ -2,6 +2,7 @@
 
 use crate::config::ServeConfig;
 use std::net::{IpAddr, SocketAddr};
+use wire::link::{Endpoint, Link};
 use wire::secret::{self, Mode, Secret};
 
 /// Whether an address could be reached from the internet.
@@ -110,8 +111,83 @@ pub fn entries(config: &ServeConfig) -> Vec<LinkEntry> {
     out
 }
 
-/// The printable block of links for every user and accepted form.
-pub fn render(config: &ServeConfig, host: &str, port: u16) -> String {
+/// The WebSocket listener's path when `--ws-path` is not given: derived
+/// from the server's transport public key, so it stays the same across
+/// restarts and looks like any hashed asset path. The key is not sent on
+/// the wire, so the path is as hard to guess as the link is to get.
+pub fn default_ws_path(server_key: &[u8; 32]) -> String {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(b"samizdat websocket path\0");
+    ctx.update(server_key);
+    format!("/{}", hex::encode(&ctx.finish().as_ref()[..12]))
+}
+
+/// The path the WebSocket listener upgrades: `--ws-path`, else the
+/// derived one.
+pub fn ws_path(config: &ServeConfig, server_key: &[u8; 32]) -> String {
+    config
+        .ws_path
+        .clone()
+        .unwrap_or_else(|| default_ws_path(server_key))
+}
+
+/// The `wss://` endpoint links carry, with `--ws-public`.
+pub fn ws_endpoint(config: &ServeConfig, server_key: &[u8; 32]) -> Option<Endpoint> {
+    let mut e = config.ws_public.clone()?;
+    if e.ws_path.is_none() {
+        e.ws_path = Some(ws_path(config, server_key));
+    }
+    Some(e)
+}
+
+/// Each user's `samizdat://` link for `samizdat client`, when the server
+/// accepts samizdat clients: the user's key, this server (and its
+/// `--ws-public` front as an alternative), the server's transport public
+/// key and the cover name (the first domain).
+pub fn samizdat_links(
+    config: &ServeConfig,
+    host: &str,
+    port: u16,
+    server_key: &[u8; 32],
+) -> Vec<(String, Link)> {
+    if !config.tunnel {
+        return Vec::new();
+    }
+    let Some(sni) = config.policy.domains.first() else {
+        return Vec::new();
+    };
+    config
+        .users
+        .iter()
+        .map(|u| {
+            let link = Link {
+                secret: u.key.clone(),
+                server_key: *server_key,
+                servers: std::iter::once(Endpoint::direct(
+                    host.trim_start_matches('[').trim_end_matches(']'),
+                    port,
+                ))
+                .chain(ws_endpoint(config, server_key))
+                .collect(),
+                sni: sni.clone(),
+                fingerprint: "chrome".to_string(),
+                name: None,
+                list_key: None,
+                list_sources: Vec::new(),
+            };
+            (u.name.clone(), link)
+        })
+        .collect()
+}
+
+/// The printable block of links for every user and accepted form, then
+/// the `samizdat://` links if `server_key` is given.
+pub fn render(
+    config: &ServeConfig,
+    host: &str,
+    port: u16,
+    server_key: Option<&[u8; 32]>,
+) -> String {
     let mut out = String::new();
     for e in entries(config) {
         let l = secret::links(host, port, &e.secret.to_hex());
@@ -119,6 +195,13 @@ pub fn render(config: &ServeConfig, host: &str, port: u16) -> String {
             "user {} ({}):\n  {}\n  {}\n",
             e.user, e.label, l.tg, l.tme
         ));
+    }
+    if let Some(key) = server_key {
+        for (user, link) in samizdat_links(config, host, port, key) {
+            out.push_str(&format!(
+                "user {user} (samizdat client: any app, through `samizdat client LINK`):\n  {link}\n"
+            ));
+        }
     }
     out
 }

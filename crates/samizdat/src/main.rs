@@ -21,6 +21,10 @@ enum Command {
     /// Run an MTProto proxy for Telegram apps (plain, dd and ee secrets);
     /// everything that fails authentication is spliced to a cover site.
     Serve(ServeArgs),
+    /// Run a local proxy (SOCKS5, HTTP, and an endpoint for the Telegram
+    /// app) that carries every app through a samizdat server, given the
+    /// samizdat:// link its operator printed.
+    Client(samizdat::client::ClientArgs),
     /// Print each user's tg:// and t.me links (the ones `serve` prints, for
     /// the same options) and QR codes of them, without starting a server.
     Link(samizdat::link_cmd::LinkArgs),
@@ -31,6 +35,10 @@ enum Command {
     /// The user table shared by a fleet through Redis: add (printing the
     /// new user's links), remove, list. See docs/fleet.md.
     Users(samizdat::fleet::users::UsersArgs),
+    /// Signed server lists: make the list key, sign a list of endpoints,
+    /// check a list (docs/operators.md).
+    #[command(subcommand)]
+    List(samizdat::list_cmd::ListCommand),
     /// A censor in a box, on loopback only (docs/lab.md).
     #[command(subcommand)]
     Lab(LabCommand),
@@ -66,7 +74,9 @@ fn main() -> std::process::ExitCode {
         .init();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Client(args) => client(args),
         Command::Link(args) => samizdat::link_cmd::run(&args),
+        Command::List(command) => samizdat::list_cmd::run(&command),
         Command::Doctor(args) => samizdat::doctor::run(&args),
         Command::Users(args) => samizdat::fleet::users::run(&args),
         Command::Lab(LabCommand::Scorecard { out, svg }) => tokio::runtime::Runtime::new()
@@ -111,6 +121,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        if let (Some(addr), Some(path)) = (server.ws_addr, &server.ws_path) {
+            println!(
+                "WebSocket listener on http://{addr}{path} (for a TLS reverse proxy or CDN in front: docs/fronting.md)"
+            );
+        }
         if config.generated {
             let verb = if created {
                 "generated a new secret and saved it"
@@ -119,7 +134,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             };
             println!("{verb} in {}", state_dir.join("state.toml").display());
         }
-        print!("{}", samizdat::links::render(&config, &host, bound.port()));
+        print!(
+            "{}",
+            samizdat::links::render(&config, &host, bound.port(), server.tunnel_public.as_ref())
+        );
         if let Some(h) = hint {
             println!("note: {h}");
         }
@@ -146,6 +164,22 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(release_memory_after_crowds(server.shared()));
         server.run(stop).await;
         anyhow::Ok(())
+    })
+}
+
+fn client(args: samizdat::client::ClientArgs) -> anyhow::Result<()> {
+    let config = samizdat::client::ClientConfig::load(&args)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let stop = CancellationToken::new();
+        let signals = stop.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            signals.cancel();
+        });
+        samizdat::client::run(config, stop).await
     })
 }
 

@@ -67,35 +67,92 @@ pub fn load_or_create_key(dir: &Path) -> anyhow::Result<(Key, bool)> {
                 getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
             }
             let key = Key(bytes);
-            let existed = dir.exists();
-            std::fs::create_dir_all(dir).map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot create state directory {}: {e}; pass --state-dir DIR",
-                    dir.display()
-                )
-            })?;
-            #[cfg(unix)]
-            if !existed {
-                use std::os::unix::fs::PermissionsExt;
-                let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
-            }
             let text = format!(
                 "# Written by `samizdat serve`. It holds the proxy's secret key: keep it private.\n{}",
                 toml::to_string(&StateFile { key: key.to_hex() })?
             );
-            let tmp = dir.join(format!("{FILE}.tmp"));
-            let mut opts = std::fs::OpenOptions::new();
-            opts.write(true).create(true).truncate(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-            let mut f = opts
-                .open(&tmp)
-                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
+            write_private(dir, FILE, &text)?;
             Ok((key, true))
         }
         Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
     }
+}
+
+/// The file holding the server's static X25519 private key for the
+/// samizdat transport; its public half is in every `samizdat://` link.
+pub const TRANSPORT_FILE: &str = "transport.toml";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransportFile {
+    /// The private key, hex.
+    private_key: String,
+}
+
+/// Loads the transport's static private key from `dir`, or makes and saves
+/// a new one (owner-only file). Changing it invalidates every samizdat link.
+pub fn load_or_create_transport_key(dir: &Path) -> anyhow::Result<[u8; 32]> {
+    let path = dir.join(TRANSPORT_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let file: TransportFile = toml::from_str(&text).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: {e}; fix it, or delete it to generate a new key (every samizdat:// link then changes)",
+                    path.display()
+                )
+            })?;
+            let bytes = hex::decode(file.private_key.trim())
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{}: private_key must be 64 hex characters (a 32-byte X25519 key)",
+                        path.display()
+                    )
+                })?;
+            Ok(bytes)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut key = [0u8; 32];
+            getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+            let text = format!(
+                "# Written by `samizdat serve`: the private key of the samizdat transport.\n# Keep it private; its public half is in every samizdat:// link.\n{}",
+                toml::to_string(&TransportFile {
+                    private_key: hex::encode(key)
+                })?
+            );
+            write_private(dir, TRANSPORT_FILE, &text)?;
+            Ok(key)
+        }
+        Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// Writes `text` to `dir/name` atomically, readable by the owner only,
+/// creating `dir` (owner-only) if needed.
+fn write_private(dir: &Path, name: &str, text: &str) -> anyhow::Result<()> {
+    let existed = dir.exists();
+    std::fs::create_dir_all(dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create state directory {}: {e}; pass --state-dir DIR",
+            dir.display()
+        )
+    })?;
+    #[cfg(unix)]
+    if !existed {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts
+        .open(&tmp)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(name))?;
+    Ok(())
 }

@@ -90,7 +90,11 @@ fn mistakes_name_file_line_key_and_fix() {
         "samizdat: samizdat.toml:2: unknown field `lisen`, expected one of `listen`, `modes`, `domains`, `cover`, \
          `cover_connect`, `public_host`, `state_dir`, `unknown_sni`, `max_clock_behind`, `max_clock_ahead`, \
          `handshake_timeout`, `idle_timeout`, `connect_timeout`, `drain_timeout`, `max_connections`, `threads`, \
-         `log_client_ips`, `metrics`"
+         `log_client_ips`, `metrics`, `tunnel`, `egress_allow`, `ws_listen`, `ws_path`, `ws_public`"
+    );
+    assert_eq!(
+        error_for("[server]\negress_allow = [\"10.0.0.0/33\"]\n"),
+        "samizdat: samizdat.toml:2: server.egress_allow: expected an address prefix such as 10.1.0.0/16 or fd00::/8, got \"10.0.0.0/33\""
     );
     assert_eq!(
         error_for("[server]\nmetrics = \"localhost\"\n"),

@@ -61,11 +61,29 @@ fn parse_link(link: &str) -> (String, u16, Secret) {
     (get("server").to_string(), port, secret)
 }
 
-/// The `(user, label, tg, tme)` blocks of the output.
+/// The `(user, samizdat:// link)` blocks of the output.
+fn samizdat_blocks(stdout: &str) -> Vec<(String, String)> {
+    let lines: Vec<&str> = stdout.lines().collect();
+    let mut out = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        if let Some(user) = l
+            .strip_prefix("user ")
+            .and_then(|r| r.strip_suffix(" (samizdat client):"))
+        {
+            out.push((user.to_string(), lines[i + 1].trim().to_string()));
+        }
+    }
+    out
+}
+
+/// The `(user, label, tg, tme)` blocks of the output (the tg:// ones).
 fn blocks(stdout: &str) -> Vec<(String, String, String, String)> {
     let lines: Vec<&str> = stdout.lines().collect();
     let mut out = Vec::new();
     for (i, l) in lines.iter().enumerate() {
+        if l.ends_with("(samizdat client):") {
+            continue;
+        }
         if let Some(rest) = l.strip_prefix("user ") {
             let (user, label) = rest.split_once(" (").expect("user NAME (FORM):");
             let label = label.strip_suffix("):").expect("ends with ):");
@@ -364,6 +382,7 @@ fn svg_and_png_files_hold_the_link() {
     let args = [
         "--secret",
         EE2,
+        "--no-tunnel",
         "--public-host",
         "proxy.example.org",
         "--qr-svg",
@@ -437,10 +456,23 @@ fn several_links_get_one_file_each() {
         [
             "qr-user1-dd.png",
             "qr-user1-ee-a.example.png",
+            "qr-user1-samizdat.png",
             "qr-user2-dd.png",
-            "qr-user2-ee-a.example.png"
+            "qr-user2-ee-a.example.png",
+            "qr-user2-samizdat.png"
         ]
     );
+    // Each user's samizdat:// link, for `samizdat client`, and its QR code.
+    let sz = samizdat_blocks(&stdout);
+    assert_eq!(sz.len(), 2, "{stdout}");
+    for (user, text) in &sz {
+        let parsed = wire::link::Link::parse(text).expect("the samizdat link parses");
+        assert_eq!(parsed.servers[0].to_string(), "10.0.0.1:443");
+        assert_eq!(parsed.sni, "a.example");
+        let f = dir.path().join(format!("qr-{user}-samizdat.png"));
+        assert_eq!(read_png(&f), vec![text.clone()], "{}", f.display());
+    }
+    assert_ne!(sz[0].1, sz[1].1, "each user has their own link");
     for (user, label, tg, _) in &b {
         assert_eq!(parse_link(tg).0, "10.0.0.1", "the --listen address");
         let form = if label.starts_with("ee") {
@@ -478,7 +510,7 @@ fn terminal_qr_reads_back_into_the_link() {
     assert_eq!(b.len(), 2, "{stdout}");
     let mut found = 0;
     for (i, l) in lines.iter().enumerate() {
-        if !l.starts_with("user ") {
+        if !l.starts_with("user ") || l.ends_with("(samizdat client):") {
             continue;
         }
         // The code follows the two links, up to a blank line.

@@ -133,6 +133,9 @@ pub enum Verdict {
     FakeTls(TlsAccepted),
     /// Relay: the first [`INIT_LEN`] bytes were the init, the rest is data.
     Obfuscated2(Box<O2Accepted>),
+    /// A samizdat client (`docs/transport.md`): answer with the transport's
+    /// server flight, then run a session.
+    Tunnel(Box<crate::tunnel::handshake::Accepted>),
 }
 
 /// Largest first message the classifier waits for: one full TLS record.
@@ -275,6 +278,34 @@ pub fn admit_hello(
         hello,
         record_len,
     })
+}
+
+/// The widest clock difference [`admit_tunnel`] can accept: what to pass to
+/// [`crate::tunnel::handshake::accept`] as its window.
+pub fn tunnel_window(policy: &Policy) -> u64 {
+    policy.max_past.max(policy.max_future)
+}
+
+/// Step 3 for an authenticated samizdat hello: the same time window,
+/// horizon and replay cache as fake-TLS hellos, keyed by the client's
+/// ephemeral key (fresh in every real hello).
+pub fn admit_tunnel(
+    accepted: crate::tunnel::handshake::Accepted,
+    policy: &Policy,
+    now: u64,
+    cache: &mut ReplayCache,
+) -> Verdict {
+    let ts = accepted.client_time;
+    let skew = ts as i64 - now as i64;
+    if ts + policy.max_past < now || ts > now + policy.max_future || ts < cache.horizon() {
+        return Verdict::Cover(CoverReason::BadTimestamp { skew });
+    }
+    let mut key: ReplayKey = [0; 16];
+    key.copy_from_slice(&accepted.replay_key[..16]);
+    if !cache.check_and_insert(key, now) {
+        return Verdict::Cover(CoverReason::Replay);
+    }
+    Verdict::Tunnel(Box::new(accepted))
 }
 
 /// Step 3 for a bare init that matched a key: the replay cache.

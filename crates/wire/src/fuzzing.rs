@@ -2,6 +2,8 @@
 //! test, so both exercise exactly the same code. Each must return without
 //! panicking for any input.
 
+use crate::browser::{Browser, Template};
+use crate::censor::ja;
 use crate::classify::{self, Policy, ReplayState};
 use crate::faketls::{client_hello, records::RecordDecoder};
 use crate::framing;
@@ -78,5 +80,198 @@ pub fn secret(data: &[u8]) {
         if let Ok(s) = Secret::parse(text) {
             assert_eq!(Secret::parse(&s.to_hex()).as_ref(), Ok(&s));
         }
+    }
+}
+
+/// Browser templates: arbitrary bytes as a captured hello must not panic
+/// (and a template that parses must build); a built-in template built with
+/// a server name and filler bytes taken from the input must give a hello the
+/// proxy's parser accepts, with that name and the capture's JA4.
+///
+/// Input: byte 0 picks the browser (bit 0) and the name length (the rest),
+/// then the name, then the filler's bytes (repeated; zeros if none).
+pub fn browser_hello(data: &[u8]) {
+    if let Ok(t) = Template::parse(data) {
+        let _ = t.try_build("example.com", &mut |b| b.fill(0x5a));
+    }
+    let Some((&head, rest)) = data.split_first() else {
+        return;
+    };
+    let browser = Browser::ALL[usize::from(head & 1)];
+    let (name, filler) = rest.split_at(usize::from(head >> 1).min(rest.len()));
+    let sni = String::from_utf8_lossy(name);
+    let mut at = 0;
+    let mut fill = |buf: &mut [u8]| {
+        for b in buf {
+            *b = filler.get(at % filler.len().max(1)).copied().unwrap_or(0);
+            at += 1;
+        }
+    };
+    let template = Template::builtin(browser);
+    let Ok(hello) = template.try_build(&sni, &mut fill) else {
+        let ok = !sni.is_empty()
+            && sni.len() <= crate::browser::MAX_SNI
+            && sni.bytes().all(|b| b.is_ascii_graphic())
+            && sni.parse::<std::net::IpAddr>().is_err();
+        assert!(!ok, "{sni:?} refused");
+        return;
+    };
+    let parsed = client_hello::parse(&hello.record).expect("a built hello parses");
+    assert_eq!(parsed.sni, Some(sni.to_ascii_lowercase()));
+    assert_eq!(
+        client_hello::probe(&hello.record),
+        client_hello::Probe::Record {
+            len: hello.record.len()
+        }
+    );
+    let capture = browser.captures().lines().find(|l| !l.starts_with('#'));
+    let capture = hex::decode(capture.unwrap_or_default()).unwrap_or_default();
+    assert_eq!(ja::ja4(&hello.record), ja::ja4(&capture));
+}
+
+/// The local proxies' request parsers (SOCKS5 greeting, auth and request;
+/// HTTP proxy heads). A message accepted from a longer buffer is accepted
+/// identically from exactly its own bytes and is incomplete one byte
+/// short; a rewritten HTTP head is itself a complete request head.
+pub fn proxy_requests(data: &[u8]) {
+    use crate::{http_proxy, socks5};
+    fn check<T: PartialEq + std::fmt::Debug, E: std::fmt::Debug + PartialEq>(
+        data: &[u8],
+        parse: impl Fn(&[u8]) -> Result<Option<(T, usize)>, E>,
+    ) {
+        if let Ok(Some((value, used))) = parse(data) {
+            assert!(used > 0 && used <= data.len() && used <= socks5::MAX_MESSAGE);
+            assert_eq!(parse(&data[..used]), Ok(Some((value, used))));
+            assert_eq!(parse(&data[..used - 1]), Ok(None));
+        }
+    }
+    check(data, socks5::parse_greeting);
+    check(data, socks5::parse_auth);
+    check(data, socks5::parse_request);
+    if let Ok(Some((req, used))) = http_proxy::parse_request(data) {
+        assert!(used <= data.len() && used <= http_proxy::MAX_HEAD);
+        if let http_proxy::ProxyRequest::Forward { head, .. } = req {
+            let mut headers = [httparse::EMPTY_HEADER; http_proxy::MAX_HEADERS + 2];
+            let mut parsed = httparse::Request::new(&mut headers);
+            assert_eq!(
+                parsed.parse(&head),
+                Ok(httparse::Status::Complete(head.len()))
+            );
+            assert!(parsed.path.is_some_and(|p| p.starts_with('/')));
+        }
+    }
+}
+
+/// The unix time the tunnel fuzz corpus's hellos carry.
+pub const TUNNEL_NOW: u64 = 1_790_000_000;
+/// The tunnel server key the fuzz corpus's hellos are made for.
+pub const TUNNEL_SERVER_KEY: [u8; 32] = [0x5a; 32];
+
+/// Tunnel: the frame decoder and the stream table on arbitrary record
+/// plaintexts. Byte 0 picks the role and the stream limit; every decoded
+/// frame must re-encode to the same bytes, and the table must never hold
+/// more streams than allowed.
+pub fn tunnel_frames(data: &[u8]) {
+    use crate::tunnel::frame::{Frame, Status};
+    use crate::tunnel::mux::{Event, Mux, MuxConfig, Role, INITIAL_WINDOW};
+    let Some((&head, mut rest)) = data.split_first() else {
+        return;
+    };
+    let role = if head & 1 == 0 {
+        Role::Server
+    } else {
+        Role::Client
+    };
+    let max_streams = 1 + usize::from(head >> 1) % 8;
+    let mut mux = Mux::new(
+        role,
+        MuxConfig {
+            window: INITIAL_WINDOW,
+            max_streams,
+        },
+    );
+    if role == Role::Client {
+        for _ in 0..usize::from(head >> 4) {
+            let _ = mux.open(0);
+        }
+    }
+    while !rest.is_empty() {
+        let Ok((frame, used)) = Frame::decode(rest) else {
+            return;
+        };
+        let mut again = Vec::new();
+        frame.encode(&mut again);
+        assert_eq!(Frame::decode(&again).map(|(f, _)| f), Ok(frame.clone()));
+        rest = &rest[used..];
+        match mux.handle(frame) {
+            Ok(Event::Opened { stream, .. }) => {
+                let status = if stream % 4 == 1 {
+                    Status::Ok
+                } else {
+                    Status::NotAllowed
+                };
+                assert!(mux.reply(stream, status));
+            }
+            Ok(Event::Data { stream, data }) => {
+                let _ = mux.consumed(stream, data.len());
+                if data[0] & 1 == 1 {
+                    mux.fin(stream);
+                }
+                if data[0] == 0xff {
+                    mux.reset(stream);
+                }
+            }
+            Ok(_) => {}
+            Err(_) => return,
+        }
+        assert!(mux.active() <= max_streams);
+    }
+}
+
+/// Tunnel: server accept on arbitrary bytes (and, for a hello that
+/// authenticates, the server flight read back by a client); and a client
+/// reading arbitrary bytes as a server flight.
+pub fn tunnel_accept(data: &[u8]) {
+    use crate::tunnel::handshake::{accept, ClientHandshake, ServerKey, UserCredential};
+    use crate::tunnel::FlightShape;
+    let _ = crate::tunnel::locate(data);
+    let key = ServerKey::from_secret(TUNNEL_SERVER_KEY);
+    let cred = UserCredential::from_secret(&FUZZ_KEY);
+    let lookup = |id: &[u8; 8]| (*id == cred.user_id()).then(|| (0, cred.auth_key()));
+    if let Ok(acc) = accept(data, &key, lookup, TUNNEL_NOW, 600) {
+        let shape = FlightShape {
+            records: data.iter().take(6).map(|&b| u16::from(b) * 13).collect(),
+            ..FlightShape::default()
+        };
+        let (flight, _) = acc.respond(&shape, &mut |b| b.fill(7));
+        assert!(flight.len() > 100);
+    }
+    // The same bytes as a server flight, for a client that sent `data`
+    // (when it is a usable hello template).
+    if let Ok((mut client, _)) =
+        ClientHandshake::start(data, &key.public(), &cred, TUNNEL_NOW, &mut |b| b.fill(3))
+    {
+        let _ = client.read_server_flight(data);
+    }
+}
+
+/// Server lists: `data` as a signed text, and `data` as a body signed with
+/// the fuzz key (so the body parser is reached past the signature check).
+/// A body that verifies must sign back to a list that verifies equal.
+pub fn server_list(data: &[u8]) {
+    use crate::server_list::{public_key, sign, sign_body, verify, verify_signature};
+    const SECRET: [u8; 32] = [0x5a; 32];
+    let public = public_key(&SECRET);
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = verify(text, &public, 1_800_000_000, Some(5));
+    }
+    if data.len() > crate::server_list::MAX_TEXT {
+        return;
+    }
+    if let Ok(list) = verify_signature(&sign_body(data, &SECRET), &public) {
+        assert!(!list.endpoints.is_empty());
+        let again = sign(&list, &SECRET).expect("a verified list signs again");
+        assert_eq!(verify_signature(&again, &public).as_ref(), Ok(&list));
+        let _ = list.check(1_800_000_000, Some(5));
     }
 }

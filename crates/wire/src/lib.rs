@@ -14,21 +14,31 @@
 //! | [`cipher`] | AES-256-CTR keystream used by obfuscated2 |
 //! | [`obfuscated2`] | the 64-byte init packet: build (initiator), accept (responder), key derivation |
 //! | [`framing`] | abridged, intermediate and padded-intermediate packet framing |
+//! | [`browser`] | Chrome and Firefox ClientHello templates from captures: fresh GREASE, extension order, real key shares, GREASE ECH |
 //! | [`faketls`] | ClientHello parse and verify, server flight, TLS record codec |
+//! | [`link`] | `samizdat://` links: user secret, server key, servers, cover name, browser template |
+//! | [`server_list`] | signed server lists: Ed25519 over a versioned, bounded body of endpoints; serial, issue and expiry checks |
 //! | [`replay`] | bounded, time-windowed replay cache |
 //! | [`classify`] | the first-flight classifier: need more bytes, send to cover, or authenticated |
 //! | [`users`] | the set of keys a server tries, pre-keyed for HMAC |
+//! | [`socks5`] | SOCKS5 server side: greeting, RFC 1929 auth, CONNECT request, replies |
+//! | [`http_proxy`] | HTTP proxy request heads: `CONNECT` and absolute-form, rewritten to origin-form |
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod browser;
 pub mod censor;
 pub mod cipher;
 pub mod classify;
 pub mod faketls;
 pub mod framing;
 pub mod fuzzing;
+pub mod http_proxy;
+pub mod link;
 pub mod obfuscated2;
 pub mod replay;
 pub mod secret;
+pub mod server_list;
+pub mod socks5;
 pub mod tunnel;
 pub mod users;

@@ -10,13 +10,18 @@ type Target = (&'static str, fn(&[u8]));
 #[test]
 fn corpus_replays_without_panics() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus");
-    let targets: [Target; 6] = [
+    let targets: [Target; 11] = [
         ("client_hello", wire::fuzzing::client_hello),
         ("obfuscated2_init", wire::fuzzing::obfuscated2_init),
         ("framing", wire::fuzzing::framing),
         ("records", wire::fuzzing::records),
         ("classify", wire::fuzzing::classify),
         ("secret", wire::fuzzing::secret),
+        ("browser_hello", wire::fuzzing::browser_hello),
+        ("proxy_requests", wire::fuzzing::proxy_requests),
+        ("tunnel_frames", wire::fuzzing::tunnel_frames),
+        ("tunnel_accept", wire::fuzzing::tunnel_accept),
+        ("server_list", wire::fuzzing::server_list),
     ];
     for (name, run) in targets {
         let dir = root.join(name);

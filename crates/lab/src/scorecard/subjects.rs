@@ -87,6 +87,8 @@ pub struct Samizdat {
     pub addr: SocketAddr,
     /// Its state directory, removed on drop.
     state: PathBuf,
+    /// The `samizdat://` link it printed (for `samizdat client`).
+    pub link: Option<String>,
 }
 
 impl Samizdat {
@@ -102,6 +104,8 @@ impl Samizdat {
             .args(["--modes", modes, "--domain", DOMAIN])
             .args(["--cover", &cover.to_string()])
             .args(["--dc-override", &dc.to_string()])
+            // `samizdat client` subjects reach the echo server on loopback.
+            .args(["--egress-allow", "127.0.0.0/8"])
             .arg("--state-dir")
             .arg(&state)
             .stdin(Stdio::null())
@@ -122,6 +126,7 @@ impl Samizdat {
             child,
             addr: ([127, 0, 0, 1], 0).into(),
             state,
+            link: None,
         };
         loop {
             let line = rx.recv_timeout(Duration::from_secs(20)).map_err(|_| {
@@ -129,6 +134,9 @@ impl Samizdat {
             })?;
             if let Some(rest) = line.strip_prefix("samizdat serving on ") {
                 addr = rest.split(',').next().and_then(|a| a.trim().parse().ok());
+            }
+            if line.trim().starts_with(wire::link::SCHEME) && proc.link.is_none() {
+                proc.link = Some(line.trim().to_string());
             }
             if line.starts_with("cover site:") {
                 break;
@@ -145,6 +153,80 @@ impl Drop for Samizdat {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.state);
     }
+}
+
+/// A `samizdat client` process (SOCKS5 only) for a link; killed on drop.
+pub struct SamizdatClient {
+    child: Child,
+    /// Its SOCKS5 address.
+    pub socks: SocketAddr,
+    /// Its state directory (`pool.toml`), removed on drop.
+    state: PathBuf,
+}
+
+impl SamizdatClient {
+    /// Starts `bin client LINK` with its log discarded, and waits (blocking,
+    /// up to 20 s) for its SOCKS5 address.
+    pub fn start(bin: &Path, link: &str) -> io::Result<SamizdatClient> {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let state =
+            std::env::temp_dir().join(format!("samizdat-lab-client-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&state)?;
+        let mut child = Command::new(bin)
+            .args(["client", link, "--socks", "127.0.0.1:0"])
+            .args(["--http", "off", "--telegram", "off"])
+            .arg("--state-dir")
+            .arg(&state)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut proc = SamizdatClient {
+            child,
+            socks: ([127, 0, 0, 1], 0).into(),
+            state,
+        };
+        loop {
+            let line = rx.recv_timeout(Duration::from_secs(20)).map_err(|_| {
+                io::Error::other("samizdat client printed no SOCKS5 address in 20 s")
+            })?;
+            if let Some(rest) = line.strip_prefix("SOCKS5 proxy on ") {
+                proc.socks = rest
+                    .trim()
+                    .parse()
+                    .map_err(|_| io::Error::other("bad SOCKS5 address"))?;
+                return Ok(proc);
+            }
+        }
+    }
+}
+
+impl Drop for SamizdatClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
+
+/// `link` with its servers replaced by `servers` (loopback middleboxes).
+pub fn link_via(link: &str, servers: &[SocketAddr]) -> io::Result<String> {
+    let mut l = wire::link::Link::parse(link).map_err(io::Error::other)?;
+    l.servers = servers
+        .iter()
+        .map(|a| wire::link::Endpoint::direct(a.ip().to_string(), a.port()))
+        .collect();
+    Ok(l.to_string())
 }
 
 /// A fake Telegram DC on 127.0.0.1 (testkit's), in this runtime.
@@ -235,16 +317,20 @@ pub enum Subject {
     Plain,
     /// An unobfuscated SOCKS5 proxy.
     Socks5,
+    /// The real `samizdat client` (SOCKS5 in front of the samizdat
+    /// transport, Chrome's hello) with a pool of endpoints of one server.
+    Client,
 }
 
 impl Subject {
     /// Every subject, in table order.
-    pub const ALL: [Subject; 5] = [
+    pub const ALL: [Subject; 6] = [
         Subject::EeApps,
         Subject::Ee,
         Subject::Dd,
         Subject::Plain,
         Subject::Socks5,
+        Subject::Client,
     ];
 
     /// Row label.
@@ -255,6 +341,7 @@ impl Subject {
             Subject::Dd => "samizdat dd",
             Subject::Plain => "samizdat plain",
             Subject::Socks5 => "SOCKS5",
+            Subject::Client => "samizdat client (4 endpoints)",
         }
     }
 }
@@ -288,7 +375,7 @@ pub(crate) async fn session(
 ) -> Session {
     let started = Instant::now();
     let r = match subject {
-        Subject::Socks5 => socks5_session(target, payload, stall).await,
+        Subject::Socks5 | Subject::Client => socks5_session(target, payload, stall).await,
         _ => mtproto_session(subject, target.dial, payload, stall).await,
     };
     match r {

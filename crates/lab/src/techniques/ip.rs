@@ -4,6 +4,7 @@ use super::{cidrs, in_any};
 use crate::{Flow, Technique, Verdict};
 use ipnet::IpNet;
 use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
 
 /// Telegram's own prefixes (its AS62041/AS59930 announcements) blocked from
 /// 16 April 2018.
@@ -68,6 +69,67 @@ impl Technique for IpBlock {
         } else {
             Verdict::Pass
         }
+    }
+}
+
+/// An IP block list the test changes while flows run, as a censor
+/// pushing a new list to its routers: [`LiveIpBlock::block`] a range (a
+/// single endpoint as a /32, or a whole prefix) and new flows to it get the
+/// range's action at connect, and established flows get it on the next
+/// segment the server sends (a router's filter drops the packets of old
+/// connections too; an idle flow is cut when its server next speaks).
+/// Clones share the list, so one handle can steer the same technique in
+/// several middleboxes.
+#[derive(Debug, Clone, Default)]
+pub struct LiveIpBlock {
+    /// The blocked ranges and what happens to their flows.
+    ranges: Arc<RwLock<Vec<(IpNet, Verdict)>>>,
+}
+
+impl LiveIpBlock {
+    /// An empty list: everything passes.
+    pub fn new() -> LiveIpBlock {
+        LiveIpBlock::default()
+    }
+    /// Blocks `range` with `action` ([`Verdict::Drop`]: a blackhole;
+    /// [`Verdict::Reset`]).
+    pub fn block(&self, range: IpNet, action: Verdict) {
+        let mut list = self.ranges.write().unwrap_or_else(|p| p.into_inner());
+        list.retain(|(r, _)| *r != range);
+        list.push((range, action));
+    }
+    /// Lifts the block of exactly `range`.
+    pub fn unblock(&self, range: IpNet) {
+        let mut list = self.ranges.write().unwrap_or_else(|p| p.into_inner());
+        list.retain(|(r, _)| *r != range);
+    }
+    /// Lifts every block.
+    pub fn clear(&self) {
+        self.ranges
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+    /// The most severe action of the ranges holding `addr` (`Pass` if none).
+    pub fn verdict(&self, addr: IpAddr) -> Verdict {
+        let list = self.ranges.read().unwrap_or_else(|p| p.into_inner());
+        list.iter()
+            .filter(|(r, _)| r.contains(&addr))
+            .map(|(_, v)| *v)
+            .max_by_key(|v| v.severity())
+            .unwrap_or(Verdict::Pass)
+    }
+}
+
+impl Technique for LiveIpBlock {
+    fn name(&self) -> &'static str {
+        "ip-block"
+    }
+    fn on_connect(&self, flow: &Flow) -> Verdict {
+        self.verdict(flow.server.ip())
+    }
+    fn on_downstream(&self, flow: &Flow, _total: u64) -> Verdict {
+        self.verdict(flow.server.ip())
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! | technique | type | censor |
 //! |---|---|---|
-//! | 1 | [`IpBlock`], [`collateral_damage`] | Russia, April 2018: Telegram's and then cloud providers' prefixes |
+//! | 1 | [`IpBlock`], [`LiveIpBlock`] (changed at run time), [`collateral_damage`] | Russia, April 2018: Telegram's and then cloud providers' prefixes |
 //! | 2 | [`SniFilter`] | SNI blocking; Russia's March 2021 Twitter throttle and its `t.co` substring rule |
 //! | 3 | [`Fet`] | China 2021–2023, fully encrypted traffic (Wu et al. 2023) and the 3-tuple residual block |
 //! | 4 | [`Fingerprint`] | JA3/JA4 blocklists (Telegram apps' JA4 shipped) |
@@ -20,7 +20,7 @@ pub use allowlist::{ProtocolAllowlist, Whitelist};
 pub use fet::{Fet, ResidualBlock};
 pub use fingerprint::Fingerprint;
 pub use freeze::Freeze;
-pub use ip::{collateral_damage, CollateralReport, IpBlock};
+pub use ip::{collateral_damage, CollateralReport, IpBlock, LiveIpBlock};
 pub use sni::{SniFilter, SniRule};
 
 use ipnet::IpNet;

@@ -287,7 +287,8 @@ fn describe_shape(s: &ServerShape) -> String {
         .map(|t| shape::extension_name(*t))
         .collect();
     let mut text = format!("ServerHello [{}]", exts.join(", "));
-    if let Some(n) = s.first_encrypted {
+    // Only the first: the capture runs on into the HTTP answer.
+    if let Some(n) = s.encrypted.first() {
         text.push_str(&format!(", first encrypted record {n} bytes"));
     }
     text

@@ -275,7 +275,7 @@ pub fn run(args: &UsersArgs) -> anyhow::Result<()> {
                 };
                 let (host, hint) = crate::links::link_host(&shown_config, addr);
                 println!("added user {name} to the shared table at {shown}");
-                print!("{}", crate::links::render(&shown_config, &host, addr.port()));
+                print!("{}", crate::links::render(&shown_config, &host, addr.port(), None));
                 if let Some(h) = hint {
                     eprintln!("note: {h}");
                 }

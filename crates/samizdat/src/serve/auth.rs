@@ -137,6 +137,9 @@ pub(super) async fn decide(buf: &[u8], shared: &Shared, snap: &Snapshot, peer: I
         Inspected::Cover(reason) => Verdict::Cover(reason),
         Inspected::Hello { hello, record_len } => {
             let record = &buf[..record_len];
+            if let Some(verdict) = tunnel(record, shared, snap) {
+                return verdict;
+            }
             let candidates = snap.auth.candidates(peer, hello.sni.as_deref());
             let found = search(candidates, |chunk| {
                 classify::find_hello_user(record, &hello, users, chunk.iter().copied())
@@ -210,6 +213,37 @@ pub(super) async fn decide(buf: &[u8], shared: &Shared, snap: &Snapshot, peer: I
             }
             verdict
         }
+    }
+}
+
+/// The samizdat transport's check, tried before any MTProto key: one
+/// X25519 operation and a hash-map lookup (`docs/transport.md`). `None`
+/// when the hello is not a samizdat client's, so the MTProto search runs.
+/// The WebSocket listener runs the same check on the hello it carries.
+pub(super) fn tunnel(record: &[u8], shared: &Shared, snap: &Snapshot) -> Option<Verdict> {
+    use wire::tunnel::handshake::{accept, Reject};
+    let key = shared.tunnel_key.as_ref().filter(|_| snap.config.tunnel)?;
+    let policy = &snap.config.policy;
+    let now = unix_now();
+    // The window is checked by `admit_tunnel`, with the horizon and skew.
+    match accept(
+        record,
+        key,
+        |id| snap.tunnel.get(id).copied(),
+        now,
+        u64::MAX,
+    ) {
+        Ok(accepted) => {
+            let mut replay = shared.replay.lock().unwrap_or_else(|p| p.into_inner());
+            Some(classify::admit_tunnel(
+                accepted,
+                policy,
+                now,
+                &mut replay.tls,
+            ))
+        }
+        Err(Reject::UnknownUser | Reject::BadMac) => Some(Verdict::Cover(CoverReason::BadHmac)),
+        Err(_) => None,
     }
 }
 

@@ -24,6 +24,8 @@ enum Decision {
     Cover(CoverReason),
     Tls(classify::TlsAccepted),
     Bare(Box<classify::O2Accepted>),
+    /// A samizdat client (the transport of `docs/transport.md`).
+    Tunnel(Box<wire::tunnel::handshake::Accepted>),
     /// The client reset or the server is shutting down.
     Gone,
 }
@@ -88,6 +90,7 @@ pub(super) async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shar
             Verdict::Cover(reason) => break Decision::Cover(reason),
             Verdict::FakeTls(acc) => break Decision::Tls(acc),
             Verdict::Obfuscated2(acc) => break Decision::Bare(acc),
+            Verdict::Tunnel(acc) => break Decision::Tunnel(acc),
         }
         let event = tokio::select! {
             r = read_some(&client, &mut first, MAX_FIRST_FLIGHT + 1) => Event::Read(r),
@@ -159,6 +162,15 @@ pub(super) async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shar
             shared.metrics.handshake("ok_tls");
             serve_tls(client, acc, deadline, &shared, &snap, admission).await;
         }
+        Decision::Tunnel(acc) => {
+            drop(cover);
+            // A client sends nothing after its hello until our flight, but
+            // keep whatever did follow the hello record.
+            let record_len = 5 + usize::from(u16::from_be_bytes([first[3], first[4]]));
+            let leftover = first.split_off(record_len.min(first.len()));
+            drop(first);
+            super::tunnel::run(client, *acc, leftover, peer, &shared, &snap).await;
+        }
         Decision::Bare(acc) => {
             drop(cover);
             shared
@@ -180,7 +192,7 @@ pub(super) async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shar
 /// Applies the user's limits to a connection that authenticated. A refused
 /// connection is closed (the peer proved it holds the key, so this reveals
 /// nothing to a prober) and logged by user name.
-async fn admit(
+pub(super) async fn admit(
     shared: &Shared,
     snap: &Snapshot,
     user: usize,
@@ -549,7 +561,7 @@ async fn serve_dc(
 }
 
 /// 64 random bytes that may be sent bare (spec §2.2).
-fn safe_random() -> [u8; INIT_LEN] {
+pub(super) fn safe_random() -> [u8; INIT_LEN] {
     let mut r = [0u8; INIT_LEN];
     loop {
         let _ = getrandom::fill(&mut r);

@@ -5,11 +5,14 @@
 pub mod auth;
 pub mod cover;
 pub mod dc;
+pub mod flight_shape;
 pub mod pool;
 pub mod relay;
 pub mod users;
 
 mod connection;
+mod tunnel;
+mod websocket;
 
 use crate::config::{ServeConfig, DEFAULT_PORT, FALLBACK_PORT};
 use std::net::SocketAddr;
@@ -117,6 +120,11 @@ pub struct Shared {
     pub stats: Stats,
     /// Prometheus metrics (exported only with `--metrics`).
     pub metrics: crate::metrics::Metrics,
+    /// The samizdat transport's static key (from the state directory), if
+    /// the transport is on.
+    pub tunnel_key: Option<wire::tunnel::handshake::ServerKey>,
+    /// The cover site's TLS answer, as samizdat clients get it.
+    pub flight_shape: Arc<flight_shape::LearnedShape>,
     last_cover_warning: AtomicU64,
     last_skew_warning: AtomicU64,
     /// Set when accepting stopped (SIGTERM): `/readyz` says 503.
@@ -154,9 +162,11 @@ impl Shared {
             || config.state_dir != old.config.state_dir
             || config.max_connections != old.config.max_connections
             || config.fleet != old.config.fleet
+            || config.ws_listen != old.config.ws_listen
+            || config.ws_path != old.config.ws_path
         {
             notes.push(
-                "listen, metrics, threads, state_dir, max_connections and [fleet] change only on restart"
+                "listen, metrics, threads, state_dir, max_connections, [fleet], ws_listen and ws_path change only on restart"
                     .to_string(),
             );
         }
@@ -350,6 +360,15 @@ pub struct Server {
     metrics_listener: Option<std::net::TcpListener>,
     /// The bound `--metrics` address, if any.
     pub metrics_addr: Option<SocketAddr>,
+    /// The samizdat transport's public key (for `samizdat://` links), if
+    /// the transport is on.
+    pub tunnel_public: Option<[u8; 32]>,
+    /// The `--ws-listen` listener (plain HTTP, WebSocket upgrades).
+    ws_listener: Option<TcpListener>,
+    /// Its bound address, if any.
+    pub ws_addr: Option<SocketAddr>,
+    /// The path it upgrades (`--ws-path`, or derived from the key).
+    pub ws_path: Option<String>,
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -422,6 +441,23 @@ impl Server {
             crate::fleet::Backend::InProcess => load_usage(&config.state_dir)?,
             crate::fleet::Backend::Redis(_) => Default::default(),
         };
+        let tunnel_key = if config.tunnel {
+            let secret = crate::state::load_or_create_transport_key(&config.state_dir)?;
+            Some(wire::tunnel::handshake::ServerKey::from_secret(secret))
+        } else {
+            None
+        };
+        let tunnel_public = tunnel_key.as_ref().map(|k| k.public());
+        let (ws_listener, ws_path) = match (config.ws_listen, &tunnel_public) {
+            (Some(a), Some(public)) => {
+                let l = bind(a).map_err(|e| {
+                    anyhow::anyhow!("--ws-listen {a}: cannot listen: {e}{}", bind_hint(&e))
+                })?;
+                (Some(l), Some(crate::links::ws_path(&config, public)))
+            }
+            _ => (None, None),
+        };
+        let ws_addr = ws_listener.as_ref().and_then(|l| l.local_addr().ok());
         let shutdown = CancellationToken::new();
         let base = Mutex::new(config.clone());
         let shared = Arc::new(Shared {
@@ -440,6 +476,8 @@ impl Server {
             shutdown,
             stats: Stats::default(),
             metrics,
+            tunnel_key,
+            flight_shape: Arc::default(),
             last_cover_warning: AtomicU64::new(0),
             last_skew_warning: AtomicU64::new(0),
             draining: std::sync::atomic::AtomicBool::new(false),
@@ -450,6 +488,10 @@ impl Server {
             addrs,
             metrics_listener,
             metrics_addr,
+            tunnel_public,
+            ws_listener,
+            ws_addr,
+            ws_path,
         })
     }
 
@@ -517,10 +559,33 @@ impl Server {
                 }
             }
         });
+        if self.shared.tunnel_key.is_some() {
+            let shared = self.shared.clone();
+            tracker.spawn(flight_shape::run(
+                self.shared.flight_shape.clone(),
+                move || {
+                    let snap = shared.snapshot();
+                    let sni = snap
+                        .config
+                        .policy
+                        .domains
+                        .first()
+                        .cloned()
+                        .unwrap_or_default();
+                    (snap.config.cover.clone(), sni)
+                },
+                stop.clone(),
+            ));
+        }
         if let Some(l) = self.metrics_listener {
             self.shared.spawn_metrics(l, &tracker, stop.clone());
         }
-        for listener in self.listeners {
+        let ws = self
+            .ws_listener
+            .zip(self.ws_path.map(Arc::<str>::from))
+            .map(|(l, path)| (l, Some(path)));
+        let plain = self.listeners.into_iter().map(|l| (l, None));
+        for (listener, ws_path) in plain.chain(ws) {
             let shared = self.shared.clone();
             let limit = limit.clone();
             let stop = stop.clone();
@@ -552,11 +617,17 @@ impl Server {
                         continue;
                     };
                     let shared = shared.clone();
+                    let ws_path = ws_path.clone();
                     conns.spawn(async move {
                         shared.stats.active.fetch_add(1, Ordering::Relaxed);
                         let open =
                             crate::metrics::GaugeGuard::new(&shared.metrics.connections_active);
-                        connection::handle(stream, peer, shared.clone()).await;
+                        match ws_path {
+                            None => connection::handle(stream, peer, shared.clone()).await,
+                            Some(path) => {
+                                websocket::handle(stream, peer, shared.clone(), path).await
+                            }
+                        }
                         drop(open);
                         shared.stats.active.fetch_sub(1, Ordering::Relaxed);
                         drop(permit);

@@ -246,6 +246,9 @@ pub struct Snapshot {
     pub auth: super::auth::AuthIndex,
     /// Live state per user, same order as `users`.
     pub states: Vec<Arc<UserState>>,
+    /// Samizdat-transport user id → (user index, auth key); empty when the
+    /// transport is off.
+    pub tunnel: HashMap<[u8; 8], (usize, [u8; 32])>,
 }
 
 impl Snapshot {
@@ -287,11 +290,25 @@ impl Snapshot {
                 }
             })
             .collect();
+        let tunnel = if config.tunnel {
+            config
+                .users
+                .iter()
+                .enumerate()
+                .map(|(i, u)| {
+                    let cred = wire::tunnel::handshake::UserCredential::from_secret(&u.key.0);
+                    (cred.user_id(), (i, cred.auth_key()))
+                })
+                .collect()
+        } else {
+            HashMap::new()
+        };
         Snapshot {
             config,
             users,
             auth,
             states,
+            tunnel,
         }
     }
 

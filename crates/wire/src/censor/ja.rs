@@ -173,6 +173,27 @@ pub fn ja3(record: &[u8]) -> Option<String> {
     Some(hex::encode(Md5::digest(ja3_string(record)?.as_bytes())))
 }
 
+/// JA3N, the normalised JA3: the [`ja3_string`] with its extension list
+/// sorted ascending, so it stays the same across Chrome's per-connection
+/// extension permutation (which gives a new JA3 on every connection).
+pub fn ja3n_string(record: &[u8]) -> Option<String> {
+    let mut h = parse(record)?;
+    h.extensions.sort_unstable();
+    Some(format!(
+        "{},{},{},{},{}",
+        h.legacy_version,
+        join(&h.ciphers, "-"),
+        join(&h.extensions, "-"),
+        join(&h.groups, "-"),
+        join(&h.point_formats, "-"),
+    ))
+}
+
+/// JA3N: the lowercase hex MD5 of [`ja3n_string`].
+pub fn ja3n(record: &[u8]) -> Option<String> {
+    Some(hex::encode(Md5::digest(ja3n_string(record)?.as_bytes())))
+}
+
 /// JA4's two-character TLS version (JA4.md, "TLS and DTLS Version"): the
 /// highest supported_versions entry if the extension is there, else the
 /// ClientHello's legacy_version.

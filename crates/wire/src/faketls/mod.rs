@@ -9,6 +9,7 @@ pub mod client;
 pub mod client_hello;
 pub mod records;
 pub mod server_flight;
+pub mod server_shape;
 
 /// Record type: handshake.
 pub const HANDSHAKE: u8 = 0x16;

@@ -1,0 +1,388 @@
+//! What the samizdat transport costs, against baselines measured in the same
+//! run on 127.0.0.1 only.
+//!
+//! `cargo build --release -p samizdat && cargo run --release -p samizdat --example transport_bench`
+//!
+//! - **bulk**: downloads through `samizdat client` (SOCKS5) → `samizdat
+//!   serve` → a local source, one stream and 32 parallel streams, against a
+//!   plain TCP copy relay (64 KiB buffers) carrying the same bytes. Figures:
+//!   wall-clock GB/s and GB per CPU-second of the system under test (client +
+//!   server processes, or the relay thread), and their ratio.
+//! - **handshakes**: transport handshakes per CPU-second of `serve` (hello →
+//!   flight verified → key confirmation), against the fake-TLS (`ee`)
+//!   handshakes of the same server (whose DC is a fake DC on loopback, so
+//!   each of those also costs a DC connection).
+//!
+//! Counts and durations are bounded; every process is killed at the end.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use wire::link::Link;
+
+const KEY: &str = "5a0123456789abcdef0123456789abcd";
+const DOMAIN: &str = "bench.localhost";
+
+/// CPU time of a process (user + system, all threads), from /proc.
+fn cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // utime, stime are fields 14 and 15 of the line: 12 and 13 after ')'
+    // and the state letter (which does not parse as a number).
+    let ticks = f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+/// CPU time of this thread.
+fn thread_cpu() -> Duration {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    let ns: u64 = text
+        .split_whitespace()
+        .next()
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(0);
+    Duration::from_nanos(ns)
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/release/examples/transport_bench → target/release/samizdat
+    exe.parent().unwrap().parent().unwrap().join("samizdat")
+}
+
+/// Spawns and returns the stdout lines up to (and including) the first
+/// line for which `last` is true.
+fn spawn(args: &[String], last: impl Fn(&str) -> bool) -> (Proc, Vec<String>) {
+    let mut child = Command::new(bin())
+        .args(args)
+        .env("SAMIZDAT_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("run target/release/samizdat (cargo build --release -p samizdat first)");
+    let out = child.stdout.take().unwrap();
+    let mut lines = Vec::new();
+    for line in BufReader::new(out).lines().map_while(Result::ok) {
+        let done = last(&line);
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    (Proc(child), lines)
+}
+
+/// A source: every connection gets `n` bytes (n = the u64 it sends first).
+async fn source() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut n = [0u8; 8];
+                if s.read_exact(&mut n).await.is_err() {
+                    return;
+                }
+                let mut left = u64::from_be_bytes(n);
+                let chunk = vec![0x5au8; 256 * 1024];
+                while left > 0 {
+                    let k = left.min(chunk.len() as u64) as usize;
+                    if s.write_all(&chunk[..k]).await.is_err() {
+                        return;
+                    }
+                    left -= k as u64;
+                }
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// A plain copy relay with 64 KiB buffers on its own thread (the
+/// baseline); returns its address and a handle reading its thread's CPU.
+fn plain_relay(
+    upstream: SocketAddr,
+) -> (
+    SocketAddr,
+    std::sync::mpsc::Receiver<Duration>,
+    std::sync::mpsc::Sender<()>,
+) {
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (cpu_tx, cpu_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addr_tx.send(l.local_addr().unwrap()).unwrap();
+            let stop = tokio::task::spawn_blocking(move || {
+                let _ = stop_rx.recv();
+            });
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    r = l.accept() => {
+                        let Ok((mut c, _)) = r else { continue };
+                        tokio::spawn(async move {
+                            let Ok(mut u) = TcpStream::connect(upstream).await else { return };
+                            let _ = tokio::io::copy_bidirectional_with_sizes(&mut c, &mut u, 65536, 65536).await;
+                        });
+                    }
+                    _ = &mut stop => break,
+                }
+            }
+            cpu_tx.send(thread_cpu()).unwrap();
+        });
+    });
+    (addr_rx.recv().unwrap(), cpu_rx, stop_tx)
+}
+
+/// Downloads `n` bytes over `s` (already connected to the source).
+async fn pull(mut s: TcpStream, n: u64) -> u64 {
+    s.write_all(&n.to_be_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut got = 0u64;
+    loop {
+        let k = s.read(&mut buf).await.unwrap();
+        if k == 0 {
+            break;
+        }
+        got += k as u64;
+    }
+    assert_eq!(got, n, "short download");
+    got
+}
+
+async fn socks(socks: SocketAddr, to: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(socks).await.unwrap();
+    s.write_all(&[5, 1, 0]).await.unwrap();
+    let mut m = [0u8; 2];
+    s.read_exact(&mut m).await.unwrap();
+    let mut req = vec![5, 1, 0, 1];
+    if let SocketAddr::V4(v4) = to {
+        req.extend(v4.ip().octets());
+    }
+    req.extend(to.port().to_be_bytes());
+    s.write_all(&req).await.unwrap();
+    let mut reply = [0u8; 10];
+    s.read_exact(&mut reply).await.unwrap();
+    assert_eq!(reply[1], 0, "SOCKS CONNECT refused");
+    s
+}
+
+/// Runs `streams` parallel downloads of `each` bytes via `connect`;
+/// returns the wall time.
+async fn run<F, Fut>(streams: usize, each: u64, connect: F) -> Duration
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = TcpStream> + Send + 'static,
+{
+    let t = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..streams {
+        let c = connect();
+        set.spawn(async move { pull(c.await, each).await });
+    }
+    while let Some(r) = set.join_next().await {
+        r.unwrap();
+    }
+    t.elapsed()
+}
+
+fn gb(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / 1e9 / d.as_secs_f64().max(1e-9)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let src = source().await;
+    // Every DC id goes to a fake DC on loopback: nothing leaves 127.0.0.1.
+    let dc = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        tokio::spawn(testkit::fake_dc::serve(l, events, false));
+        addr
+    };
+    let state = tempfile::tempdir().unwrap();
+    let (server, lines) = spawn(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--secret",
+            KEY,
+            "--domain",
+            DOMAIN,
+            "--cover",
+            "127.0.0.1:9",
+            "--egress-allow",
+            "127.0.0.0/8",
+            "--state-dir",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([state.path().display().to_string()])
+        .chain(["--dc-override".to_string(), dc.to_string()])
+        .collect::<Vec<_>>(),
+        |l| l.starts_with("cover site:"),
+    );
+    let link = lines
+        .iter()
+        .find_map(|l| Link::parse(l.trim()).ok())
+        .expect("serve printed a samizdat:// link");
+    let cstate = tempfile::tempdir().unwrap();
+    let (client, lines) = spawn(
+        &[
+            "client".to_string(),
+            link.to_string(),
+            "--socks".into(),
+            "127.0.0.1:0".into(),
+            "--http".into(),
+            "off".into(),
+            "--telegram".into(),
+            "off".into(),
+            "--state-dir".into(),
+            cstate.path().display().to_string(),
+        ],
+        |l| l.starts_with("SOCKS5 proxy on "),
+    );
+    let socks_addr: SocketAddr = lines
+        .last()
+        .and_then(|l| l.strip_prefix("SOCKS5 proxy on "))
+        .and_then(|a| a.parse().ok())
+        .expect("SOCKS5 address");
+    // Warm up the session.
+    run(1, 1 << 20, || socks(socks_addr, src)).await;
+
+    println!("| workload | path | wall GB/s | GB per CPU-second | ratio to plain relay (CPU) |");
+    println!("|---|---|---|---|---|");
+    let mut per_hop = Vec::new();
+    for (streams, each) in [(1usize, 1u64 << 30), (32, 32 << 20)] {
+        let total = streams as u64 * each;
+        // Baseline: the plain relay.
+        let (relay, cpu_rx, stop) = plain_relay(src);
+        let wall = run(streams, each, || async move {
+            TcpStream::connect(relay).await.unwrap()
+        })
+        .await;
+        let _ = stop.send(());
+        let relay_cpu = cpu_rx.recv().unwrap();
+        let base = gb(total, relay_cpu);
+        println!(
+            "| {streams} × {} MiB | plain TCP relay | {:.2} | {:.2} | 1.00 |",
+            each >> 20,
+            gb(total, wall),
+            base
+        );
+        // Samizdat client + server: two relays in series, each with AEAD.
+        let (c0, s0) = (cpu(client.0.id()), cpu(server.0.id()));
+        let wall = run(streams, each, || socks(socks_addr, src)).await;
+        let (c1, s1) = (cpu(client.0.id()) - c0, cpu(server.0.id()) - s0);
+        let used = c1 + s1;
+        let ours = gb(total, used);
+        per_hop.push((streams, each, gb(total, c1) / base, gb(total, s1) / base));
+        println!(
+            "| {streams} × {} MiB | samizdat client + serve | {:.2} | {:.2} | {:.2} |",
+            each >> 20,
+            gb(total, wall),
+            ours,
+            ours / base
+        );
+    }
+
+    println!();
+    println!("| workload | client alone, ratio to plain relay (CPU) | serve alone, ratio to plain relay (CPU) |");
+    println!("|---|---|---|");
+    for (streams, each, c, s) in per_hop {
+        println!("| {streams} × {} MiB | {c:.2} | {s:.2} |", each >> 20);
+    }
+
+    // Handshakes per CPU-second of serve: transport vs fake-TLS.
+    let n = 2000;
+    let before = cpu(server.0.id());
+    let t = Instant::now();
+    for _ in 0..n {
+        transport_handshake(link.servers[0].port, &link).await;
+    }
+    let (wall_t, cpu_t) = (t.elapsed(), cpu(server.0.id()) - before);
+    let secret = wire::secret::Secret::parse(&format!("ee{KEY}{}", hex::encode(DOMAIN))).unwrap();
+    let addr: SocketAddr = ([127, 0, 0, 1], link.servers[0].port).into();
+    let before = cpu(server.0.id());
+    let t = Instant::now();
+    for _ in 0..n {
+        let _ =
+            testkit::client::Client::connect(addr, &secret, &testkit::client::Options::default())
+                .await;
+    }
+    let (wall_e, cpu_e) = (t.elapsed(), cpu(server.0.id()) - before);
+    println!();
+    println!("| handshakes ({n}, sequential) | per wall-second | per CPU-second of serve |");
+    println!("|---|---|---|");
+    println!(
+        "| samizdat transport (Noise NK, Chrome hello) | {:.0} | {:.0} |",
+        n as f64 / wall_t.as_secs_f64(),
+        n as f64 / cpu_t.as_secs_f64().max(1e-3)
+    );
+    println!(
+        "| MTProto fake-TLS (`ee`) | {:.0} | {:.0} |",
+        n as f64 / wall_e.as_secs_f64(),
+        n as f64 / cpu_e.as_secs_f64().max(1e-3)
+    );
+    drop(client);
+    drop(server);
+}
+
+/// One transport handshake: hello, flight, key confirmation; then close.
+async fn transport_handshake(port: u16, link: &Link) {
+    use wire::tunnel::handshake::{ClientHandshake, Progress, UserCredential};
+    let built = wire::browser::Template::builtin(wire::browser::Browser::Chrome)
+        .build(&link.sni, &mut |b| getrandom::fill(b).unwrap());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (mut hs, hello) = ClientHandshake::start(
+        &built.record,
+        &link.server_key,
+        &UserCredential::from_secret(&link.secret.0),
+        now,
+        &mut |b| getrandom::fill(b).unwrap(),
+    )
+    .unwrap();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(&hello).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let k = s.read(&mut chunk).await.unwrap();
+        assert!(k > 0, "server closed during the handshake");
+        buf.extend_from_slice(&chunk[..k]);
+        if let Progress::Done { reply, .. } = hs.read_server_flight(&buf).unwrap() {
+            s.write_all(&reply).await.unwrap();
+            return;
+        }
+    }
+}

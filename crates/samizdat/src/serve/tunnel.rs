@@ -1,0 +1,358 @@
+//! A samizdat client's connection after its hello authenticated: answer
+//! with a flight shaped like the cover site's, then run a multiplexed
+//! session whose streams go out through the egress policy (or to a Telegram
+//! DC through the same routing the MTProto path uses). See
+//! `docs/transport.md`.
+
+use super::relay;
+use super::users::{Admission, Snapshot, UserState};
+use super::Shared;
+use crate::proxy::egress::{DirectDialer, EgressPolicy};
+use crate::proxy::{BoxIo, Dialer, OpenError, OpenFuture};
+use crate::tunnel::{IncomingStream, Session, SessionConfig, Status};
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+use wire::cipher::Ctr;
+use wire::obfuscated2::{self, Tag, INIT_LEN};
+use wire::tunnel::handshake::Accepted;
+use wire::tunnel::Destination;
+
+/// Most streams one session may have open on the server at once; the
+/// session's own limit refuses more before they get here.
+const STREAM_BUF: usize = 64 * 1024;
+
+/// A samizdat client whose hello authenticated, on either listener (TCP,
+/// or a WebSocket carrier): applies the user's limits, then serves it.
+pub(super) async fn run<S>(
+    client: S,
+    acc: Accepted,
+    leftover: Vec<u8>,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+    snap: &Arc<Snapshot>,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let Some(admission) = super::connection::admit(shared, snap, acc.user, peer).await else {
+        return;
+    };
+    shared.metrics.handshake("ok_tunnel");
+    serve(client, acc, leftover, shared, snap, admission).await;
+}
+
+/// Serves one authenticated samizdat client until its session ends, the
+/// user is removed or expires, or the server shuts down.
+async fn serve<S>(
+    mut client: S,
+    acc: Accepted,
+    leftover: Vec<u8>,
+    shared: &Arc<Shared>,
+    snap: &Arc<Snapshot>,
+    admission: Admission,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let shape = shared.flight_shape.ready().await;
+    let mut fill = |b: &mut [u8]| {
+        let _ = getrandom::fill(b);
+    };
+    let (flight, established) = acc.respond(&shape, &mut fill);
+    let sent = async {
+        client.write_all(&flight).await?;
+        client.flush().await
+    };
+    if sent.await.is_err() {
+        return;
+    }
+    drop(flight);
+    let user = admission.user.clone();
+    let name = user.name.clone();
+    let user_metrics = shared.metrics.user(&name);
+    user_metrics.connections.inc();
+    let _user_open = crate::metrics::GaugeGuard::new(&user_metrics.active);
+    let (session, mut incoming) =
+        Session::server(client, leftover, established, SessionConfig::default());
+    let dialer: Arc<dyn Dialer> = Arc::new(egress_dialer(shared, snap));
+    let mut streams = JoinSet::new();
+    loop {
+        tokio::select! {
+            next = incoming.next() => match next {
+                Some(stream) => {
+                    streams.spawn(serve_stream(stream, dialer.clone(), user.clone()));
+                }
+                None => break,
+            },
+            Some(_) = streams.join_next(), if !streams.is_empty() => {}
+            _ = user.ended.cancelled() => {
+                tracing::info!(user = %name, "user removed, expired or out of quota; their samizdat session ends");
+                break;
+            }
+            _ = shared.shutdown.cancelled() => break,
+        }
+    }
+    // Dropping the session and aborting the streams closes every socket.
+    streams.shutdown().await;
+    drop(session);
+    drop(admission);
+    tracing::debug!(user = %name, "samizdat session ended");
+}
+
+/// The egress dialer for this configuration: the policy with the
+/// operator's exceptions, and Telegram DCs through the DC table.
+fn egress_dialer(shared: &Arc<Shared>, snap: &Arc<Snapshot>) -> DirectDialer {
+    let mut dialer = DirectDialer::new(EgressPolicy::with_allow(snap.config.egress_allow.clone()));
+    dialer.connect_timeout = snap.config.connect_timeout;
+    dialer.telegram = Some(Arc::new(DcDialer {
+        shared: shared.clone(),
+        snap: snap.clone(),
+    }));
+    dialer
+}
+
+/// One stream: connect where it asks (or refuse with the reason), then
+/// relay, charging the user's quota and bandwidth for both directions.
+async fn serve_stream(mut stream: IncomingStream, dialer: Arc<dyn Dialer>, user: Arc<UserState>) {
+    let dest = stream.destination().clone();
+    let first = stream.take_first();
+    if user.charge(first.len()).is_err() {
+        stream.refuse(Status::NotAllowed);
+        return;
+    }
+    match dialer.open(dest.clone(), first).await {
+        Ok(remote) => {
+            let mut local = Metered::new(stream.accept(), user.clone());
+            let mut remote = Metered::new(remote, user);
+            let r = tokio::io::copy_bidirectional_with_sizes(
+                &mut local,
+                &mut remote,
+                STREAM_BUF,
+                STREAM_BUF,
+            )
+            .await;
+            tracing::trace!(result = ?r.map_err(|e| e.kind()), "stream ended");
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "stream refused");
+            stream.refuse(Status::from_code(e.code()));
+        }
+    }
+}
+
+/// Charges every byte read through it to the user: the quota ends the
+/// stream, the bandwidth limit delays the next read.
+struct Metered<T> {
+    inner: T,
+    user: Arc<UserState>,
+    wait: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> Metered<T> {
+    fn new(inner: T, user: Arc<UserState>) -> Self {
+        Metered {
+            inner,
+            user,
+            wait: None,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Metered<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if let Some(wait) = self.wait.as_mut() {
+            ready!(wait.as_mut().poll(cx));
+            self.wait = None;
+        }
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        let n = buf.filled().len() - before;
+        match self.user.charge(n) {
+            Ok(delay) if !delay.is_zero() => {
+                self.wait = Some(Box::pin(tokio::time::sleep(delay)));
+            }
+            Ok(_) => {}
+            Err(_) => return Poll::Ready(Err(io::Error::other("the user's quota is used up"))),
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Metered<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Reaches a Telegram DC for a stream that names one: the same table,
+/// overrides and deadline as the MTProto path, and our own obfuscated2
+/// toward the DC. The stream carries the client's MTProto packets in the
+/// tag's framing; this side encrypts and decrypts them for the DC.
+struct DcDialer {
+    shared: Arc<Shared>,
+    snap: Arc<Snapshot>,
+}
+
+impl Dialer for DcDialer {
+    fn open(&self, dest: Destination, first: Vec<u8>) -> OpenFuture<'_> {
+        Box::pin(async move {
+            let Destination::Telegram { dc, tag } = dest else {
+                return Err(OpenError::NotAllowed);
+            };
+            let addrs = self.snap.config.dcs.resolve(dc);
+            if addrs.is_empty() {
+                tracing::info!(
+                    dc,
+                    "a samizdat client asked for an unknown DC id; add --dc {dc}=ADDR to route it"
+                );
+                return Err(OpenError::HostUnreachable);
+            }
+            let mut last = OpenError::HostUnreachable;
+            for addr in &addrs {
+                let started = tokio::time::Instant::now();
+                match tokio::time::timeout(
+                    self.snap.config.connect_timeout,
+                    TcpStream::connect(addr),
+                )
+                .await
+                {
+                    Ok(Ok(s)) => {
+                        self.shared.metrics.dc_connected(dc, started.elapsed());
+                        let _ = s.set_nodelay(true);
+                        return DcStream::start(s, dc, tag, first)
+                            .await
+                            .map(|s| Box::new(s) as BoxIo);
+                    }
+                    Ok(Err(e)) => {
+                        self.shared.metrics.dc_connect_failed(dc);
+                        tracing::warn!(dc, %addr, error = %e, "cannot connect to Telegram DC");
+                        last = OpenError::from(e);
+                    }
+                    Err(_) => {
+                        self.shared.metrics.dc_connect_failed(dc);
+                        tracing::warn!(dc, %addr, "connecting to Telegram DC timed out");
+                        last = OpenError::TimedOut;
+                    }
+                }
+            }
+            Err(last)
+        })
+    }
+}
+
+/// A DC connection under our obfuscated2: plaintext framed MTProto on the
+/// stream side, ciphertext on the socket.
+struct DcStream {
+    socket: TcpStream,
+    encrypt: Ctr,
+    decrypt: Ctr,
+    /// Encrypted bytes not yet written (at most one write's worth).
+    pending: Vec<u8>,
+    written: usize,
+}
+
+impl DcStream {
+    async fn start(
+        socket: TcpStream,
+        dc: i16,
+        tag: Tag,
+        first: Vec<u8>,
+    ) -> Result<DcStream, OpenError> {
+        let ours = obfuscated2::initiate(
+            super::connection::safe_random(),
+            tag,
+            dc.saturating_abs(),
+            None,
+        );
+        let mut s = DcStream {
+            socket,
+            encrypt: ours.ciphers.encrypt,
+            decrypt: ours.ciphers.decrypt,
+            pending: Vec::new(),
+            written: 0,
+        };
+        let mut out = Vec::with_capacity(INIT_LEN + first.len());
+        out.extend_from_slice(&ours.wire);
+        let mut first = first;
+        s.encrypt.apply(&mut first);
+        out.extend_from_slice(&first);
+        relay::write_all(&s.socket, &out)
+            .await
+            .map_err(OpenError::from)?;
+        Ok(s)
+    }
+
+    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.written < self.pending.len() {
+            let n =
+                ready!(Pin::new(&mut self.socket).poll_write(cx, &self.pending[self.written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.written += n;
+        }
+        self.pending.clear();
+        self.written = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncRead for DcStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.socket).poll_read(cx, buf))?;
+        let this = &mut *self;
+        this.decrypt.apply(&mut buf.filled_mut()[before..]);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for DcStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        // Bytes are encrypted once, when taken; what the socket does not
+        // take yet waits in `pending`, which is flushed before more is taken.
+        ready!(self.poll_pending(cx))?;
+        let take = buf.len().min(STREAM_BUF);
+        let this = &mut *self;
+        this.pending.extend_from_slice(&buf[..take]);
+        this.encrypt.apply(&mut this.pending);
+        // Start writing now; what is left goes out on the next call.
+        let _ = this.poll_pending(cx)?;
+        Poll::Ready(Ok(take))
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_pending(cx))?;
+        Pin::new(&mut self.socket).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_pending(cx))?;
+        Pin::new(&mut self.socket).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,292 @@
+//! `--ws-listen`: samizdat clients inside WebSockets, behind a reverse
+//! proxy or CDN that terminates TLS (`docs/fronting.md`).
+//!
+//! The listener speaks plain HTTP/1.1. Only `GET <ws_path>` with a valid
+//! WebSocket upgrade is upgraded; anything else gets the 404 a static site
+//! would give. Inside the WebSocket runs exactly the transport of the TCP
+//! listener: the client's hello record, the same check, replay admission
+//! and user limits ([`super::auth::tunnel`], [`super::tunnel::run`]), our
+//! flight, then the session. A hello that fails simply closes the
+//! WebSocket: the front is the cover here, there is nothing to splice to.
+
+use super::Shared;
+use crate::client::connect::ws::{self, HeadError};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use wire::classify::{CoverReason, Verdict, MAX_FIRST_FLIGHT};
+
+/// The answer to every request that is not our upgrade.
+const NOT_FOUND: &[u8] = b"HTTP/1.1 404 Not Found\r\n\
+Content-Type: text/html\r\n\
+Content-Length: 146\r\n\
+Connection: close\r\n\
+\r\n\
+<html>\r\n<head><title>404 Not Found</title></head>\r\n<body>\r\n<center><h1>404 Not Found</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n";
+
+/// The answer to a head that is too long or not HTTP.
+const BAD_REQUEST: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
+Content-Length: 0\r\n\
+Connection: close\r\n\r\n";
+
+/// What an HTTP request asked for.
+#[derive(Debug, PartialEq, Eq)]
+enum Request {
+    /// A valid WebSocket upgrade of our path: the accept value to send,
+    /// and the client address the front reported (`X-Real-IP`).
+    Upgrade {
+        accept: String,
+        real_ip: Option<IpAddr>,
+    },
+    /// Anything else that parsed.
+    NotFound,
+    /// Not HTTP/1.x.
+    Bad,
+}
+
+/// Decides what a complete request head asks for.
+fn classify(head: &[u8], path: &str) -> Request {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return Request::Bad,
+    }
+    let target = req.path.unwrap_or("");
+    let target = target.split_once('?').map_or(target, |(p, _)| p);
+    if req.method != Some("GET") || target != path || req.version != Some(1) {
+        return Request::NotFound;
+    }
+    let header = |name: &str| {
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    };
+    let upgrade = header("upgrade").is_some_and(|v| ws::has_token(v, "websocket"));
+    let connection = header("connection").is_some_and(|v| ws::has_token(v, "upgrade"));
+    let version = header("sec-websocket-version").is_some_and(|v| v.trim_ascii() == b"13");
+    let key = header("sec-websocket-key")
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(str::trim)
+        .filter(|k| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(k)
+                .is_ok_and(|b| b.len() == 16)
+        });
+    let (true, true, true, Some(key)) = (upgrade, connection, version, key) else {
+        return Request::NotFound;
+    };
+    let real_ip = header("x-real-ip")
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.trim().parse().ok());
+    Request::Upgrade {
+        accept: ws::accept_key(key),
+        real_ip,
+    }
+}
+
+/// Serves one connection to the WebSocket listener.
+pub(super) async fn handle(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    path: Arc<str>,
+) {
+    let _ = client.set_nodelay(true);
+    let snap = shared.snapshot();
+    let deadline = Instant::now() + snap.config.handshake_timeout;
+    let head = tokio::time::timeout_at(deadline, ws::read_head(&mut client)).await;
+    let (head, rest) = match head {
+        Ok(Ok(x)) => x,
+        Ok(Err(HeadError::TooLong)) => {
+            answer_and_close(client, BAD_REQUEST, deadline).await;
+            return;
+        }
+        Ok(Err(HeadError::Io(_))) | Err(_) => return,
+    };
+    let (accept, real_ip) = match classify(&head, &path) {
+        Request::Upgrade { accept, real_ip } => (accept, real_ip),
+        other => {
+            let answer = if other == Request::Bad {
+                BAD_REQUEST
+            } else {
+                NOT_FOUND
+            };
+            answer_and_close(client, answer, deadline).await;
+            return;
+        }
+    };
+    let answer = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    match tokio::time::timeout_at(deadline, client.write_all(answer.as_bytes())).await {
+        Ok(Ok(())) => {}
+        _ => return,
+    }
+    // Limits apply to the client the front saw, not to the front.
+    let peer = SocketAddr::new(real_ip.unwrap_or(peer.ip()), peer.port());
+    let mut carrier = ws::carry(
+        ws::Prefixed::new(rest, client),
+        fastwebsockets::Role::Server,
+    );
+    let hello = tokio::time::timeout_at(deadline, read_record(&mut carrier)).await;
+    let Ok(Some((record, leftover))) = hello else {
+        tracing::debug!("WebSocket client sent no hello record in time");
+        return;
+    };
+    let verdict = super::auth::tunnel(&record, &shared, &snap)
+        .unwrap_or(Verdict::Cover(CoverReason::Unrecognised));
+    match verdict {
+        Verdict::Tunnel(acc) => {
+            drop(record);
+            super::tunnel::run(carrier, *acc, leftover, peer, &shared, &snap).await;
+        }
+        other => refuse(&shared, other),
+    }
+}
+
+/// Most bytes read and dropped after a refusal, so that the close is a FIN
+/// (as from a web server's lingering close) rather than a reset that
+/// destroys the answer.
+const LINGER_BYTES: usize = 64 * 1024;
+/// Longest wait for those bytes.
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Sends `answer`, then closes the way a web server does: FIN first, then
+/// whatever the client still sends is read and dropped for a moment.
+async fn answer_and_close(mut client: TcpStream, answer: &[u8], deadline: Instant) {
+    let sent = tokio::time::timeout_at(deadline, async {
+        client.write_all(answer).await?;
+        client.shutdown().await
+    })
+    .await;
+    if !matches!(sent, Ok(Ok(()))) {
+        return;
+    }
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        let mut sink = [0u8; 4096];
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match client.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
+}
+
+/// Counts and logs a hello that did not authenticate; the caller closes.
+fn refuse(shared: &Shared, verdict: Verdict) {
+    let reason = match verdict {
+        Verdict::Cover(reason) => reason,
+        _ => CoverReason::Unrecognised,
+    };
+    shared.stats.count_cover(reason);
+    shared.metrics.handshake(reason.name());
+    if let CoverReason::BadTimestamp { skew } = reason {
+        shared.warn_clock_skew(skew);
+    }
+    tracing::debug!(reason = reason.name(), "WebSocket hello refused; closing");
+}
+
+/// Reads one TLS handshake record (the client's hello) from the carrier:
+/// the record and any bytes after it. `None` if the stream ends first or
+/// it is not a handshake record of a plausible size.
+async fn read_record<S: tokio::io::AsyncRead + Unpin>(io: &mut S) -> Option<(Vec<u8>, Vec<u8>)> {
+    let mut buf = Vec::with_capacity(2048);
+    let mut chunk = [0u8; 4096];
+    loop {
+        if buf.len() >= 5 {
+            if buf[0] != 0x16 || buf[1] != 0x03 {
+                return None;
+            }
+            let len = 5 + usize::from(u16::from_be_bytes([buf[3], buf[4]]));
+            if len > MAX_FIRST_FLIGHT {
+                return None;
+            }
+            if buf.len() >= len {
+                let rest = buf.split_off(len);
+                return Some((buf, rest));
+            }
+        }
+        let n = io.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    fn upgrade(path: &str, extra: &str) -> Vec<u8> {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: a.example\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {KEY}\r\n{extra}\r\n"
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn only_a_valid_upgrade_of_our_path_is_upgraded() {
+        assert_eq!(
+            classify(&upgrade("/p", "X-Real-IP: 192.0.2.7\r\n"), "/p"),
+            Request::Upgrade {
+                accept: "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".into(),
+                real_ip: Some("192.0.2.7".parse().unwrap()),
+            }
+        );
+        assert!(matches!(
+            classify(&upgrade("/p?x=1", ""), "/p"),
+            Request::Upgrade { real_ip: None, .. }
+        ));
+        assert_eq!(classify(&upgrade("/q", ""), "/p"), Request::NotFound);
+        assert_eq!(classify(&upgrade("/p/", ""), "/p"), Request::NotFound);
+        let plain = b"GET /p HTTP/1.1\r\nHost: a.example\r\n\r\n";
+        assert_eq!(classify(plain, "/p"), Request::NotFound);
+        let post = String::from_utf8(upgrade("/p", ""))
+            .unwrap()
+            .replacen("GET", "POST", 1);
+        assert_eq!(classify(post.as_bytes(), "/p"), Request::NotFound);
+        let bad_key = String::from_utf8(upgrade("/p", ""))
+            .unwrap()
+            .replace(KEY, "short");
+        assert_eq!(classify(bad_key.as_bytes(), "/p"), Request::NotFound);
+        assert_eq!(
+            classify(b"\x16\x03\x01\x00\x05hello\r\n\r\n", "/p"),
+            Request::Bad
+        );
+    }
+
+    #[test]
+    fn not_found_length_is_right() {
+        let text = std::str::from_utf8(NOT_FOUND).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+    }
+
+    #[tokio::test]
+    async fn hello_record_is_read_whole_and_bounded() {
+        let (mut a, mut b) = tokio::io::duplex(1 << 20);
+        a.write_all(&[0x16, 0x03, 0x01, 0x00, 0x03, 1, 2, 3, 9])
+            .await
+            .unwrap();
+        let (record, rest) = read_record(&mut b).await.unwrap();
+        assert_eq!(record.len(), 8);
+        assert_eq!(rest, [9]);
+        let (mut a, mut b) = tokio::io::duplex(1 << 20);
+        a.write_all(&[0x17, 0x03, 0x03, 0x00, 0x03]).await.unwrap();
+        assert!(read_record(&mut b).await.is_none());
+        let (mut a, mut b) = tokio::io::duplex(1 << 20);
+        a.write_all(&[0x16, 0x03, 0x01, 0xff, 0xff]).await.unwrap();
+        assert!(read_record(&mut b).await.is_none());
+    }
+}

@@ -1,0 +1,651 @@
+//! Fronting (docs/fronting.md): a real nginx (scripts/nginx-front.sh)
+//! terminates TLS on 127.0.0.1 and passes one path's WebSockets to a real
+//! `samizdat serve --ws-listen`; the real `samizdat client`, whose link's
+//! only server is the `wss://` front, carries curl's traffic. Every address
+//! is on 127.0.0.1.
+
+mod common;
+
+use common::{start, Proxy};
+use sha2::{Digest, Sha256};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use wire::link::{Endpoint, Link};
+
+// === nginx ===
+
+/// A running nginx front; stopped on drop.
+struct Front {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+impl Front {
+    /// Starts nginx on `port` in front of `upstream`, passing `path`.
+    async fn start(port: u16, upstream: SocketAddr, path: &str) -> Front {
+        let installed = Command::new("sh")
+            .args(["-c", "command -v nginx || test -x /usr/sbin/nginx"])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            installed,
+            "fronting tests need a real nginx: apt-get install -y nginx-light openssl (Debian \
+             packages). This test does not skip."
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let script = format!(
+            "{}/../../scripts/nginx-front.sh",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let mut child = Command::new("bash")
+            .arg(script)
+            .arg(dir.path())
+            .arg(port.to_string())
+            .arg(upstream.to_string())
+            .arg(path)
+            .env("FRONT_DOMAIN", "localhost")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run scripts/nginx-front.sh");
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+                panic!("nginx-front.sh exited with {status} before nginx listened:\n{log}");
+            }
+            if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                break;
+            }
+            assert!(Instant::now() < end, "nginx did not listen within 30 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Front { child, port, dir }
+    }
+
+    fn ca(&self) -> std::path::PathBuf {
+        self.dir.path().join("cert.pem")
+    }
+}
+
+impl Drop for Front {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// === samizdat serve and client ===
+
+/// `serve` with the WebSocket listener and `--ws-public` naming the front.
+struct Setup {
+    /// Kept running for the test.
+    _proxy: Proxy,
+    /// The WebSocket listener (plain HTTP).
+    ws: SocketAddr,
+    /// Its path (derived from the key: no --ws-path is given).
+    path: String,
+    /// The link `serve` printed.
+    link: Link,
+    front: Front,
+}
+
+async fn setup() -> Setup {
+    let nginx_port = free_port();
+    let public = format!("wss://localhost:{nginx_port}");
+    let proxy = start(&[
+        "--egress-allow",
+        "127.0.0.0/8",
+        "--ws-listen",
+        "127.0.0.1:0",
+        "--ws-public",
+        &public,
+        "--handshake-timeout",
+        "5s",
+    ])
+    .await;
+    let (ws, path) = proxy
+        .stdout
+        .iter()
+        .find_map(|l| l.strip_prefix("WebSocket listener on http://"))
+        .map(|rest| {
+            let (addr, tail) = rest.split_once('/').unwrap();
+            let path = format!("/{}", tail.split_whitespace().next().unwrap());
+            (addr.parse::<SocketAddr>().unwrap(), path)
+        })
+        .unwrap_or_else(|| panic!("no WebSocket listener line: {:#?}", proxy.stdout));
+    let link = proxy
+        .stdout
+        .iter()
+        .find_map(|l| {
+            let l = l.trim();
+            l.starts_with("samizdat://")
+                .then(|| Link::parse(l).unwrap())
+        })
+        .expect("serve printed a samizdat:// link");
+    let front = Front::start(nginx_port, ws, &path).await;
+    Setup {
+        _proxy: proxy,
+        ws,
+        path,
+        link,
+        front,
+    }
+}
+
+/// A running `samizdat client`, with its log kept.
+struct ClientProc {
+    child: Child,
+    socks: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+    _state: tempfile::TempDir,
+}
+
+impl Drop for ClientProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ClientProc {
+    fn start(link: &Link, ca: &std::path::Path) -> ClientProc {
+        let state = tempfile::tempdir().unwrap();
+        let mut child = Command::new(common::bin())
+            .args(["client", &link.to_string()])
+            .args([
+                "--socks",
+                "127.0.0.1:0",
+                "--http",
+                "off",
+                "--telegram",
+                "off",
+            ])
+            .arg("--state-dir")
+            .arg(state.path())
+            .env("SAMIZDAT_TEST_CA", ca)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn samizdat client");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("client: {line}");
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let socks = loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("samizdat client printed no SOCKS5 address within 20 s");
+            if let Some(a) = line.strip_prefix("SOCKS5 proxy on ") {
+                break a.parse().unwrap();
+            }
+        };
+        ClientProc {
+            child,
+            socks,
+            log,
+            _state: state,
+        }
+    }
+
+    fn log_contains(&self, text: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(text))
+    }
+}
+
+/// The link with `server` as its only server.
+fn only(link: &Link, server: Endpoint) -> Link {
+    let mut link = link.clone();
+    link.servers = vec![server];
+    link
+}
+
+// === a web server and curl ===
+
+fn body(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+/// `GET /N` answers N body bytes, then closes.
+async fn web_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16384 {
+                    match s.read(&mut b).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&b[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&head);
+                let path = text.split_whitespace().nth(1).unwrap_or("/0");
+                let n: usize = path.trim_start_matches('/').parse().unwrap_or(0);
+                let reply =
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n");
+                if s.write_all(reply.as_bytes()).await.is_ok() {
+                    let _ = s.write_all(&body(n)).await;
+                }
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+async fn curl(args: &[String]) -> (i32, Vec<u8>, String) {
+    let out = tokio::process::Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "60"])
+        .args(args)
+        .output()
+        .await
+        .expect("curl is installed (apt-get install curl)");
+    (
+        out.status.code().unwrap_or(-1),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn sha(b: &[u8]) -> [u8; 32] {
+    Sha256::digest(b).into()
+}
+
+// === raw WebSocket, for probing the listener directly ===
+
+/// Sends an upgrade for `path`; returns the status code.
+async fn upgrade(s: &mut TcpStream, path: &str) -> u16 {
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let head = read_head(s).await;
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    if status == 101 {
+        assert!(
+            head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+            "{head}"
+        );
+    }
+    status
+}
+
+/// Reads an HTTP head byte by byte (nothing after it is consumed).
+async fn read_head(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut b))
+            .await
+            .expect("an HTTP answer within 10 s")
+            .unwrap();
+        assert!(n == 1, "closed before the end of the head: {head:?}");
+        head.push(b[0]);
+    }
+    String::from_utf8(head).unwrap()
+}
+
+/// One masked binary frame, as a client sends it.
+fn client_frame(payload: &[u8]) -> Vec<u8> {
+    let mask = [0x11u8, 0x22, 0x33, 0x44];
+    let mut f = vec![0x82];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            f.push(0x80 | 126);
+            f.extend((n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend((n as u64).to_be_bytes());
+        }
+    }
+    f.extend(mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+/// Reads one (unmasked, server) frame: `None` at EOF.
+async fn server_frame(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+    let mut h = [0u8; 2];
+    s.read_exact(&mut h).await.ok()?;
+    let len = match h[1] & 0x7f {
+        126 => {
+            let mut b = [0u8; 2];
+            s.read_exact(&mut b).await.ok()?;
+            u16::from_be_bytes(b) as usize
+        }
+        127 => {
+            let mut b = [0u8; 8];
+            s.read_exact(&mut b).await.ok()?;
+            u64::from_be_bytes(b) as usize
+        }
+        n => n as usize,
+    };
+    assert!(h[1] & 0x80 == 0, "server frames are not masked");
+    assert!(len <= 64 * 1024, "frame of {len} bytes");
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).await.ok()?;
+    Some((h[0] & 0x0f, payload))
+}
+
+/// A fresh samizdat hello for `link` and the handshake that checks the
+/// server's answer to it.
+fn hello(link: &Link) -> (wire::tunnel::handshake::ClientHandshake, Vec<u8>) {
+    let mut fill = |b: &mut [u8]| getrandom::fill(b).unwrap();
+    let template = wire::browser::Template::builtin(wire::browser::Browser::Chrome);
+    let built = template.build(&link.sni, &mut fill);
+    let cred = wire::tunnel::handshake::UserCredential::from_secret(&link.secret.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    wire::tunnel::handshake::ClientHandshake::start(
+        &built.record,
+        &link.server_key,
+        &cred,
+        now,
+        &mut fill,
+    )
+    .unwrap()
+}
+
+/// A DER certificate as PEM.
+fn pem(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        lines.join("\n")
+    )
+}
+
+// === tests ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_through_nginx_and_a_websocket_arrives_intact() {
+    let web = web_server().await;
+    let s = setup().await;
+    // serve printed the front as an alternative server, with the derived path.
+    let wss = s
+        .link
+        .servers
+        .iter()
+        .find(|e| e.ws_path.is_some())
+        .cloned()
+        .unwrap_or_else(|| panic!("no wss:// alt in the printed link: {}", s.link));
+    assert_eq!(wss.host, "localhost");
+    assert_eq!(wss.port, s.front.port);
+    assert_eq!(wss.ws_path.as_deref(), Some(s.path.as_str()));
+    assert!(
+        s.path.len() > 16,
+        "a random-looking default path: {}",
+        s.path
+    );
+
+    let client = ClientProc::start(&only(&s.link, wss), &s.front.ca());
+    let size = 8 << 20;
+    let want = sha(&body(size));
+    let url = format!("http://127.0.0.1:{}/{size}", web.port());
+    let fetch = |socks: SocketAddr| {
+        let url = url.clone();
+        async move {
+            let started = Instant::now();
+            let (code, out, err) =
+                curl(&["--socks5-hostname".into(), socks.to_string(), url]).await;
+            (code, out, err, started.elapsed())
+        }
+    };
+    // The first fetch includes connecting; the second is the carrier alone.
+    for round in ["first", "second"] {
+        let (code, out, err, took) = fetch(client.socks).await;
+        assert_eq!(code, 0, "curl through the front: {err}");
+        assert_eq!(out.len(), size);
+        assert_eq!(sha(&out), want, "the body changed on the way");
+        eprintln!(
+            "8 MiB through nginx + WebSocket ({round} fetch): {took:?} ({:.1} MiB/s)",
+            8.0 / took.as_secs_f64()
+        );
+    }
+    // For comparison: the same server reached directly (TCP).
+    let direct = ClientProc::start(&only(&s.link, s.link.servers[0].clone()), &s.front.ca());
+    for round in ["first", "second"] {
+        let (code, out, err, took) = fetch(direct.socks).await;
+        assert_eq!(code, 0, "curl direct: {err}");
+        assert_eq!(sha(&out), want);
+        eprintln!(
+            "8 MiB direct ({round} fetch): {took:?} ({:.1} MiB/s)",
+            8.0 / took.as_secs_f64()
+        );
+    }
+    drop(direct);
+    // Several streams at once share the one WebSocket.
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let socks = client.socks.to_string();
+        let url = format!("http://127.0.0.1:{}/{}", web.port(), 1 << 20);
+        tasks.spawn(async move { curl(&["--socks5".into(), socks, url]).await });
+    }
+    let want = sha(&body(1 << 20));
+    while let Some(r) = tasks.join_next().await {
+        let (code, out, err) = r.unwrap();
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(sha(&out), want);
+    }
+    // nginx logs a WebSocket when it ends: stop the client.
+    drop(client);
+    let log = s.front.dir.path().join("access.log");
+    let upgraded = format!("GET {} HTTP/1.1\" 101", s.path);
+    assert!(
+        common::eventually(Duration::from_secs(5), || std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains(&upgraded))
+        .await,
+        "nginx upgraded our path: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_path_gets_404_and_the_client_says_so() {
+    let web = web_server().await;
+    let s = setup().await;
+    let wrong = Endpoint {
+        host: "localhost".into(),
+        port: s.front.port,
+        ws_path: Some("/not-the-path".into()),
+    };
+    let client = ClientProc::start(&only(&s.link, wrong), &s.front.ca());
+    let (code, _, _) = curl(&[
+        "--socks5".into(),
+        client.socks.to_string(),
+        format!("http://127.0.0.1:{}/10", web.port()),
+    ])
+    .await;
+    assert_ne!(code, 0, "nothing gets through a wrong path");
+    assert!(
+        common::eventually(Duration::from_secs(5), || client
+            .log_contains("the front answered HTTP 404 for /not-the-path: wrong path?"))
+        .await,
+        "the client names the 404: {:#?}",
+        client.log.lock().unwrap()
+    );
+    // A certificate the client does not trust is named as such.
+    let right = Endpoint {
+        host: "localhost".into(),
+        port: s.front.port,
+        ws_path: Some(s.path.clone()),
+    };
+    let other_ca = tempfile::NamedTempFile::new().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(other_ca.path(), pem(cert.cert.der())).unwrap();
+    let client = ClientProc::start(&only(&s.link, right), other_ca.path());
+    let (code, _, _) = curl(&[
+        "--socks5".into(),
+        client.socks.to_string(),
+        format!("http://127.0.0.1:{}/10", web.port()),
+    ])
+    .await;
+    assert_ne!(code, 0);
+    assert!(
+        common::eventually(Duration::from_secs(5), || client
+            .log_contains("TLS certificate not trusted"))
+        .await,
+        "the client names the certificate: {:#?}",
+        client.log.lock().unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_hello_over_a_websocket_is_refused() {
+    let s = setup().await;
+    let (mut hs, hello) = hello(&s.link);
+    // First time: the server answers with its flight, which completes our
+    // handshake (so this really is the transport, inside the WebSocket).
+    let mut ws = TcpStream::connect(s.ws).await.unwrap();
+    assert_eq!(upgrade(&mut ws, &s.path).await, 101);
+    ws.write_all(&client_frame(&hello)).await.unwrap();
+    let mut flight = Vec::new();
+    let done = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let (op, payload) = server_frame(&mut ws).await.expect("the flight");
+            assert_eq!(op, 2, "binary frames");
+            flight.extend(payload);
+            match hs.read_server_flight(&flight).unwrap() {
+                wire::tunnel::handshake::Progress::NeedMore => continue,
+                wire::tunnel::handshake::Progress::Done { .. } => break,
+            }
+        }
+    })
+    .await;
+    assert!(done.is_ok(), "the server's flight completes the handshake");
+    drop(ws);
+    // The same hello again: closed, no flight.
+    let mut ws = TcpStream::connect(s.ws).await.unwrap();
+    assert_eq!(upgrade(&mut ws, &s.path).await, 101);
+    ws.write_all(&client_frame(&hello)).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut ops = Vec::new();
+        while let Some((op, _)) = server_frame(&mut ws).await {
+            ops.push(op);
+            if op == 8 {
+                break;
+            }
+        }
+        ops
+    })
+    .await
+    .expect("the replay is closed within 10 s");
+    assert!(
+        !answer.contains(&2),
+        "no binary answer to a replayed hello: {answer:?}"
+    );
+    // Garbage instead of a hello is closed the same way.
+    let mut ws = TcpStream::connect(s.ws).await.unwrap();
+    assert_eq!(upgrade(&mut ws, &s.path).await, 101);
+    ws.write_all(&client_frame(&[0x16, 3, 1, 0, 4, 1, 2, 3, 4]))
+        .await
+        .unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(10), server_frame(&mut ws))
+        .await
+        .expect("garbage is closed within 10 s");
+    assert!(matches!(end, None | Some((8, _))), "{end:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_that_are_not_our_upgrade_get_404() {
+    let s = setup().await;
+    let addr = s.ws;
+    let ask = move |req: String| async move {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(req.as_bytes()).await.unwrap();
+        let mut all = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut all))
+            .await
+            .expect("an answer and close within 10 s")
+            .unwrap();
+        String::from_utf8_lossy(&all).into_owned()
+    };
+    let root = ask("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".into()).await;
+    assert!(root.starts_with("HTTP/1.1 404 Not Found\r\n"), "{root}");
+    let plain = ask(format!(
+        "GET {} HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        s.path
+    ))
+    .await;
+    assert!(plain.starts_with("HTTP/1.1 404 Not Found\r\n"), "{plain}");
+    let other = {
+        let mut c = TcpStream::connect(s.ws).await.unwrap();
+        upgrade(&mut c, "/other").await
+    };
+    assert_eq!(other, 404);
+    let huge = ask(format!(
+        "GET / HTTP/1.1\r\nHost: localhost\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(20_000)
+    ))
+    .await;
+    assert!(huge.starts_with("HTTP/1.1 400 "), "{huge}");
+    // Through nginx, a plain request for our path reaches us and gets the
+    // same 404 (curl trusts the front's certificate via --cacert).
+    let (code, out, err) = curl(&[
+        "--cacert".into(),
+        s.front.ca().display().to_string(),
+        "--write-out".into(),
+        "%{http_code}".into(),
+        format!("https://localhost:{}{}", s.front.port, s.path),
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(String::from_utf8_lossy(&out).ends_with("404"), "{out:?}");
+    // A silent connection is closed at the handshake deadline.
+    let mut c = TcpStream::connect(s.ws).await.unwrap();
+    let mut b = [0u8; 1];
+    let r = tokio::time::timeout(Duration::from_secs(15), c.read(&mut b)).await;
+    assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "closed: {r:?}");
+}
