@@ -13,6 +13,7 @@
 //! | [`phases`] | throughput, handshakes, latency, idle memory |
 //! | [`callgrind`] | instruction counts of fixed workloads |
 //! | [`procfs`] | CPU time, RSS, descriptors, machine |
+//! | [`redis`] | a `redis-server` for the Redis-backend handshakes |
 //! | [`report`] | the tables |
 
 mod baseline;
@@ -21,6 +22,7 @@ mod client;
 mod dc;
 mod phases;
 mod procfs;
+mod redis;
 mod report;
 mod system;
 
@@ -59,7 +61,8 @@ struct Cli {
     #[arg(long)]
     pin: bool,
     /// Run only these parts (comma-separated: bulk, latency, handshakes,
-    /// memory, callgrind).
+    /// memory, callgrind). The handshakes include samizdat with the Redis
+    /// backend (`--redis`) when `redis-server` is installed.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Also write the tables to this file.
@@ -390,7 +393,25 @@ async fn run(
         &Spec::Samizdat(vec!["--cover-connect".into(), "lazy".into()]),
         &dc,
     )?;
-    let hs_systems: Vec<(&str, &system::Running, client::Proto)> = vec![
+    // The same samizdat with its state in a local redis-server.
+    let redis = parts
+        .has("handshakes")
+        .then(|| redis::Redis::start(&env.scratch))
+        .flatten();
+    let fleet = match &redis {
+        Some(r) => Some(start(
+            env,
+            &Spec::Samizdat(vec!["--redis".into(), r.url()]),
+            &dc,
+        )?),
+        None => {
+            if parts.has("handshakes") {
+                say("redis-server is not installed: no Redis-backend handshake figures");
+            }
+            None
+        }
+    };
+    let mut hs_systems: Vec<(&str, &system::Running, client::Proto)> = vec![
         ("plain relay (TCP + DC connect)", &plain, client::Proto::Raw),
         (
             "crypto floor (dd)",
@@ -409,7 +430,20 @@ async fn run(
             client::Proto::Ee(system::key(), system::DOMAIN.into()),
         ),
     ];
+    if let Some(f) = &fleet {
+        hs_systems.push((
+            "samizdat dd, Redis backend",
+            f,
+            client::Proto::Dd(system::key()),
+        ));
+        hs_systems.push((
+            "samizdat ee, Redis backend",
+            f,
+            client::Proto::Ee(system::key(), system::DOMAIN.into()),
+        ));
+    }
     for (name, sys, proto) in hs_systems.into_iter().filter(|_| parts.has("handshakes")) {
+        let redis_cpu0 = redis.as_ref().map(|r| procfs::cpu_time(r.pid()));
         let w = phases::handshakes(
             sys,
             &proto,
@@ -424,11 +458,21 @@ async fn run(
             w.per_wall_sec(),
             w.errors
         ));
+        if let (Some(r), Some(cpu0), true) = (&redis, redis_cpu0, name.contains("Redis")) {
+            // redis-server's own work, which the per-CPU-s figure leaves out.
+            let cpu = procfs::cpu_time(r.pid()).saturating_sub(cpu0);
+            let total = w.cpu + cpu;
+            say(&format!(
+                "handshakes {name}: redis-server {:.1} µs CPU per handshake; samizdat + redis-server {:.0} per CPU-s",
+                cpu.as_secs_f64() * 1e6 / w.count.max(1) as f64,
+                w.count as f64 / total.as_secs_f64().max(1e-9)
+            ));
+        }
         r.handshakes.push((name, w));
     }
     r.peak_rss = procfs::peak_rss_kib(sz.pid);
     r.sz_threads = procfs::threads(sz.pid);
-    drop((plain, floor, sz, lazy));
+    drop((plain, floor, sz, lazy, fleet, redis));
 
     // Memory: a fresh process each, so "start" is a cold start.
     let memory_systems = [

@@ -149,6 +149,40 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
 
+    /// Share state with other instances through Redis: redis://[:PASSWORD@]HOST:PORT[/DB]
+    /// or rediss://… for TLS. The replay cache, usage and quotas, connection
+    /// and address limits and (unless fleet.shared_users = false) the user
+    /// table then hold fleet-wide [default: off: everything in-process].
+    /// See docs/fleet.md.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "SAMIZDAT_REDIS",
+        hide_env_values = true
+    )]
+    pub redis: Option<String>,
+
+    /// Deadline for every Redis call; past it the call counts as Redis being
+    /// down [default: 100ms].
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
+    pub redis_timeout: Option<Duration>,
+
+    /// When Redis is down or slow, a handshake that passed the local replay
+    /// cache is accepted (open) or sent to the cover site (closed)
+    /// [default: open].
+    #[arg(long, value_enum, value_name = "CHOICE")]
+    pub redis_down_replay: Option<crate::fleet::DownReplay>,
+
+    /// When Redis is down or slow, fleet-wide connection and address limits
+    /// fall back to this instance's own count (local) or refuse the
+    /// connection (refuse) [default: local].
+    #[arg(long, value_enum, value_name = "CHOICE")]
+    pub redis_down_limits: Option<crate::fleet::DownLimits>,
+
+    /// This instance's name in the fleet (for its connection leases)
+    /// [default: $HOSTNAME, else a random name].
+    #[arg(long, value_name = "NAME")]
+    pub instance: Option<String>,
     /// Let samizdat clients' streams reach this prefix, which the egress
     /// policy refuses by default (loopback, private, link-local, metadata
     /// addresses); repeat for several, e.g. --egress-allow 10.1.0.0/16.
@@ -330,6 +364,8 @@ pub struct ServeConfig {
     pub state_dir: PathBuf,
     /// Prometheus endpoint address (`None`: off).
     pub metrics: Option<SocketAddr>,
+    /// Shared state through Redis (`None`: in-process).
+    pub fleet: Option<crate::fleet::FleetConfig>,
     /// Whether samizdat clients are accepted (the transport of
     /// `docs/transport.md`).
     pub tunnel: bool,
@@ -452,7 +488,8 @@ fn parse_dc_id(text: &str) -> Result<i32, String> {
         .map_err(|_| "the DC id must be a number such as 2, -2 or 10002".to_string())
 }
 
-fn valid_user_name(name: &str) -> bool {
+/// User names: 1-64 of letters, digits, `-`, `_`, `.`, `@`.
+pub(crate) fn valid_user_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name
@@ -470,6 +507,21 @@ struct FileConfig {
     dc: DcSection,
     #[serde(default)]
     users: BTreeMap<String, UserSection>,
+    #[serde(default)]
+    fleet: FleetSection,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FleetSection {
+    redis: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    replay_when_down: Option<crate::fleet::DownReplay>,
+    limits_when_down: Option<crate::fleet::DownLimits>,
+    shared_users: Option<bool>,
+    instance: Option<Spanned<String>>,
+    prefix: Option<Spanned<String>>,
+    lease: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -810,7 +862,11 @@ impl ServeConfig {
             };
             add_user(name, secret, UserLimits::default(), &mut domains);
         }
-        let generated = users.is_empty();
+        // A fleet that shares its user table generates no user of its own:
+        // each instance would make a different one.
+        let fleet = fleet_config(args, loaded)?;
+        let shared_users = fleet.as_ref().is_some_and(|f| f.shared_users);
+        let generated = users.is_empty() && !shared_users;
         if generated {
             users.push(UserEntry {
                 name: "default".into(),
@@ -1108,6 +1164,7 @@ impl ServeConfig {
             log_client_ips: args.log_client_ips || server.log_client_ips.unwrap_or(false),
             state_dir,
             metrics,
+            fleet,
             tunnel,
             egress_allow,
             ws_listen,
@@ -1115,6 +1172,125 @@ impl ServeConfig {
             ws_public,
         })
     }
+}
+
+/// The `[fleet]` section and the `--redis*` flags.
+fn fleet_config(
+    args: &ServeArgs,
+    loaded: Option<&Loaded>,
+) -> Result<Option<crate::fleet::FleetConfig>, ConfigError> {
+    use crate::fleet::{redact_url, FleetConfig};
+    let empty = FleetSection::default();
+    let section = loaded.map(|l| &l.file.fleet).unwrap_or(&empty);
+    let Some(url) = pick_one(
+        args.redis.as_ref(),
+        "--redis",
+        section.redis.as_ref(),
+        "fleet.redis",
+        loaded,
+    ) else {
+        let set = section.timeout.is_some()
+            || section.replay_when_down.is_some()
+            || section.limits_when_down.is_some()
+            || section.shared_users.is_some()
+            || section.instance.is_some()
+            || section.prefix.is_some()
+            || section.lease.is_some();
+        if set {
+            // A fleet that silently ran alone would let replays and quotas
+            // slip between instances.
+            return Err(ConfigError {
+                place: match loaded {
+                    Some(l) => format!("{}: fleet", l.path.display()),
+                    None => "fleet".into(),
+                },
+                reason: "[fleet] has settings but no Redis URL: set fleet.redis, --redis or SAMIZDAT_REDIS"
+                    .into(),
+            });
+        }
+        return Ok(None);
+    };
+    let shown = redact_url(&url.value);
+    crate::fleet::check_url(&url.value).map_err(|e| url.fail(&shown, e))?;
+    let mut config = FleetConfig::new(url.value.clone());
+    config.timeout = duration_item(
+        args.redis_timeout,
+        "--redis-timeout",
+        section.timeout.as_ref(),
+        "fleet.timeout",
+        loaded,
+        config.timeout,
+    )?;
+    // Where a checked duration came from: the flag, or file:line: key.
+    let place = |flag: Option<(&str, Duration)>, file: Option<&Spanned<String>>, key: &str| match (
+        flag, loaded, file,
+    ) {
+        (Some((name, d)), _, _) => format!("{name} {d:?}"),
+        (None, Some(l), Some(f)) => From::File {
+            path: &l.path,
+            text: &l.text,
+        }
+        .place(key, Some(f.span()), ""),
+        _ => key.to_string(),
+    };
+    if config.timeout.is_zero() || config.timeout > Duration::from_secs(5) {
+        return Err(ConfigError {
+            place: place(
+                args.redis_timeout.map(|d| ("--redis-timeout", d)),
+                section.timeout.as_ref(),
+                "fleet.timeout",
+            ),
+            reason: "must be between 1ms and 5s: the connection path waits for it".into(),
+        });
+    }
+    config.lease = duration_item(
+        None,
+        "",
+        section.lease.as_ref(),
+        "fleet.lease",
+        loaded,
+        config.lease,
+    )?;
+    if config.lease < Duration::from_secs(3) {
+        return Err(ConfigError {
+            place: place(None, section.lease.as_ref(), "fleet.lease"),
+            reason: "must be at least 3s (leases are refreshed every third of it)".into(),
+        });
+    }
+    if let Some(v) = args.redis_down_replay.or(section.replay_when_down) {
+        config.replay_when_down = v;
+    }
+    if let Some(v) = args.redis_down_limits.or(section.limits_when_down) {
+        config.limits_when_down = v;
+    }
+    if let Some(v) = section.shared_users {
+        config.shared_users = v;
+    }
+    if let Some(item) = pick_one(
+        args.instance.as_ref(),
+        "--instance",
+        section.instance.as_ref(),
+        "fleet.instance",
+        loaded,
+    ) {
+        if !crate::fleet::valid_name(&item.value) {
+            return Err(item.fail(
+                &item.value,
+                "use 1-64 letters, digits, '-', '_', '.' or ':'",
+            ));
+        }
+        config.instance = item.value;
+    }
+    if let Some(item) = pick_one(None, "", section.prefix.as_ref(), "fleet.prefix", loaded) {
+        if !crate::fleet::valid_name(&item.value) {
+            return Err(item.fail(
+                &item.value,
+                "use 1-64 letters, digits, '-', '_', '.' or ':'",
+            ));
+        }
+        config.prefix = item.value;
+    }
+    Ok(Some(config))
 }
 
 /// A WebSocket path: `/` then URL path characters, at most 200 bytes.

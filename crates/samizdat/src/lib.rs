@@ -10,6 +10,7 @@
 //! | [`link_cmd`] | `samizdat link`: those links and their QR codes, no server |
 //! | [`list_cmd`] | `samizdat list`: make the list key, sign and check server lists |
 //! | [`doctor`] | `samizdat doctor`: config, clock, DNS, cover and DC checks, each with a fix |
+//! | [`fleet`] | state shared by several instances through Redis; `samizdat users` |
 //! | [`metrics`] | Prometheus metrics and the `--metrics` endpoint |
 //! | [`proxy`] | local SOCKS5 / HTTP / Telegram front-ends, the [`proxy::Dialer`] trait, the server's egress policy |
 //! | [`state`] | the state directory (the zero-config secret) |
@@ -23,6 +24,7 @@ pub mod client;
 pub mod config;
 pub mod doctor;
 pub mod duration;
+pub mod fleet;
 pub mod link_cmd;
 pub mod list_cmd;
 pub mod links;

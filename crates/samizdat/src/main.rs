@@ -32,6 +32,9 @@ enum Command {
     /// the Telegram DCs; each problem comes with what to do. Exit code 1
     /// if a check failed.
     Doctor(samizdat::doctor::DoctorArgs),
+    /// The user table shared by a fleet through Redis: add (printing the
+    /// new user's links), remove, list. See docs/fleet.md.
+    Users(samizdat::fleet::users::UsersArgs),
     /// Signed server lists: make the list key, sign a list of endpoints,
     /// check a list (docs/operators.md).
     #[command(subcommand)]
@@ -75,6 +78,7 @@ fn main() -> std::process::ExitCode {
         Command::Link(args) => samizdat::link_cmd::run(&args),
         Command::List(command) => samizdat::list_cmd::run(&command),
         Command::Doctor(args) => samizdat::doctor::run(&args),
+        Command::Users(args) => samizdat::fleet::users::run(&args),
         Command::Lab(LabCommand::Scorecard { out, svg }) => tokio::runtime::Runtime::new()
             .and_then(|rt| rt.block_on(lab::scorecard::run_and_write(&out, &svg)))
             .map(drop)
@@ -136,6 +140,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
         if let Some(h) = hint {
             println!("note: {h}");
+        }
+        if config.users.is_empty() {
+            println!(
+                "note: no users yet; add them to the fleet's shared table with \
+                 `samizdat users add NAME --redis URL` (every instance serves them within seconds)"
+            );
         }
         println!(
             "cover site: {} (connections that fail authentication go there)",

@@ -34,7 +34,7 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 /// Handshake outcomes, as the `outcome` label: the two successes, then
 /// every [`wire::classify::CoverReason::name`] (all sent to the cover).
-pub const OUTCOMES: [&str; 14] = [
+pub const OUTCOMES: [&str; 15] = [
     "ok_tls",
     "ok_obfuscated2",
     "bad_hmac",
@@ -49,6 +49,7 @@ pub const OUTCOMES: [&str; 14] = [
     "limit_ips",
     "limit_quota",
     "expired",
+    "fleet_down",
 ];
 
 /// Upper bounds of the DC connect latency buckets, seconds.
@@ -344,6 +345,7 @@ const MAX_SCRAPES: usize = 16;
 pub async fn serve(
     listener: TcpListener,
     body: Arc<dyn Fn() -> String + Send + Sync>,
+    health: Arc<Health>,
     stop: CancellationToken,
 ) {
     let tracker = TaskTracker::new();
@@ -366,10 +368,11 @@ pub async fn serve(
             }
         };
         let body = body.clone();
+        let health = health.clone();
         let stop = stop.clone();
         tracker.spawn(async move {
             tokio::select! {
-                _ = answer(stream, &*body) => {}
+                _ = answer(stream, &*body, &*health) => {}
                 _ = stop.cancelled() => {}
             }
             drop(permit);
@@ -380,7 +383,7 @@ pub async fn serve(
 }
 
 /// Reads one request head and answers it, then closes.
-async fn answer(mut s: TcpStream, body: &(dyn Fn() -> String + Send + Sync)) {
+async fn answer(mut s: TcpStream, body: &(dyn Fn() -> String + Send + Sync), health: &Health) {
     let mut head = Vec::with_capacity(1024);
     let read = tokio::time::timeout(REQUEST_TIMEOUT, async {
         let mut chunk = [0u8; 1024];
@@ -397,7 +400,7 @@ async fn answer(mut s: TcpStream, body: &(dyn Fn() -> String + Send + Sync)) {
     })
     .await;
     let (status, content_type, text) = match read {
-        Ok(true) => route(&head, body),
+        Ok(true) => route(&head, body, health),
         Ok(false) if head.len() >= MAX_REQUEST => (
             "431 Request Header Fields Too Large",
             "text/plain",
@@ -417,9 +420,13 @@ async fn answer(mut s: TcpStream, body: &(dyn Fn() -> String + Send + Sync)) {
     let _ = s.shutdown().await;
 }
 
+/// `/readyz`: whether to send this instance new connections, and why.
+pub type Health = dyn Fn() -> (bool, String) + Send + Sync;
+
 fn route(
     head: &[u8],
     body: &(dyn Fn() -> String + Send + Sync),
+    health: &Health,
 ) -> (&'static str, &'static str, String) {
     let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
     let line = String::from_utf8_lossy(line);
@@ -429,16 +436,23 @@ fn route(
         return ("400 Bad Request", "text/plain", "bad request\n".into());
     }
     let path = target.unwrap_or_default().split('?').next().unwrap_or("");
-    if path != "/metrics" {
-        return (
+    if !matches!(method, Some("GET") | Some("HEAD")) {
+        return ("405 Method Not Allowed", "text/plain", "use GET\n".into());
+    }
+    match path {
+        "/metrics" => ("200 OK", CONTENT_TYPE, body()),
+        // Liveness: the process answers.
+        "/healthz" => ("200 OK", "text/plain", "ok\n".into()),
+        // Readiness: not while draining.
+        "/readyz" => match health() {
+            (true, why) => ("200 OK", "text/plain", why),
+            (false, why) => ("503 Service Unavailable", "text/plain", why),
+        },
+        _ => (
             "404 Not Found",
             "text/plain",
-            "samizdat metrics are at /metrics\n".into(),
-        );
-    }
-    match method {
-        Some("GET") | Some("HEAD") => ("200 OK", CONTENT_TYPE, body()),
-        _ => ("405 Method Not Allowed", "text/plain", "use GET\n".into()),
+            "samizdat metrics are at /metrics (health: /healthz, /readyz)\n".into(),
+        ),
     }
 }
 
@@ -480,6 +494,21 @@ mod tests {
     #[test]
     fn routes() {
         let body = || "x".to_string();
+        let up = || (true, "ready".to_string());
+        let draining = || (false, "shutting down".to_string());
+        assert_eq!(
+            route(b"GET /healthz HTTP/1.1\r\n\r\n", &body, &up).0,
+            "200 OK"
+        );
+        assert_eq!(
+            route(b"GET /readyz HTTP/1.1\r\n\r\n", &body, &up).0,
+            "200 OK"
+        );
+        assert_eq!(
+            route(b"GET /readyz HTTP/1.1\r\n\r\n", &body, &draining).0,
+            "503 Service Unavailable"
+        );
+        let route = |head: &[u8], _: &dyn Fn() -> String| route(head, &body, &up);
         assert_eq!(route(b"GET /metrics HTTP/1.1\r\n\r\n", &body).0, "200 OK");
         assert_eq!(
             route(b"GET /metrics?a=1 HTTP/1.0\r\n\r\n", &body).0,

@@ -170,3 +170,155 @@ fn a_missing_file_is_named() {
         "{err}"
     );
 }
+
+/// The example's `[fleet]` section, uncommented, in a file of its own.
+fn example_with_fleet(dir: &std::path::Path) -> PathBuf {
+    let text = std::fs::read_to_string(example()).unwrap();
+    let (head, tail) = text.split_at(text.find("# [fleet]").expect("a [fleet] example"));
+    let tail: String = tail
+        .lines()
+        .map(|l| l.strip_prefix("# ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let path = dir.join("fleet.toml");
+    std::fs::write(&path, format!("{head}{tail}\n")).unwrap();
+    path
+}
+
+#[test]
+fn the_example_fleet_section_loads_and_keeps_the_password_out_of_debug() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ServeArgs {
+        config: Some(example_with_fleet(dir.path())),
+        ..Default::default()
+    };
+    let c = load(&args).unwrap();
+    let f = c.fleet.expect("fleet configured");
+    assert_eq!(f.url, "rediss://:PASSWORD@redis.example.internal:6380/0");
+    assert_eq!(f.timeout, Duration::from_millis(100));
+    assert_eq!(f.replay_when_down, samizdat::fleet::DownReplay::Open);
+    assert_eq!(f.limits_when_down, samizdat::fleet::DownLimits::Local);
+    assert!(f.shared_users);
+    assert_eq!(f.instance, "proxy-1");
+    assert_eq!(f.prefix, "samizdat");
+    assert_eq!(f.lease, Duration::from_secs(30));
+    assert!(!format!("{f:?}").contains("PASSWORD"));
+    // Without the section: in-process.
+    let c = load(&ServeArgs {
+        config: Some(example()),
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(c.fleet.is_none());
+}
+
+#[test]
+fn fleet_mistakes_name_the_place_and_never_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.toml");
+    let cases = [
+        (
+            "redis = \"http://:hunter2@h:1\"",
+            "fleet.redis",
+            "expected redis://",
+        ),
+        (
+            "redis = \"redis://h:1\"\ntimeout = \"0s\"",
+            "fleet.timeout",
+            "between 1ms and 5s",
+        ),
+        (
+            "redis = \"redis://h:1\"\nlease = \"1s\"",
+            "fleet.lease",
+            "at least 3s",
+        ),
+        (
+            "redis = \"redis://h:1\"\ninstance = \"a b\"",
+            "fleet.instance",
+            "letters",
+        ),
+        (
+            "redis = \"redis://h:1\"\nreplay_when_down = \"maybe\"",
+            "",
+            "unknown variant",
+        ),
+    ];
+    for (fleet, place, reason) in cases {
+        std::fs::write(
+            &path,
+            format!("[users.a]\nsecret = \"0123456789abcdef0123456789abcdef\"\n[fleet]\n{fleet}\n"),
+        )
+        .unwrap();
+        let err = load(&ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(place) && err.contains(reason),
+            "{fleet}: {err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+    // Settings without a URL: an error, not a silent single server.
+    std::fs::write(
+        &path,
+        "[users.a]\nsecret = \"0123456789abcdef0123456789abcdef\"\n[fleet]\ntimeout = \"100ms\"\n",
+    )
+    .unwrap();
+    let err = load(&ServeArgs {
+        config: Some(path.clone()),
+        ..Default::default()
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("s.toml: fleet: [fleet] has settings but no Redis URL"),
+        "{err}"
+    );
+    let err = load(&ServeArgs {
+        redis: Some("redis://:hunter2@".into()),
+        secret: vec!["0123456789abcdef0123456789abcdef".into()],
+        ..Default::default()
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.starts_with("--redis"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[test]
+fn the_kubernetes_configmap_holds_a_valid_config() {
+    let manifest = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes/configmap.yaml"),
+    )
+    .unwrap();
+    let start = manifest
+        .find("samizdat.toml: |\n")
+        .expect("the embedded file")
+        + 17;
+    let text: String = manifest[start..]
+        .lines()
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("samizdat.toml");
+    std::fs::write(&path, text).unwrap();
+    // As in the Deployment: the URL comes from SAMIZDAT_REDIS (--redis).
+    let c = ServeConfig::from_args(
+        &ServeArgs {
+            config: Some(path),
+            redis: Some("redis://:pw@redis:6379/0".into()),
+            ..Default::default()
+        },
+        || panic!("a fleet with a shared user table generates no user"),
+    )
+    .unwrap();
+    assert!(c.users.is_empty() && !c.generated);
+    assert_eq!(c.metrics, Some("0.0.0.0:9090".parse().unwrap()));
+    let f = c.fleet.unwrap();
+    assert!(f.shared_users);
+    assert_eq!(f.timeout, Duration::from_millis(100));
+}

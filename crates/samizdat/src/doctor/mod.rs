@@ -12,6 +12,7 @@
 //! | dns | `dns` | each fake-TLS domain resolves to this server (spec §4.6) |
 //! | cover | `cover`, `shape` | a real TLS handshake with the cover: TLS 1.3, ServerHello shape (§4.4), HTTP |
 //! | dc | `dc` | a TCP connection to each Telegram DC the config routes to (§5) |
+//! | redis | `redis` | with `--redis`: reachable, round trip against the deadline, users |
 //!
 //! It is the one command that reaches outside (DNS, the cover site,
 //! Telegram), and only when run. It writes nothing: no state, no port kept.
@@ -21,6 +22,7 @@ pub mod cover;
 mod dc;
 mod dns;
 mod local;
+mod redis;
 mod shape;
 
 use crate::config::{ServeArgs, ServeConfig};
@@ -87,6 +89,8 @@ pub enum Check {
     Cover,
     /// Telegram's data centres.
     Dc,
+    /// The fleet's Redis (with `--redis`).
+    Redis,
 }
 
 /// One line of the report: what was found and, unless all is well, what
@@ -164,10 +168,11 @@ pub async fn diagnose(args: &DoctorArgs) -> Vec<Finding> {
     let mut out = local::config(&config);
     out.extend(local::listen(&config));
     out.extend(local::state(&config));
-    let (dns, cover, dcs) = tokio::join!(
+    let (dns, cover, dcs, fleet) = tokio::join!(
         dns::check(&config, timeout),
         cover::check(&config, timeout),
         dc::check(&config, timeout),
+        redis::check(&config, timeout),
     );
     out.push(clock::judge(
         cover.date.as_ref(),
@@ -177,6 +182,7 @@ pub async fn diagnose(args: &DoctorArgs) -> Vec<Finding> {
     out.extend(dns);
     out.extend(cover.findings);
     out.extend(dcs);
+    out.extend(fleet);
     out
 }
 

@@ -15,9 +15,14 @@
 //!    because the server was busy.
 //! 3. **The lock is short.** Only the final admission (time window, replay
 //!    cache) takes the replay lock; key search runs outside it.
+//!
+//! With a fleet (`--redis`), a handshake the local replay cache accepted is
+//! also checked against the fleet's (one `SET NX PX`, bounded by the Redis
+//! deadline; see [`crate::fleet`] for what happens when Redis is down).
 
 use super::users::Snapshot;
 use super::{unix_now, Shared};
+use crate::fleet::{ReplayAnswer, ReplayKind, BARE_REPLAY_TTL};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -154,6 +159,21 @@ pub(super) async fn decide(buf: &[u8], shared: &Shared, snap: &Snapshot, peer: I
                     &mut replay.tls,
                 )
             };
+            let verdict = match verdict {
+                Verdict::FakeTls(acc) => {
+                    let mut key = [0u8; 16];
+                    key.copy_from_slice(&acc.hello.random[..16]);
+                    // A replay is possible while the timestamp is in the
+                    // window: up to max_past + max_future after acceptance,
+                    // plus a minute for clocks that differ between instances.
+                    let ttl = Duration::from_secs(policy.max_past + policy.max_future + 60);
+                    match shared.state.replay(ReplayKind::Tls, &key, ttl).await {
+                        ReplayAnswer::Fresh => Verdict::FakeTls(acc),
+                        ReplayAnswer::Replay => Verdict::Cover(CoverReason::Replay),
+                    }
+                }
+                other => other,
+            };
             if let Verdict::FakeTls(acc) = &verdict {
                 snap.auth.remember(peer, acc.user);
             }
@@ -172,6 +192,21 @@ pub(super) async fn decide(buf: &[u8], shared: &Shared, snap: &Snapshot, peer: I
             let verdict = {
                 let mut replay = shared.replay.lock().unwrap_or_else(|p| p.into_inner());
                 classify::admit_init(&init, accepted, unix_now(), &mut replay.obfuscated2)
+            };
+            let verdict = match verdict {
+                Verdict::Obfuscated2(acc) => {
+                    let mut key = [0u8; 16];
+                    key.copy_from_slice(&init[8..24]);
+                    match shared
+                        .state
+                        .replay(ReplayKind::Obfuscated2, &key, BARE_REPLAY_TTL)
+                        .await
+                    {
+                        ReplayAnswer::Fresh => Verdict::Obfuscated2(acc),
+                        ReplayAnswer::Replay => Verdict::Cover(CoverReason::Replay),
+                    }
+                }
+                other => other,
             };
             if matches!(verdict, Verdict::Obfuscated2(_)) {
                 snap.auth.remember(peer, user);

@@ -156,7 +156,7 @@ pub(super) async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shar
                 .stats
                 .authenticated_tls
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some(admission) = admit(&shared, &snap, acc.user, peer) else {
+            let Some(admission) = admit(&shared, &snap, acc.user, peer).await else {
                 return;
             };
             shared.metrics.handshake("ok_tls");
@@ -177,7 +177,7 @@ pub(super) async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shar
                 .stats
                 .authenticated_bare
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some(admission) = admit(&shared, &snap, acc.user, peer) else {
+            let Some(admission) = admit(&shared, &snap, acc.user, peer).await else {
                 return;
             };
             shared.metrics.handshake("ok_obfuscated2");
@@ -192,14 +192,25 @@ pub(super) async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shar
 /// Applies the user's limits to a connection that authenticated. A refused
 /// connection is closed (the peer proved it holds the key, so this reveals
 /// nothing to a prober) and logged by user name.
-pub(super) fn admit(
+pub(super) async fn admit(
     shared: &Shared,
     snap: &Snapshot,
     user: usize,
     peer: SocketAddr,
 ) -> Option<Admission> {
     let state = snap.states.get(user)?;
-    match state.admit(peer.ip(), super::unix_now()) {
+    // This instance's count first, then (with a fleet) the fleet's.
+    let admitted = match state.admit(peer.ip(), super::unix_now()) {
+        Ok(a) => match shared.state.fleet() {
+            Some(fleet) => fleet
+                .admit(&state.name, peer.ip(), &state.limits())
+                .await
+                .map(|lease| a.with_lease(lease)),
+            None => Ok(a),
+        },
+        Err(r) => Err(r),
+    };
+    match admitted {
         Ok(a) => Some(a),
         Err(refusal) => {
             shared.metrics.handshake(refusal.name());

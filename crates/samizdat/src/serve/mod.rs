@@ -56,6 +56,12 @@ fn load_usage(dir: &std::path::Path) -> anyhow::Result<std::collections::BTreeMa
     }
 }
 
+/// Users per pipelined usage push (bounds one request's size).
+const USAGE_BATCH: usize = 500;
+
+/// How often usage is pushed to (and read from) the fleet.
+const FLEET_USAGE_SYNC: Duration = Duration::from_secs(1);
+
 /// Most replay-cache entries per generation (about 40 bytes each).
 const REPLAY_CAP: usize = 1 << 20;
 
@@ -94,8 +100,18 @@ impl Stats {
 pub struct Shared {
     /// Config, users and their live state; swapped whole by a reload.
     current: arc_swap::ArcSwap<Snapshot>,
-    /// Replay caches (fake-TLS randoms, bare inits).
+    /// Replay caches (fake-TLS randoms, bare inits): the first filter, also
+    /// with a fleet.
     pub replay: Mutex<ReplayState>,
+    /// Where state shared with other instances lives (in-process or Redis).
+    pub state: crate::fleet::Backend,
+    /// The configuration as loaded (file and flags), before the shared
+    /// users are added to it.
+    base: Mutex<ServeConfig>,
+    /// The shared users last read from the fleet.
+    fleet_users: Mutex<Vec<crate::config::UserEntry>>,
+    /// One reload at a time (the config file's and the shared table's).
+    reloading: Mutex<()>,
     /// Relay buffers.
     pub pool: pool::BufferPool,
     /// Fires on shutdown.
@@ -111,6 +127,8 @@ pub struct Shared {
     pub flight_shape: Arc<flight_shape::LearnedShape>,
     last_cover_warning: AtomicU64,
     last_skew_warning: AtomicU64,
+    /// Set when accepting stopped (SIGTERM): `/readyz` says 503.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -125,6 +143,17 @@ impl Shared {
     /// addresses, threads and the state directory need a restart; they are
     /// reported, not applied.
     pub fn reload(&self, config: ServeConfig) -> Vec<String> {
+        let _one = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        self.reload_locked(config)
+    }
+
+    fn reload_locked(&self, config: ServeConfig) -> Vec<String> {
+        *self.base.lock().unwrap_or_else(|p| p.into_inner()) = config.clone();
+        let mut config = config;
+        crate::fleet::users::merge(
+            &mut config,
+            &self.fleet_users.lock().unwrap_or_else(|p| p.into_inner()),
+        );
         let old = self.snapshot();
         let mut notes = Vec::new();
         if config.listen != old.config.listen
@@ -132,11 +161,12 @@ impl Shared {
             || config.threads != old.config.threads
             || config.state_dir != old.config.state_dir
             || config.max_connections != old.config.max_connections
+            || config.fleet != old.config.fleet
             || config.ws_listen != old.config.ws_listen
             || config.ws_path != old.config.ws_path
         {
             notes.push(
-                "listen, metrics, threads, state_dir, max_connections, ws_listen and ws_path change only on restart"
+                "listen, metrics, threads, state_dir, max_connections, [fleet], ws_listen and ws_path change only on restart"
                     .to_string(),
             );
         }
@@ -154,12 +184,93 @@ impl Shared {
         notes
     }
 
+    /// Swaps in a new shared user table (from the fleet) over the last
+    /// loaded configuration.
+    pub fn reload_shared_users(&self, users: Vec<crate::config::UserEntry>) -> Vec<String> {
+        let _one = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        *self.fleet_users.lock().unwrap_or_else(|p| p.into_inner()) = users;
+        let base = self.base.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        self.reload_locked(base)
+    }
+
+    /// Pushes each user's new bytes to the fleet and reads the totals
+    /// back; on failure the bytes wait for the next push.
+    pub async fn sync_usage(&self) {
+        let Some(fleet) = self.state.fleet() else {
+            return;
+        };
+        let snap = self.snapshot();
+        for chunk in snap.states.chunks(USAGE_BATCH) {
+            let deltas: Vec<(&str, u64)> = chunk
+                .iter()
+                .map(|u| (u.name.as_str(), u.take_pending()))
+                .collect();
+            match fleet.add_usage_many(&deltas).await {
+                Ok(totals) => {
+                    for (user, total) in chunk.iter().zip(totals) {
+                        if user.set_fleet_usage(total) {
+                            tracing::info!(user = %user.name, "fleet-wide quota used up; their connections end");
+                        }
+                    }
+                }
+                Err(_) => {
+                    // Counted again with the next push: nothing is lost.
+                    for (user, (_, delta)) in chunk.iter().zip(deltas) {
+                        user.unpushed(delta);
+                    }
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Reads the shared user table when its version changed since `seen`.
+    async fn poll_shared_users(&self, seen: &mut Option<u64>) {
+        let Some(fleet) = self.state.fleet() else {
+            return;
+        };
+        if !fleet.config.shared_users {
+            return;
+        }
+        let Ok(version) = fleet.users_version().await else {
+            return;
+        };
+        if *seen == Some(version) {
+            return;
+        }
+        let Ok(users) = fleet.shared_users().await else {
+            return;
+        };
+        *seen = Some(version);
+        for note in self.reload_shared_users(users) {
+            tracing::info!("shared user table changed: {note}");
+        }
+    }
+
+    /// Whether this instance should get new connections (for `/readyz`).
+    pub fn ready(&self) -> (bool, String) {
+        if self.shutdown.is_cancelled() || self.draining.load(Ordering::Relaxed) {
+            return (false, "shutting down\n".into());
+        }
+        match self.state.fleet() {
+            None => (true, "ready\n".into()),
+            Some(f) if f.is_up() => (true, "ready; redis up\n".into()),
+            // Serving on with the configured fallbacks is the point of
+            // them; the body says why the replay and limits are local.
+            Some(_) => (true, "ready; redis down (fallbacks in force)\n".into()),
+        }
+    }
+
     fn usage_path(&self) -> std::path::PathBuf {
         self.snapshot().config.state_dir.join(USAGE_FILE)
     }
 
     /// Writes every user's byte usage to the state directory (atomically).
     pub fn save_usage(&self) -> std::io::Result<()> {
+        if self.state.fleet().is_some() {
+            // With a fleet, usage lives in Redis.
+            return Ok(());
+        }
         let usage = self.snapshot().usage();
         if usage.values().all(|&b| b == 0) && !self.usage_path().exists() {
             return Ok(());
@@ -224,7 +335,9 @@ impl Shared {
             }
             shared.metrics.encode()
         });
-        tracker.spawn(crate::metrics::serve(listener, body, stop));
+        let shared = self.clone();
+        let health = Arc::new(move || shared.ready());
+        tracker.spawn(crate::metrics::serve(listener, body, health, stop));
     }
 
     fn warn_clock_skew(&self, skew: i64) {
@@ -317,7 +430,17 @@ impl Server {
         let metrics_listener = config.metrics.map(crate::metrics::bind).transpose()?;
         let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
         let metrics = crate::metrics::Metrics::new(config.users.iter().map(|u| u.name.as_str()));
-        let usage = load_usage(&config.state_dir)?;
+        let state = match &config.fleet {
+            Some(f) => {
+                crate::fleet::Backend::Redis(Arc::new(crate::fleet::Fleet::start(f.clone())?))
+            }
+            None => crate::fleet::Backend::InProcess,
+        };
+        // With a fleet, usage comes from Redis at start-up (`run`).
+        let usage = match state {
+            crate::fleet::Backend::InProcess => load_usage(&config.state_dir)?,
+            crate::fleet::Backend::Redis(_) => Default::default(),
+        };
         let tunnel_key = if config.tunnel {
             let secret = crate::state::load_or_create_transport_key(&config.state_dir)?;
             Some(wire::tunnel::handshake::ServerKey::from_secret(secret))
@@ -336,10 +459,15 @@ impl Server {
         };
         let ws_addr = ws_listener.as_ref().and_then(|l| l.local_addr().ok());
         let shutdown = CancellationToken::new();
+        let base = Mutex::new(config.clone());
         let shared = Arc::new(Shared {
             current: arc_swap::ArcSwap::from_pointee(Snapshot::build(
                 config, None, &usage, &shutdown,
             )),
+            state,
+            base,
+            fleet_users: Mutex::new(Vec::new()),
+            reloading: Mutex::new(()),
             replay: Mutex::new(ReplayState {
                 tls: ReplayCache::new(now, window.max(1), REPLAY_CAP),
                 obfuscated2: ReplayCache::new(now, 0, REPLAY_CAP),
@@ -352,6 +480,7 @@ impl Server {
             flight_shape: Arc::default(),
             last_cover_warning: AtomicU64::new(0),
             last_skew_warning: AtomicU64::new(0),
+            draining: std::sync::atomic::AtomicBool::new(false),
         });
         Ok(Server {
             listeners,
@@ -378,6 +507,42 @@ impl Server {
         let limit = Arc::new(Semaphore::new(
             self.shared.snapshot().config.max_connections,
         ));
+        if let Some(fleet) = self.shared.state.fleet().cloned() {
+            tracing::info!(
+                redis = %crate::fleet::redact_url(&fleet.config.url),
+                instance = %fleet.config.instance,
+                "sharing replay cache, usage, limits{} through redis",
+                if fleet.config.shared_users { " and users" } else { "" }
+            );
+            // Usage totals and the shared users before the first client,
+            // each bounded by the Redis deadline.
+            self.shared.sync_usage().await;
+            let mut seen = None;
+            self.shared.poll_shared_users(&mut seen).await;
+            let shared = self.shared.clone();
+            let until = stop.clone();
+            tracker.spawn(async move {
+                let mut usage = tokio::time::interval(FLEET_USAGE_SYNC);
+                let mut leases = tokio::time::interval(fleet.config.lease / 3);
+                let mut users = tokio::time::interval(crate::fleet::users::POLL);
+                for t in [&mut usage, &mut leases, &mut users] {
+                    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                }
+                loop {
+                    tokio::select! {
+                        _ = usage.tick() => {
+                            shared.sync_usage().await;
+                            fleet.retry_releases().await;
+                        }
+                        _ = leases.tick() => fleet.refresh_leases().await,
+                        _ = users.tick() => shared.poll_shared_users(&mut seen).await,
+                        _ = until.cancelled() => break,
+                    }
+                }
+                // Push what was counted since the last tick.
+                shared.sync_usage().await;
+            });
+        }
         let housekeeping = self.shared.clone();
         let until = stop.clone();
         tracker.spawn(async move {
@@ -471,6 +636,7 @@ impl Server {
             });
         }
         stop.cancelled().await;
+        self.shared.draining.store(true, Ordering::Relaxed);
         tracker.close();
         let drain = self.shared.snapshot().config.drain_timeout;
         let open = self.shared.stats.active.load(Ordering::Relaxed);
@@ -485,6 +651,8 @@ impl Server {
             let _ = tokio::time::timeout(Duration::from_secs(2), tracker.wait()).await;
         }
         self.shared.shutdown.cancel();
+        // The drained connections' last bytes (bounded by the deadline).
+        self.shared.sync_usage().await;
         if let Err(e) = self.shared.save_usage() {
             tracing::warn!(error = %e, "cannot save quota usage");
         }

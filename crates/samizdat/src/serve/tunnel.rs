@@ -40,7 +40,7 @@ pub(super) async fn run<S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let Some(admission) = super::connection::admit(shared, snap, acc.user, peer) else {
+    let Some(admission) = super::connection::admit(shared, snap, acc.user, peer).await else {
         return;
     };
     shared.metrics.handshake("ok_tunnel");

@@ -29,6 +29,9 @@ pub enum Refusal {
     Quota,
     /// Past `expires`.
     Expired,
+    /// The user has a fleet-wide limit, Redis is down and
+    /// `limits_when_down = "refuse"`.
+    FleetDown,
 }
 
 impl Refusal {
@@ -39,6 +42,7 @@ impl Refusal {
             Refusal::Ips => "limit_ips",
             Refusal::Quota => "limit_quota",
             Refusal::Expired => "expired",
+            Refusal::FleetDown => "fleet_down",
         }
     }
 }
@@ -59,8 +63,11 @@ pub struct UserState {
     limits: Mutex<UserLimits>,
     active: AtomicUsize,
     ips: Mutex<HashMap<IpAddr, usize>>,
-    /// Bytes used, both directions, including earlier runs.
+    /// Bytes used, both directions, including earlier runs (with a fleet:
+    /// the fleet-wide total last read plus what is not pushed yet).
     pub used: AtomicU64,
+    /// Bytes not yet pushed to the fleet's counter (unused in-process).
+    pending: AtomicU64,
     bucket: Mutex<Bucket>,
     /// Fires when the user is removed, expires or runs out of quota; a
     /// child of the server's shutdown token.
@@ -82,6 +89,7 @@ impl UserState {
             active: AtomicUsize::new(0),
             ips: Mutex::new(HashMap::new()),
             used: AtomicU64::new(used),
+            pending: AtomicU64::new(0),
             bucket: Mutex::new(Bucket {
                 tokens: 0.0,
                 last: tokio::time::Instant::now(),
@@ -124,7 +132,31 @@ impl UserState {
         Ok(Admission {
             user: self.clone(),
             ip,
+            lease: None,
         })
+    }
+
+    /// Takes the bytes not yet pushed to the fleet (put them back with
+    /// [`UserState::unpushed`] if the push fails).
+    pub fn take_pending(&self) -> u64 {
+        self.pending.swap(0, Ordering::Relaxed)
+    }
+
+    /// Returns bytes whose push failed; they go with the next one.
+    pub fn unpushed(&self, n: u64) {
+        self.pending.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Sets usage to the fleet-wide `total` (plus what is not pushed yet)
+    /// and ends the user's connections if that passes their quota.
+    pub fn set_fleet_usage(&self, total: u64) -> bool {
+        let used = total + self.pending.load(Ordering::Relaxed);
+        self.used.store(used, Ordering::Relaxed);
+        if self.limits().quota.is_some_and(|q| used >= q) && !self.ended.is_cancelled() {
+            self.ended.cancel();
+            return true;
+        }
+        false
     }
 
     /// Connections open right now.
@@ -137,6 +169,7 @@ impl UserState {
     /// up (the user's connections are then ended).
     pub fn charge(&self, n: usize) -> Result<Duration, Refusal> {
         let limits = self.limits();
+        self.pending.fetch_add(n as u64, Ordering::Relaxed);
         let used = self.used.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
         if limits.quota.is_some_and(|q| used >= q) {
             self.ended.cancel();
@@ -172,9 +205,18 @@ pub struct Admission {
     /// The user.
     pub user: Arc<UserState>,
     ip: IpAddr,
+    /// The fleet-wide lease (users with connection or address limits, with
+    /// Redis); released with the admission.
+    lease: Option<crate::fleet::leases::Lease>,
 }
 
 impl Admission {
+    /// Attaches the fleet-wide lease.
+    pub fn with_lease(mut self, lease: Option<crate::fleet::leases::Lease>) -> Admission {
+        self.lease = lease;
+        self
+    }
+
     /// The client's address.
     pub fn ip(&self) -> IpAddr {
         self.ip

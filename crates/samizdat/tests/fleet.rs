@@ -1,0 +1,1063 @@
+//! Fleets: two real `samizdat serve` instances sharing one real
+//! `redis-server` (started here on 127.0.0.1, on a free port, without
+//! persistence, in its own temporary directory, and stopped afterwards).
+//!
+//! Without `redis-server` these tests say so loudly and pass, unless `CI`
+//! is set: there it must be installed (scripts/test installs it).
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use testkit::client::{Client, Options};
+use testkit::fake_cover::CoverKind;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use wire::obfuscated2::Tag;
+use wire::secret::Secret;
+
+const ALICE: &str = "a11ce000000000000000000000000001";
+const BOB: &str = "b0b00000000000000000000000000002";
+const CAROL: &str = "ca201000000000000000000000000003";
+
+// === Redis ===
+
+/// A `redis-server` of the test's own.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    /// More `redis-server` arguments (TLS, password).
+    extra: Vec<String>,
+}
+
+impl Redis {
+    /// Starts one, or returns `None` (after saying so) when `redis-server`
+    /// is not installed and this is not CI.
+    fn start() -> Option<Redis> {
+        Redis::start_with(|_| Vec::new())
+    }
+
+    /// [`Redis::start`] with more arguments, made from its directory.
+    fn start_with(extra: impl FnOnce(&Path) -> Vec<String>) -> Option<Redis> {
+        let mut r = Redis::reserve(extra)?;
+        r.restart();
+        Some(r)
+    }
+
+    /// A port and a directory for a server not started yet.
+    fn reserve(extra: impl FnOnce(&Path) -> Vec<String>) -> Option<Redis> {
+        let present = Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !present {
+            if std::env::var_os("CI").is_some() {
+                panic!(
+                    "redis-server is missing in CI: scripts/test installs the redis-server package"
+                );
+            }
+            eprintln!(
+                "\n!!! SKIPPED: redis-server is not installed; the fleet tests did not run.\n\
+                 !!! Install it (apt-get install redis-server) or run scripts/test.\n"
+            );
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let extra = extra(dir.path());
+        Some(Redis {
+            child: None,
+            port,
+            dir,
+            extra,
+        })
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// (Re)starts the server on the same port, empty.
+    fn restart(&mut self) {
+        self.stop();
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            // PONG, or NOAUTH with a password: either way it answers.
+            if self.cmd(&["PING"]).is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server did not answer PING within 10 s");
+    }
+
+    /// Sends a signal (`-STOP`, `-CONT`) to the server.
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        assert!(Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    /// Stops it at once (SIGKILL: no goodbye to the clients).
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// One command in RESP; the reply as text (`None`: no answer or nil).
+    fn cmd(&self, args: &[&str]) -> Option<String> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(req.as_bytes()).ok()?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = s.read(&mut chunk).ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).to_string();
+            let Some(end) = text.find("\r\n") else {
+                continue;
+            };
+            let (head, rest) = (&text[..end], &text[end + 2..]);
+            match head.as_bytes()[0] {
+                b'+' | b':' => return Some(head[1..].to_string()),
+                b'-' => return Some(head.to_string()),
+                b'$' => {
+                    let len: i64 = head[1..].parse().ok()?;
+                    if len < 0 {
+                        return None;
+                    }
+                    if rest.len() >= len as usize + 2 {
+                        return Some(rest[..len as usize].to_string());
+                    }
+                }
+                _ => return Some(text),
+            }
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+// === samizdat instances ===
+
+struct Instance {
+    child: Child,
+    addr: SocketAddr,
+    _state: tempfile::TempDir,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `samizdat serve` with every form, the common key, its own fake DC and
+/// echo cover, `--redis url` and `extra`.
+async fn instance(redis: &str, config: Option<&Path>, extra: &[&str]) -> Instance {
+    let (dc, _) = fake_dc().await;
+    let (cover, _) = fake_cover(CoverKind::Echo).await;
+    let state = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(bin());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--domain", DOMAIN]);
+    cmd.args(["--modes", "plain,dd,ee", "--redis", redis]);
+    cmd.args(["--cover", &cover.to_string()]);
+    cmd.args(["--dc-override", &dc.to_string()]);
+    cmd.arg("--state-dir").arg(state.path());
+    match config {
+        Some(path) => {
+            cmd.arg("--config").arg(path);
+        }
+        None => {
+            cmd.args(["--secret", KEY]);
+        }
+    }
+    // A generous deadline (the default is 100 ms) unless the test picks
+    // one: on a loaded 2-core CI machine a call may take longer, and a
+    // fail-open miss would make a replay test flaky.
+    if !extra.contains(&"--redis-timeout") {
+        cmd.args(["--redis-timeout", "1s"]);
+    }
+    cmd.args(extra);
+    let (child, addr, _) = spawn(&mut cmd).await;
+    Instance {
+        child,
+        addr,
+        _state: state,
+    }
+}
+
+fn ee(key: &str) -> Secret {
+    Secret::parse(&format!("ee{key}{}", hex::encode(DOMAIN))).unwrap()
+}
+
+/// A handshake, bounded in time; `Err` when refused (closed or covered).
+async fn connect(addr: SocketAddr, secret: &Secret) -> std::io::Result<Client> {
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        Client::connect(addr, secret, &Options::default()),
+    )
+    .await
+    .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}
+
+/// Echoes `len` bytes through the DC; `Err` if the relay ended.
+async fn echo(c: &mut Client, len: usize) -> std::io::Result<()> {
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(64 * 1024);
+        let payload = vec![0x5a; n];
+        c.send(&payload).await?;
+        let mut got = 0;
+        while got < n {
+            let back = tokio::time::timeout(Duration::from_secs(10), c.recv())
+                .await
+                .map_err(|_| std::io::ErrorKind::TimedOut)??;
+            got += back.len();
+        }
+        left -= n;
+    }
+    Ok(())
+}
+
+/// Sends `bytes` as a probe and reads what comes back until EOF.
+async fn probe(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut back))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    back
+}
+
+/// A fake-TLS hello captured from a real handshake with `a`.
+async fn captured_hello(a: SocketAddr) -> Vec<u8> {
+    let mut c = connect(a, &ee(KEY)).await.expect("handshake with A");
+    echo(&mut c, 1024).await.unwrap();
+    c.hello.clone().unwrap()
+}
+
+fn config_file(dir: &Path, users: &str) -> std::path::PathBuf {
+    let path = dir.join("samizdat.toml");
+    std::fs::write(&path, users).unwrap();
+    path
+}
+
+// === tests ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_captured_at_one_instance_is_refused_by_the_other() {
+    let Some(redis) = Redis::start() else { return };
+    let a = instance(&redis.url(), None, &[]).await;
+    let b = instance(&redis.url(), None, &[]).await;
+
+    // Fake-TLS: B has never seen this hello, and still refuses it.
+    let hello = captured_hello(a.addr).await;
+    assert_eq!(
+        probe(b.addr, &hello).await,
+        hello,
+        "B must send A's replayed hello to its cover site"
+    );
+    // A fresh hello still works on B.
+    let mut c = connect(b.addr, &ee(KEY)).await.expect("a fresh hello on B");
+    echo(&mut c, 1024).await.unwrap();
+
+    // Bare obfuscated2: an init accepted by A, replayed to B.
+    let dd = Secret::parse(&format!("dd{KEY}")).unwrap();
+    let init = wire::obfuscated2::initiate(testkit::random(), Tag::Padded, 2, Some(&dd.key));
+    let mut s = TcpStream::connect(a.addr).await.unwrap();
+    s.write_all(&init.wire).await.unwrap();
+    let key = format!("samizdat:replay:o2:{}", hex::encode(&init.wire[8..24]));
+    assert!(
+        eventually(Duration::from_secs(5), || redis
+            .cmd(&["EXISTS", &key])
+            .as_deref()
+            == Some("1"))
+        .await,
+        "A recorded the init in Redis"
+    );
+    assert_eq!(
+        probe(b.addr, &init.wire).await,
+        init.wire.to_vec(),
+        "B must send A's replayed init to its cover site"
+    );
+    // Fake-TLS keys expire with the timestamp window (10m + 1m + 1m here).
+    let ttl: i64 = redis
+        .cmd(&[
+            "PTTL",
+            &format!("samizdat:replay:tls:{}", hex::encode(&hello[11..27])),
+        ])
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((600_000..=720_000).contains(&ttl), "ttl {ttl} ms");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_holds_across_the_fleet() {
+    let Some(redis) = Redis::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // 1 MB, counted both ways: 300 KB echoed through each instance is
+    // 600 KB each, under the quota alone and over it together.
+    let config = config_file(
+        dir.path(),
+        &format!("[users.alice]\nsecret = \"{ALICE}\"\nquota = \"1MB\"\n"),
+    );
+    let a = instance(&redis.url(), Some(&config), &[]).await;
+    let b = instance(&redis.url(), Some(&config), &[]).await;
+
+    let mut c = connect(a.addr, &ee(ALICE)).await.expect("alice on A");
+    echo(&mut c, 300_000).await.unwrap();
+    drop(c);
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            redis
+                .cmd(&["GET", "samizdat:usage:alice"])
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|n| n >= 600_000)
+        })
+        .await,
+        "A pushed alice's usage to Redis"
+    );
+    // B has not relayed a byte of alice's yet, but knows the fleet's total.
+    let mut c = connect(b.addr, &ee(ALICE)).await.expect("alice on B");
+    // The quota runs out during this transfer: the relay may end early.
+    let _ = echo(&mut c, 300_000).await;
+    drop(c);
+    for (name, at) in [("A", a.addr), ("B", b.addr)] {
+        let started = Instant::now();
+        let mut refused = false;
+        while started.elapsed() < Duration::from_secs(8) {
+            match connect(at, &ee(ALICE)).await {
+                Err(_) => {
+                    refused = true;
+                    break;
+                }
+                Ok(c) => drop(c),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(
+            refused,
+            "instance {name} still admits alice past the fleet-wide quota"
+        );
+    }
+    let used: u64 = redis
+        .cmd(&["GET", "samizdat:usage:alice"])
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(used >= 1_000_000, "fleet usage {used}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_added_to_the_shared_table_works_on_every_instance() {
+    let Some(redis) = Redis::start() else { return };
+    let a = instance(&redis.url(), None, &[]).await;
+    let b = instance(&redis.url(), None, &[]).await;
+    assert!(
+        connect(a.addr, &ee(BOB)).await.is_err(),
+        "bob is unknown yet"
+    );
+
+    let out = Command::new(bin())
+        .args(["users", "add", "bob", "--key", BOB, "--redis", &redis.url()])
+        .args(["--domain", DOMAIN, "--public-host", "127.0.0.1"])
+        .args(["--listen", "127.0.0.1:8443"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(&ee(BOB).to_hex()) && text.contains("tg://proxy?server=127.0.0.1&port=8443"),
+        "users add prints bob's links: {text}"
+    );
+
+    let started = Instant::now();
+    let mut held = Vec::new();
+    for at in [a.addr, b.addr] {
+        let mut ok = None;
+        while started.elapsed() < Duration::from_secs(8) {
+            if let Ok(c) = connect(at, &ee(BOB)).await {
+                ok = Some(c);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut c = ok.expect("bob connects to every instance within seconds");
+        echo(&mut c, 4096).await.unwrap();
+        held.push(c);
+    }
+    let list = Command::new(bin())
+        .args(["users", "list", "--redis", &redis.url()])
+        .output()
+        .unwrap();
+    let list = String::from_utf8(list.stdout).unwrap();
+    assert!(list.starts_with("bob\t"), "{list}");
+    assert!(!list.contains(BOB), "users list must not show keys");
+
+    // Removed: refused everywhere within seconds, open relays end.
+    let out = Command::new(bin())
+        .args(["users", "remove", "bob", "--redis", &redis.url()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    for c in &mut held {
+        let ended = tokio::time::timeout(Duration::from_secs(8), async {
+            loop {
+                if echo(c, 16).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await;
+        assert!(ended.is_ok(), "a removed user's relay goes on");
+    }
+    assert!(connect(a.addr, &ee(BOB)).await.is_err());
+    assert!(connect(b.addr, &ee(BOB)).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limits_hold_across_the_fleet() {
+    let Some(redis) = Redis::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(
+        dir.path(),
+        &format!("[users.carol]\nsecret = \"{CAROL}\"\nmax_connections = 1\n"),
+    );
+    let a = instance(&redis.url(), Some(&config), &[]).await;
+    let b = instance(&redis.url(), Some(&config), &[]).await;
+    let mut held = connect(a.addr, &ee(CAROL)).await.expect("carol on A");
+    echo(&mut held, 1024).await.unwrap();
+    assert!(
+        connect(b.addr, &ee(CAROL)).await.is_err(),
+        "B admits a second connection while A holds carol's only one"
+    );
+    drop(held);
+    assert!(
+        eventually(Duration::from_secs(5), || redis
+            .cmd(&["ZCARD", "samizdat:conns:carol"])
+            .as_deref()
+            == Some("0"))
+        .await,
+        "A released the lease"
+    );
+    let mut c = connect(b.addr, &ee(CAROL))
+        .await
+        .expect("carol on B after A closed");
+    echo(&mut c, 1024).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_gives_the_chosen_fallback_fast_and_its_return_is_picked_up() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    // A: the default (fail-open); B: fail-closed.
+    // A deadline short enough that a hung Redis costs a handshake little.
+    let a = instance(&redis.url(), None, &["--redis-timeout", "300ms"]).await;
+    let b = instance(
+        &redis.url(),
+        None,
+        &["--redis-timeout", "300ms", "--redis-down-replay", "closed"],
+    )
+    .await;
+    for at in [a.addr, b.addr] {
+        let mut c = connect(at, &ee(KEY))
+            .await
+            .expect("both serve with Redis up");
+        echo(&mut c, 1024).await.unwrap();
+    }
+
+    // Hung (SIGSTOP: connections stay open, nothing answers): every call
+    // runs into the deadline (100 ms), none hangs a handshake.
+    redis.signal("-STOP");
+    fallbacks_hold(a.addr, b.addr).await;
+    redis.signal("-CONT");
+    // Dead (SIGKILL: connections refused).
+    redis.stop();
+    fallbacks_hold(a.addr, b.addr).await;
+    // The local replay cache still works meanwhile.
+    let hello = captured_hello(a.addr).await;
+    assert_eq!(probe(a.addr, &hello).await, hello);
+    // Usage keeps counting locally while Redis is down.
+    let mut c = connect(a.addr, &ee(KEY)).await.unwrap();
+    echo(&mut c, 200_000).await.unwrap();
+    drop(c);
+
+    // Back: B accepts again, and replays are shared again.
+    redis.restart();
+    let started = Instant::now();
+    let mut back = false;
+    while started.elapsed() < Duration::from_secs(10) {
+        if let Ok(mut c) = connect(b.addr, &ee(KEY)).await {
+            back = echo(&mut c, 1024).await.is_ok();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(back, "B did not pick Redis up again within 10 s");
+    // A pushes what it counted while Redis was down (this Redis restarted
+    // empty, so those bytes are all its counter holds).
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            redis
+                .cmd(&["GET", "samizdat:usage:default"])
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|n| n >= 400_000)
+        })
+        .await,
+        "usage counted while Redis was down was not pushed when it came back"
+    );
+    let hello = captured_hello(a.addr).await;
+    assert_eq!(
+        probe(b.addr, &hello).await,
+        hello,
+        "after Redis came back, A's hello replayed to B must be refused"
+    );
+}
+
+/// With Redis unavailable: A (fail-open) accepts, B (fail-closed) sends to
+/// the cover, and neither takes long about it.
+async fn fallbacks_hold(a: SocketAddr, b: SocketAddr) {
+    for _ in 0..3 {
+        let started = Instant::now();
+        let mut c = connect(a, &ee(KEY))
+            .await
+            .expect("fail-open accepts with Redis down");
+        echo(&mut c, 1024).await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        let started = Instant::now();
+        assert!(
+            connect(b, &ee(KEY)).await.is_err(),
+            "fail-closed refuses with Redis down"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}
+
+/// A CA and a certificate for localhost signed by it (openssl CLI), in `dir`.
+fn make_certs(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=fleet test CA",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "key.pem",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "cert.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_password_is_verified_and_the_password_stays_out_of_logs() {
+    const PASSWORD: &str = "pw-7f3a9c1e5b";
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let Some(redis) = Redis::start_with(|dir| {
+        make_certs(dir);
+        let p = |f: &str| dir.join(f).display().to_string();
+        vec![
+            "--tls-port".into(),
+            tls_port.to_string(),
+            "--tls-cert-file".into(),
+            p("cert.pem"),
+            "--tls-key-file".into(),
+            p("key.pem"),
+            "--tls-ca-cert-file".into(),
+            p("ca.pem"),
+            "--tls-auth-clients".into(),
+            "no".into(),
+            "--requirepass".into(),
+            PASSWORD.into(),
+        ]
+    }) else {
+        return;
+    };
+    let ca = redis.dir.path().join("ca.pem");
+    let url = format!("rediss://:{PASSWORD}@localhost:{tls_port}");
+    let users = |url: &str, with_ca: bool, args: &[&str]| {
+        let mut cmd = Command::new(bin());
+        cmd.args(["users"]).args(args).args(["--redis", url]);
+        if with_ca {
+            cmd.env("SSL_CERT_FILE", &ca);
+        }
+        cmd.output().unwrap()
+    };
+    // The server's certificate is checked: unknown CA, refused.
+    let out = users(&url, false, &["list"]);
+    assert!(
+        !out.status.success(),
+        "a certificate from an unknown CA was accepted"
+    );
+    // A wrong password is refused too.
+    let wrong = format!("rediss://:wrong@localhost:{tls_port}");
+    assert!(!users(&wrong, true, &["list"]).status.success());
+    let out = users(
+        &url,
+        true,
+        &["add", "bob", "--key", BOB, "--domain", DOMAIN],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!printed.contains(PASSWORD), "{printed}");
+
+    // An instance over TLS picks bob up; its log never shows the password.
+    let (dc, _) = fake_dc().await;
+    let (cover, _) = fake_cover(CoverKind::Echo).await;
+    let state = tempfile::tempdir().unwrap();
+    let log_path = state.path().join("log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut cmd = Command::new(bin());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--domain", DOMAIN])
+        .args([
+            "--cover",
+            &cover.to_string(),
+            "--dc-override",
+            &dc.to_string(),
+        ])
+        .arg("--state-dir")
+        .arg(state.path())
+        .args(["--redis-timeout", "1s"])
+        .env("SAMIZDAT_REDIS", &url)
+        .env("SSL_CERT_FILE", &ca)
+        .env("RUST_LOG", "debug");
+    let (child, addr, stdout) = spawn_logging_to(&mut cmd, Stdio::from(log)).await;
+    let _server = Instance {
+        child,
+        addr,
+        _state: tempfile::tempdir().unwrap(),
+    };
+    let mut c = None;
+    let started = Instant::now();
+    while c.is_none() && started.elapsed() < Duration::from_secs(8) {
+        c = connect(addr, &ee(BOB)).await.ok();
+        if c.is_none() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let mut c = c.expect("bob, added over TLS, connects");
+    echo(&mut c, 4096).await.unwrap();
+    drop(c);
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("sharing replay cache"), "{log}");
+    assert!(
+        !log.contains(PASSWORD),
+        "the Redis password reached the log"
+    );
+    assert!(!stdout.join("\n").contains(PASSWORD));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_started_before_redis_serves_and_then_picks_it_up() {
+    let Some(mut redis) = Redis::reserve(|_| Vec::new()) else {
+        return;
+    };
+    // Nothing listens there yet: start-up is not delayed, handshakes pass
+    // (fail-open) without waiting.
+    let started = Instant::now();
+    let a = instance(&redis.url(), None, &[]).await;
+    let mut c = connect(a.addr, &ee(KEY))
+        .await
+        .expect("serves without Redis");
+    echo(&mut c, 1024).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    redis.restart();
+    let out = Command::new(bin())
+        .args(["users", "add", "bob", "--key", BOB, "--redis", &redis.url()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let started = Instant::now();
+    let mut ok = false;
+    while !ok && started.elapsed() < Duration::from_secs(10) {
+        ok = connect(a.addr, &ee(BOB)).await.is_ok();
+        if !ok {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    assert!(
+        ok,
+        "the instance did not read the shared table once Redis was up"
+    );
+    // And the replay cache is shared from then on.
+    let hello = captured_hello(a.addr).await;
+    let key = format!("samizdat:replay:tls:{}", hex::encode(&hello[11..27]));
+    assert_eq!(redis.cmd(&["EXISTS", &key]).as_deref(), Some("1"));
+}
+
+/// `GET path` on the metrics listener: (status line, body), or `None` if
+/// nothing answers.
+async fn http_get(addr: SocketAddr, path: &str) -> Option<(String, String)> {
+    let mut s = TcpStream::connect(addr).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut back = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut back))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&back).to_string();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    Some((head.lines().next()?.to_string(), body.to_string()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_endpoints_report_liveness_readiness_and_redis() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut a = instance(&redis.url(), None, &["--metrics", &metrics.to_string()]).await;
+    let (status, body) = http_get(metrics, "/healthz").await.expect("/healthz");
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(body, "ok\n");
+    let (status, body) = http_get(metrics, "/readyz").await.expect("/readyz");
+    assert!(
+        status.contains("200") && body.contains("redis up"),
+        "{status} {body}"
+    );
+
+    // Redis down: still ready (the fallbacks serve), and it says why.
+    redis.stop();
+    let mut said = false;
+    let started = Instant::now();
+    while !said && started.elapsed() < Duration::from_secs(8) {
+        let (status, body) = http_get(metrics, "/readyz").await.expect("/readyz");
+        assert!(status.contains("200"), "{status}");
+        said = body.contains("redis down");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(said, "/readyz never reported Redis down");
+
+    // SIGTERM: no longer ready (503, or the listener is gone), while an
+    // open connection drains.
+    let mut c = connect(a.addr, &ee(KEY)).await.unwrap();
+    echo(&mut c, 1024).await.unwrap();
+    let pid = a.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut not_ready = false;
+    let started = Instant::now();
+    while !not_ready && started.elapsed() < Duration::from_secs(5) {
+        not_ready = match http_get(metrics, "/readyz").await {
+            None => true,
+            Some((status, _)) => status.contains("503"),
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(not_ready, "still ready after SIGTERM");
+    echo(&mut c, 1024)
+        .await
+        .expect("the open connection drains");
+    drop(c);
+    let _ = a.child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_when_down_refuse_refuses_only_users_with_fleet_limits() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(
+        dir.path(),
+        &format!(
+            "[users.carol]\nsecret = \"{CAROL}\"\nmax_connections = 5\n[users.alice]\nsecret = \"{ALICE}\"\n"
+        ),
+    );
+    let a = instance(
+        &redis.url(),
+        Some(&config),
+        &["--redis-down-limits", "refuse", "--redis-timeout", "300ms"],
+    )
+    .await;
+    let mut c = connect(a.addr, &ee(CAROL))
+        .await
+        .expect("carol with Redis up");
+    echo(&mut c, 1024).await.unwrap();
+    redis.stop();
+    assert!(
+        connect(a.addr, &ee(CAROL)).await.is_err(),
+        "carol's fleet-wide limit cannot be checked: refused"
+    );
+    let mut c = connect(a.addr, &ee(ALICE))
+        .await
+        .expect("alice has no fleet-wide limit: served");
+    echo(&mut c, 1024).await.unwrap();
+    // Back: carol again.
+    redis.restart();
+    let started = Instant::now();
+    let mut ok = false;
+    while !ok && started.elapsed() < Duration::from_secs(10) {
+        ok = connect(a.addr, &ee(CAROL)).await.is_ok();
+        if !ok {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    assert!(ok, "carol still refused after Redis came back");
+}
+
+/// Polls handshakes with `secret` until one passes or 10 s are over.
+async fn connects_soon(addr: SocketAddr, secret: &Secret) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(10) {
+        if let Ok(mut c) = connect(addr, secret).await {
+            return echo(&mut c, 1024).await.is_ok();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_reload_keeps_the_shared_users() {
+    let Some(redis) = Redis::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(
+        dir.path(),
+        &format!("[users.alice]\nsecret = \"{ALICE}\"\n"),
+    );
+    let a = instance(&redis.url(), Some(&config), &[]).await;
+    let out = Command::new(bin())
+        .args(["users", "add", "bob", "--key", BOB, "--redis", &redis.url()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        connects_soon(a.addr, &ee(BOB)).await,
+        "bob from the shared table"
+    );
+    // The file gains carol: file users and shared users both serve.
+    std::fs::write(
+        &config,
+        format!("[users.alice]\nsecret = \"{ALICE}\"\n[users.carol]\nsecret = \"{CAROL}\"\n"),
+    )
+    .unwrap();
+    assert!(
+        connects_soon(a.addr, &ee(CAROL)).await,
+        "carol from the reloaded file"
+    );
+    assert!(
+        connect(a.addr, &ee(BOB)).await.is_ok(),
+        "the reload dropped bob"
+    );
+    assert!(connect(a.addr, &ee(ALICE)).await.is_ok());
+}
+
+/// `samizdat doctor --json` against local fakes; the findings of `check`.
+async fn doctor_findings(redis: &str, check: &str) -> Vec<serde_json::Value> {
+    let (dc, _) = fake_dc().await;
+    let (cover, _) = fake_cover(CoverKind::Echo).await;
+    let out = tokio::process::Command::new(bin())
+        // localhost and 127.0.0.1: the DNS check stays in /etc/hosts.
+        .args([
+            "doctor",
+            "--json",
+            "--timeout",
+            "2s",
+            "--domain",
+            "localhost",
+        ])
+        .args(["--public-host", "127.0.0.1"])
+        .args([
+            "--cover",
+            &cover.to_string(),
+            "--dc-override",
+            &dc.to_string(),
+        ])
+        .args(["--secret", KEY, "--listen", "127.0.0.1:0", "--redis", redis])
+        .output()
+        .await
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["check"] == check)
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_checks_the_fleet_redis() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let found = doctor_findings(&redis.url(), "redis").await;
+    assert!(!found.is_empty(), "no redis finding");
+    assert!(found.iter().all(|f| f["level"] != "fail"), "{found:?}");
+    assert!(
+        found[0]["found"]
+            .as_str()
+            .unwrap()
+            .starts_with("answers in"),
+        "{found:?}"
+    );
+    redis.stop();
+    let found = doctor_findings(&redis.url(), "redis").await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["level"], "fail", "{found:?}");
+    // Without --redis there is no such check.
+    let (dc, _) = fake_dc().await;
+    let out = Command::new(bin())
+        // localhost and 127.0.0.1: the DNS check stays in /etc/hosts.
+        .args([
+            "doctor",
+            "--json",
+            "--timeout",
+            "2s",
+            "--domain",
+            "localhost",
+        ])
+        .args(["--public-host", "127.0.0.1"])
+        .args(["--cover", "127.0.0.1:1", "--dc-override", &dc.to_string()])
+        .args(["--secret", KEY, "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("\"redis\""));
+}
