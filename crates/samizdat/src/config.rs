@@ -194,6 +194,13 @@ pub struct ServeArgs {
     #[arg(long)]
     pub no_tunnel: bool,
 
+    /// The samizdat transport's private key file (as `transport.toml` in the
+    /// state directory). Give every instance of a fleet the same file, so
+    /// one samizdat:// link works on all of them [default: generated once
+    /// into the state directory].
+    #[arg(long, value_name = "FILE")]
+    pub transport_key: Option<PathBuf>,
+
     /// Also accept samizdat clients inside WebSockets on this plain-HTTP
     /// address, for a reverse proxy or CDN in front (docs/fronting.md),
     /// e.g. 127.0.0.1:8081 [default: off].
@@ -369,6 +376,8 @@ pub struct ServeConfig {
     /// Whether samizdat clients are accepted (the transport of
     /// `docs/transport.md`).
     pub tunnel: bool,
+    /// The transport key file, if not the state directory's.
+    pub transport_key: Option<PathBuf>,
     /// Prefixes the egress policy lets tunnelled streams reach although it
     /// refuses them by default.
     pub egress_allow: Vec<ipnet::IpNet>,
@@ -546,6 +555,7 @@ struct ServerSection {
     log_client_ips: Option<bool>,
     metrics: Option<Spanned<String>>,
     tunnel: Option<bool>,
+    transport_key: Option<PathBuf>,
     egress_allow: Option<Vec<Spanned<String>>>,
     ws_listen: Option<Spanned<String>>,
     ws_path: Option<Spanned<String>>,
@@ -1166,6 +1176,10 @@ impl ServeConfig {
             metrics,
             fleet,
             tunnel,
+            transport_key: args
+                .transport_key
+                .clone()
+                .or_else(|| server.transport_key.clone()),
             egress_allow,
             ws_listen,
             ws_path,

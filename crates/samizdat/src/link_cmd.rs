@@ -109,7 +109,7 @@ pub fn run(args: &LinkArgs) -> anyhow::Result<()> {
         ));
     }
     if config.tunnel {
-        let key = crate::state::load_or_create_transport_key(&config.state_dir)?;
+        let key = crate::state::transport_key(config.transport_key.as_deref(), &config.state_dir)?;
         let public = wire::tunnel::handshake::ServerKey::from_secret(key).public();
         for (user, link) in links::samizdat_links(&config, &host, addr.port(), &public) {
             if args.user.as_deref().is_some_and(|u| u != user) {

@@ -94,24 +94,7 @@ struct TransportFile {
 pub fn load_or_create_transport_key(dir: &Path) -> anyhow::Result<[u8; 32]> {
     let path = dir.join(TRANSPORT_FILE);
     match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let file: TransportFile = toml::from_str(&text).map_err(|e| {
-                anyhow::anyhow!(
-                    "{}: {e}; fix it, or delete it to generate a new key (every samizdat:// link then changes)",
-                    path.display()
-                )
-            })?;
-            let bytes = hex::decode(file.private_key.trim())
-                .ok()
-                .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "{}: private_key must be 64 hex characters (a 32-byte X25519 key)",
-                        path.display()
-                    )
-                })?;
-            Ok(bytes)
-        }
+        Ok(text) => parse_transport_key(&text, &path),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut key = [0u8; 32];
             getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
@@ -126,6 +109,41 @@ pub fn load_or_create_transport_key(dir: &Path) -> anyhow::Result<[u8; 32]> {
         }
         Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
     }
+}
+
+/// The transport key: from `file` when given (it must exist: a fleet's
+/// instances share it), else from (or generated into) `dir`.
+pub fn transport_key(file: Option<&Path>, dir: &Path) -> anyhow::Result<[u8; 32]> {
+    match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!(
+                    "transport key {}: {e}; copy transport.toml from a server's state directory there",
+                    path.display()
+                )
+            })?;
+            parse_transport_key(&text, path)
+        }
+        None => load_or_create_transport_key(dir),
+    }
+}
+
+fn parse_transport_key(text: &str, path: &Path) -> anyhow::Result<[u8; 32]> {
+    let file: TransportFile = toml::from_str(text).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {e}; fix it, or delete it to generate a new key (every samizdat:// link then changes)",
+            path.display()
+        )
+    })?;
+    hex::decode(file.private_key.trim())
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: private_key must be 64 hex characters (a 32-byte X25519 key)",
+                path.display()
+            )
+        })
 }
 
 /// Writes `text` to `dir/name` atomically, readable by the owner only,

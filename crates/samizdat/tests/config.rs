@@ -90,7 +90,7 @@ fn mistakes_name_file_line_key_and_fix() {
         "samizdat: samizdat.toml:2: unknown field `lisen`, expected one of `listen`, `modes`, `domains`, `cover`, \
          `cover_connect`, `public_host`, `state_dir`, `unknown_sni`, `max_clock_behind`, `max_clock_ahead`, \
          `handshake_timeout`, `idle_timeout`, `connect_timeout`, `drain_timeout`, `max_connections`, `threads`, \
-         `log_client_ips`, `metrics`, `tunnel`, `egress_allow`, `ws_listen`, `ws_path`, `ws_public`"
+         `log_client_ips`, `metrics`, `tunnel`, `transport_key`, `egress_allow`, `ws_listen`, `ws_path`, `ws_public`"
     );
     assert_eq!(
         error_for("[server]\negress_allow = [\"10.0.0.0/33\"]\n"),
@@ -318,6 +318,19 @@ fn the_kubernetes_configmap_holds_a_valid_config() {
     .unwrap();
     assert!(c.users.is_empty() && !c.generated);
     assert_eq!(c.metrics, Some("0.0.0.0:9090".parse().unwrap()));
+    // Every pod shares the transport key from the Secret the Deployment mounts.
+    assert_eq!(
+        c.transport_key.as_deref(),
+        Some(std::path::Path::new(
+            "/etc/samizdat-transport/transport.toml"
+        ))
+    );
+    let deployment = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes/deployment.yaml"),
+    )
+    .unwrap();
+    assert!(deployment.contains("mountPath: /etc/samizdat-transport"));
+    assert!(deployment.contains("secretName: samizdat-transport"));
     let f = c.fleet.unwrap();
     assert!(f.shared_users);
     assert_eq!(f.timeout, Duration::from_millis(100));

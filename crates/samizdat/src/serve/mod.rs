@@ -163,10 +163,12 @@ impl Shared {
             || config.max_connections != old.config.max_connections
             || config.fleet != old.config.fleet
             || config.ws_listen != old.config.ws_listen
+            || config.transport_key != old.config.transport_key
+            || config.tunnel != old.config.tunnel
             || config.ws_path != old.config.ws_path
         {
             notes.push(
-                "listen, metrics, threads, state_dir, max_connections, [fleet], ws_listen and ws_path change only on restart"
+                "listen, metrics, threads, state_dir, max_connections, [fleet], ws_listen, ws_path, tunnel and transport_key change only on restart"
                     .to_string(),
             );
         }
@@ -442,7 +444,7 @@ impl Server {
             crate::fleet::Backend::Redis(_) => Default::default(),
         };
         let tunnel_key = if config.tunnel {
-            let secret = crate::state::load_or_create_transport_key(&config.state_dir)?;
+            let secret = crate::state::transport_key(config.transport_key.as_deref(), &config.state_dir)?;
             Some(wire::tunnel::handshake::ServerKey::from_secret(secret))
         } else {
             None
