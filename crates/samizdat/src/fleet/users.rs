@@ -275,7 +275,19 @@ pub fn run(args: &UsersArgs) -> anyhow::Result<()> {
                 };
                 let (host, hint) = crate::links::link_host(&shown_config, addr);
                 println!("added user {name} to the shared table at {shown}");
-                print!("{}", crate::links::render(&shown_config, &host, addr.port(), None));
+                // The samizdat:// link needs the fleet's shared transport
+                // key; without `transport_key` each instance has its own.
+                let public = match (&shown_config.transport_key, shown_config.tunnel) {
+                    (Some(file), true) => {
+                        let secret = crate::state::transport_key(Some(file), &shown_config.state_dir)?;
+                        Some(wire::tunnel::handshake::ServerKey::from_secret(secret).public())
+                    }
+                    _ => None,
+                };
+                print!(
+                    "{}",
+                    crate::links::render(&shown_config, &host, addr.port(), public.as_ref())
+                );
                 if let Some(h) = hint {
                     eprintln!("note: {h}");
                 }
