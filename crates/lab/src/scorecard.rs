@@ -15,8 +15,12 @@
 //!
 //! Subjects ([`Subject`]): the real `samizdat serve` (`ee` with the
 //! official apps' post-quantum hello, `dd`, plain) in front of a fake DC and
-//! an echo cover, and a raw SOCKS5 server (compared, when probed, with an
-//! HTTP server, the kind of site a censor expects on such a port).
+//! an echo cover, a raw SOCKS5 server (compared, when probed, with an
+//! HTTP server, the kind of site a censor expects on such a port), and the
+//! real `samizdat client` binary, which alone also runs the endpoint-pool
+//! columns ([`ColumnKind::Endpoints`]): four endpoints of one server
+//! behind middleboxes sharing a [`LiveIpBlock`], blocked one by one or as
+//! a /24 while it opens new streams.
 
 pub mod apps;
 mod render;
@@ -512,8 +516,7 @@ pub async fn run(
         let mut set = tokio::task::JoinSet::new();
         for &s in subjects {
             for c in columns {
-                if matches!(c.technique, ColumnKind::Probing) == probing
-                    && applies(s, &c.technique)
+                if matches!(c.technique, ColumnKind::Probing) == probing && applies(s, &c.technique)
                 {
                     set.spawn(run_cell(s, c.clone(), bench.clone(), shared.clone()));
                 }

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use lab::techniques::{collateral_damage, ip, IpBlock};
+use lab::techniques::{collateral_damage, ip, IpBlock, LiveIpBlock};
 use lab::Verdict;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -67,4 +67,43 @@ fn collateral_damage_counts_benign_neighbours_and_unique_addresses() {
     let nested = ["10.0.0.0/8", "10.1.0.0/16"].map(|s| s.parse().unwrap());
     assert_eq!(collateral_damage(&nested, &[]).blocked_addresses, 1 << 24);
     assert_eq!(ip::TELEGRAM_2018.len(), 7);
+}
+
+#[tokio::test]
+async fn a_live_block_list_cuts_established_flows_and_can_be_lifted() {
+    let block = LiveIpBlock::new();
+    // Two "servers" in one /24 and one outside it, sharing the list.
+    let a = lab(vec![Arc::new(block.clone())], "5.9.10.20:443").await;
+    let b = lab(vec![Arc::new(block.clone())], "5.9.10.21:443").await;
+    let c = lab(vec![Arc::new(block.clone())], "88.198.7.7:443").await;
+    let mut sa = connect(a.mb.addr).await;
+    let mut sb = connect(b.mb.addr).await;
+    let mut sc = connect(c.mb.addr).await;
+    for s in [&mut sa, &mut sb, &mut sc] {
+        assert!(echoes(s, HTTP).await, "nothing blocked yet");
+    }
+    // One address, blackholed: its established flow stops at the next
+    // segment from the server; the others are untouched.
+    block.block("5.9.10.20/32".parse().unwrap(), Verdict::Drop);
+    assert!(blackholed(&mut sa, HTTP).await);
+    assert!(echoes(&mut sb, HTTP).await);
+    assert_eq!(a.mb.events().get("ip-block").dropped, 1);
+    // The whole /24, reset: the established flow to .21 and new flows to
+    // either address are reset; 88.198.7.7 still passes.
+    block.block("5.9.10.0/24".parse().unwrap(), Verdict::Reset);
+    assert!(reset(&mut sb, HTTP).await);
+    let mut again = connect(a.mb.addr).await;
+    assert!(
+        reset(&mut again, HTTP).await,
+        "Reset is more severe than Drop"
+    );
+    assert!(echoes(&mut sc, HTTP).await);
+    assert_eq!(c.mb.events().get("ip-block").total(), 0);
+    // Lifted: new flows pass again.
+    block.unblock("5.9.10.0/24".parse().unwrap());
+    let mut sb2 = connect(b.mb.addr).await;
+    assert!(echoes(&mut sb2, HTTP).await);
+    block.clear();
+    let mut sa2 = connect(a.mb.addr).await;
+    assert!(echoes(&mut sa2, HTTP).await);
 }

@@ -1,7 +1,9 @@
 //! The scorecard end to end: every subject × every technique on loopback,
 //! with the cells today's censors are known to produce asserted.
 
-use lab::scorecard::{self, Outcome, ScorecardOptions, Subject, NO_CENSOR, PROBING};
+use lab::scorecard::{
+    self, Outcome, ScorecardOptions, Subject, NO_CENSOR, ONE_BY_ONE, PREFIX, PROBING,
+};
 
 fn word(card: &scorecard::Scorecard, s: Subject, c: &str) -> &'static str {
     card.get(s, c)
@@ -74,6 +76,15 @@ async fn scorecard_matches_what_censors_do_today() {
         expect(s, PROBING, "survived");
     }
     expect(Subject::Socks5, PROBING, "blocked");
+    // samizdat client with four endpoints of one server: after each
+    // block a new stream gets through on the next endpoint (slowly after
+    // a blackhole: the dead session is given up after 15 s of silence).
+    expect(Subject::Client, ONE_BY_ONE, "through");
+    expect(Subject::Client, PREFIX, "through");
+    // Its hello is TLS to a foreign hoster: frozen like any other.
+    expect(Subject::Client, "16 KiB freeze", "blocked");
+    expect(Subject::Client, "FET", "through");
+    expect(Subject::Client, "protocol allowlist", "through");
     assert!(
         wrong.is_empty(),
         "unexpected cells:\n  {}\n{}",
@@ -87,8 +98,12 @@ async fn scorecard_matches_what_censors_do_today() {
     );
     let svg = card.svg();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-    assert_eq!(
-        svg.matches("<rect x=").count(),
-        Subject::ALL.len() * scorecard::default_columns().len()
-    );
+    // The endpoint-pool columns are the client's alone, and it is not
+    // probed (its server is the `ee` rows' server).
+    let columns = scorecard::default_columns().len();
+    let others = Subject::ALL.len() - 1;
+    assert_eq!(card.cells.len(), others * (columns - 2) + (columns - 1));
+    assert_eq!(svg.matches("<rect x=").count(), card.cells.len());
+    assert!(card.get(Subject::Client, PROBING).is_none());
+    assert!(card.get(Subject::Socks5, ONE_BY_ONE).is_none());
 }

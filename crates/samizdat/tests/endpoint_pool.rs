@@ -217,7 +217,14 @@ impl ClientProc {
     fn start(link: &Link, state: &Path) -> ClientProc {
         let mut child = Command::new(common::bin())
             .args(["client", &link.to_string()])
-            .args(["--socks", "127.0.0.1:0", "--http", "off", "--telegram", "off"])
+            .args([
+                "--socks",
+                "127.0.0.1:0",
+                "--http",
+                "off",
+                "--telegram",
+                "off",
+            ])
             .arg("--state-dir")
             .arg(state)
             .env("NO_COLOR", "1")
@@ -283,8 +290,11 @@ impl ClientProc {
 
     /// SIGTERM, and waits for the exit (the pool is saved on the way out).
     fn stop(mut self) {
-        // SAFETY: signalling our own child process by its id.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill(1) runs");
+        assert!(sent.success(), "SIGTERM sent");
         for _ in 0..100 {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return;
@@ -402,7 +412,10 @@ async fn streams_move_to_the_next_endpoint_as_the_censor_blocks_them() {
     if second != eps[3] {
         assert!(resumed >= 1, "its connection was reset");
         assert!(
-            mbs.iter().map(|m| m.events().get("ip-block").reset).sum::<u64>() >= 1,
+            mbs.iter()
+                .map(|m| m.events().get("ip-block").reset)
+                .sum::<u64>()
+                >= 1,
             "the prefix block reset a flow"
         );
     }
@@ -429,7 +442,10 @@ async fn streams_move_to_the_next_endpoint_as_the_censor_blocks_them() {
         .lock()
         .unwrap()
         .iter()
-        .find_map(|l| l.split_once("endpoints in order: ").map(|(_, o)| o.to_string()))
+        .find_map(|l| {
+            l.split_once("endpoints in order: ")
+                .map(|(_, o)| o.to_string())
+        })
         .expect("the client logged its endpoint order");
     assert!(
         order.starts_with(&format!("{} (works", eps[3])),
@@ -446,4 +462,150 @@ async fn streams_move_to_the_next_endpoint_as_the_censor_blocks_them() {
     let after: Vec<u64> = mbs.iter().map(|m| m.events().flows()).collect();
     assert!(after[3] > before[3], "the stream went through {}", eps[3]);
     eprintln!("flows per endpoint before/after the restart: {before:?} {after:?}");
+}
+
+/// A listener that accepts and never answers (a blackholed endpoint); its
+/// accepted sockets come back through the channel.
+async fn blackhole() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<TcpStream>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            if tx.send(s).is_err() {
+                return;
+            }
+        }
+    });
+    (addr, rx)
+}
+
+fn dialer_for(link: &Link, servers: Vec<Endpoint>) -> samizdat::client::dialer::TunnelDialer {
+    let mut link = link.clone();
+    link.servers = servers;
+    samizdat::client::dialer::TunnelDialer::new(
+        link,
+        wire::browser::Template::builtin(wire::browser::Browser::Chrome),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_race_drops_its_losers_and_learns_a_blackhole() {
+    let proxy = common::start(&[]).await;
+    let link = printed_link(&proxy);
+    let real = Endpoint::direct("127.0.0.1", proxy.addr.port());
+    // The server's first handshake waits for its cover measurement: get
+    // it out of the way.
+    dialer_for(&link, vec![real.clone()])
+        .session()
+        .await
+        .expect("the server answers");
+
+    let (hole, mut accepted) = blackhole().await;
+    let hole_ep = Endpoint::direct("127.0.0.1", hole.port());
+    // Staggered: the blackhole first, the real server 250 ms later wins.
+    let dialer = dialer_for(&link, vec![hole_ep.clone(), real.clone()]);
+    dialer
+        .session()
+        .await
+        .expect("the real server wins the race");
+    assert_eq!(dialer.current_endpoint(), Some(real.clone()));
+    // The losing attempt's socket is closed, not leaked.
+    let mut s = accepted
+        .recv()
+        .await
+        .expect("the blackhole was tried first");
+    let mut b = [0u8; 4096];
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match s.read(&mut b).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue, // the ClientHello
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the loser's connection was closed");
+    // Cut short at 250 ms, the blackhole is not blamed yet...
+    let pool = dialer.pool();
+    assert_eq!(pool.health(&hole_ep).unwrap().failures, 0);
+    assert_eq!(pool.health(&real).unwrap().successes, 1);
+
+    // ...but an attempt left pending for over a second (and twice the
+    // winner's time) is: it ranks last next time.
+    let mut dialer = dialer_for(&link, vec![hole_ep.clone(), real.clone()]);
+    dialer.stagger = Duration::from_millis(1500);
+    dialer
+        .session()
+        .await
+        .expect("the real server wins the race");
+    let pool = dialer.pool();
+    let h = pool.health(&hole_ep).unwrap();
+    assert_eq!(h.failures, 1);
+    assert!(
+        h.last_error.as_deref().unwrap().contains("no answer"),
+        "{h:?}"
+    );
+    assert_eq!(
+        pool.rank(std::time::SystemTime::now()),
+        vec![real.clone(), hole_ep.clone()]
+    );
+    drop(accepted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_backed_off_still_connects() {
+    let proxy = common::start(&[]).await;
+    let link = printed_link(&proxy);
+    let real = Endpoint::direct("127.0.0.1", proxy.addr.port());
+    // Nothing listens here.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        Endpoint::direct("127.0.0.1", l.local_addr().unwrap().port())
+    };
+    // A saved pool in which both are backed off for about an hour, the
+    // real one a minute longer.
+    let state = tempfile::tempdir().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    std::fs::write(
+        state.path().join("pool.toml"),
+        format!(
+            "[[endpoint]]\nendpoint = \"{real}\"\nfailures = 7\nstreak = 7\nbackoff_until = {}\n\n\
+             [[endpoint]]\nendpoint = \"{dead}\"\nfailures = 6\nstreak = 6\nbackoff_until = {}\n\n\
+             [[endpoint]]\nendpoint = \"127.0.0.1:9\"\nfailures = 1\n",
+            now + 3660,
+            now + 3600
+        ),
+    )
+    .unwrap();
+    let mut l = link.clone();
+    l.servers = vec![real.clone(), dead.clone()];
+    let dialer = samizdat::client::dialer::TunnelDialer::with_state(
+        l,
+        wire::browser::Template::builtin(wire::browser::Browser::Chrome),
+        state.path().to_path_buf(),
+    );
+    let pool = dialer.pool();
+    assert_eq!(pool.entries().len(), 2, "the unknown endpoint was dropped");
+    assert_eq!(pool.health(&real).unwrap().failures, 7, "loaded");
+    assert_eq!(
+        pool.rank(std::time::SystemTime::now()),
+        vec![dead.clone(), real.clone()],
+        "soonest retry first"
+    );
+    tokio::time::timeout(Duration::from_secs(30), dialer.session())
+        .await
+        .expect("within 30 s")
+        .expect("the user is not stranded: the backed-off server is still tried");
+    assert_eq!(dialer.current_endpoint(), Some(real.clone()));
+    let pool = dialer.pool();
+    assert_eq!(pool.health(&dead).unwrap().failures, 7);
+    assert_eq!(pool.health(&real).unwrap().successes, 1);
+    dialer.shutdown();
+    let saved = std::fs::read_to_string(state.path().join("pool.toml")).unwrap();
+    assert!(!saved.contains("127.0.0.1:9\""), "{saved}");
+    assert!(saved.contains("connection refused"), "{saved}");
 }

@@ -1,6 +1,7 @@
 //! The subjects of the scorecard and how each one's client runs a session:
 //! `samizdat serve` (the real binary) for `ee`, `dd` and plain secrets in
-//! front of a fake DC, and a raw SOCKS5 server in front of an echo server.
+//! front of a fake DC, a raw SOCKS5 server in front of an echo server, and
+//! `samizdat client` (the real binary) carrying SOCKS5 to the echo server.
 
 use std::io::{self, BufRead, BufReader};
 use std::net::SocketAddr;

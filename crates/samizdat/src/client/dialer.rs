@@ -128,12 +128,8 @@ impl Shared {
         };
         let Some(live) = live else { return };
         let lived = live.since.elapsed();
-        let wait = lock(&self.pool).record_session_end(
-            &live.endpoint,
-            lived,
-            SystemTime::now(),
-            jitter(),
-        );
+        let wait =
+            lock(&self.pool).record_session_end(&live.endpoint, lived, SystemTime::now(), jitter());
         tracing::warn!(
             "the session on endpoint {} ended after {} s (reset, or nothing arrived: blocked, or the server went away); backing off {} s",
             live.endpoint,
@@ -159,7 +155,8 @@ impl TunnelDialer {
 
     /// A dialer whose endpoint health is loaded from and saved to
     /// `state_dir/pool.toml` (entries for endpoints not in the link are
-    /// dropped).
+    /// kept aside for [`TunnelDialer::set_servers`], and dropped if those
+    /// do not bring them back).
     pub fn with_state(link: Link, template: &'static Template, state_dir: PathBuf) -> TunnelDialer {
         TunnelDialer::build(link, template, Some(state_dir))
     }
@@ -168,10 +165,7 @@ impl TunnelDialer {
         let mut pool = Pool::new(link.servers.clone());
         if let Some(dir) = &state_dir {
             if let Err(e) = pool.load(dir) {
-                tracing::warn!(
-                    "ignoring {}: {e}",
-                    dir.join(super::pool::FILE).display()
-                );
+                tracing::warn!("ignoring {}: {e}", dir.join(super::pool::FILE).display());
             }
         }
         TunnelDialer {
@@ -280,10 +274,9 @@ impl TunnelDialer {
                 .iter()
                 .filter_map(|e| pool.health(e).map(|h| (e, h)))
                 .map(|(e, h)| match Pool::standing(h, now) {
-                    Standing::Healthy => format!(
-                        "{e} (works, {} ms)",
-                        h.rtt.unwrap_or_default().as_millis()
-                    ),
+                    Standing::Healthy => {
+                        format!("{e} (works, {} ms)", h.rtt.unwrap_or_default().as_millis())
+                    }
                     Standing::Untried => format!("{e} (untried)"),
                     Standing::Retry => format!(
                         "{e} (failed before: {})",
@@ -312,9 +305,9 @@ impl TunnelDialer {
                 let (endpoint, link) = (order[next].clone(), self.link.clone());
                 let (template, timeout, cfg) = (self.template, self.timeout, self.session_config);
                 let i = next;
-                set.spawn(async move {
-                    (i, connect(&endpoint, &link, template, timeout, cfg).await)
-                });
+                set.spawn(
+                    async move { (i, connect(&endpoint, &link, template, timeout, cfg).await) },
+                );
                 started[i] = Some(Instant::now());
                 next += 1;
                 next_at = Instant::now() + self.stagger;

@@ -32,6 +32,9 @@ use wire::link::Endpoint;
 /// The file in the client's state directory.
 pub const FILE: &str = "pool.toml";
 
+/// Most loaded entries kept aside for endpoints not in the set yet.
+const MAX_PARKED: usize = 1024;
+
 /// Backoff settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backoff {
@@ -111,6 +114,10 @@ pub struct Entry {
 pub struct Pool {
     /// In the set's order (the tie-break of the ranking).
     entries: Vec<Entry>,
+    /// Loaded health of endpoints not (yet) in the set, by their text:
+    /// servers from a signed list join the set just after the start, and
+    /// get their health back then. Never saved.
+    parked: Vec<(String, Health)>,
     /// Backoff settings.
     pub backoff: Backoff,
 }
@@ -132,10 +139,15 @@ impl Pool {
             if self.entries.iter().any(|e| e.endpoint == endpoint) {
                 continue;
             }
+            let text = endpoint.to_string();
             let health = old
                 .iter()
                 .position(|e| e.endpoint == endpoint)
                 .map(|i| old.swap_remove(i).health)
+                .or_else(|| {
+                    let i = self.parked.iter().position(|(t, _)| *t == text)?;
+                    Some(self.parked.swap_remove(i).1)
+                })
                 .unwrap_or_default();
             self.entries.push(Entry { endpoint, health });
         }
@@ -275,18 +287,14 @@ impl Pool {
     }
 
     /// Takes the health of this pool's endpoints from `text` (a
-    /// `pool.toml`); entries for endpoints not in the pool are dropped.
+    /// `pool.toml`); entries for endpoints not in the pool are kept aside
+    /// for a later [`Pool::set_endpoints`], and dropped from the file at
+    /// the next save if they never join.
     pub fn merge_toml(&mut self, text: &str) -> Result<(), toml::de::Error> {
         let file: File = toml::from_str(text)?;
+        self.parked.clear();
         for saved in file.endpoint {
-            let Some(entry) = self
-                .entries
-                .iter_mut()
-                .find(|e| e.endpoint.to_string() == saved.endpoint)
-            else {
-                continue;
-            };
-            entry.health = Health {
+            let health = Health {
                 successes: saved.successes,
                 failures: saved.failures,
                 streak: saved.streak,
@@ -295,6 +303,17 @@ impl Pool {
                 rtt: saved.rtt_ms.map(Duration::from_millis),
                 last_error: saved.last_error,
             };
+            match self
+                .entries
+                .iter_mut()
+                .find(|e| e.endpoint.to_string() == saved.endpoint)
+            {
+                Some(entry) => entry.health = health,
+                None if self.parked.len() < MAX_PARKED => {
+                    self.parked.push((saved.endpoint, health))
+                }
+                None => {}
+            }
         }
         Ok(())
     }
@@ -430,7 +449,10 @@ mod tests {
     fn backoff_doubles_from_30_s_to_an_hour_with_bounded_jitter() {
         let mut pool = Pool::new(vec![ep(1)]);
         let waits: Vec<u64> = (0..10)
-            .map(|_| pool.record_failure(&ep(1), "timed out", t(0), MID).as_secs())
+            .map(|_| {
+                pool.record_failure(&ep(1), "timed out", t(0), MID)
+                    .as_secs()
+            })
             .collect();
         assert_eq!(waits, [30, 60, 120, 240, 480, 960, 1920, 3600, 3600, 3600]);
         let h = pool.health(&ep(1)).unwrap();
@@ -483,6 +505,7 @@ mod tests {
         let mut pool = Pool::new(vec![ep(1), ep(2), Endpoint::direct("::1", 3)]);
         pool.record_success(&ep(2), Duration::from_millis(42), t(5));
         pool.record_failure(&ep(1), "connect timed out", t(10), MID);
+        pool.record_failure(&Endpoint::direct("::1", 3), "reset", t(10), MID);
         let text = pool.to_toml();
         // A later start with one endpoint gone and one new.
         let mut again = Pool::new(vec![ep(4), ep(2), ep(1)]);
@@ -492,6 +515,16 @@ mod tests {
         assert_eq!(again.health(&ep(4)), Some(&Health::default()));
         assert_eq!(again.entries().len(), 3);
         assert_eq!(again.rank(t(11)), vec![ep(2), ep(4), ep(1)]);
+        assert!(
+            !again.to_toml().contains("::1"),
+            "not in the set: not saved"
+        );
+        // A server list brings [::1]:3 back a moment later: its health too.
+        again.set_endpoints(vec![ep(4), ep(2), ep(1), Endpoint::direct("::1", 3)]);
+        assert_eq!(
+            again.health(&Endpoint::direct("::1", 3)),
+            pool.health(&Endpoint::direct("::1", 3))
+        );
         assert!(again.merge_toml("endpoint = 3").is_err());
     }
 
@@ -504,7 +537,10 @@ mod tests {
         pool.load(&dir).expect("a missing file is an empty record");
         pool.record_failure(&ep(1), "refused", t(0), MID);
         pool.save(&dir).unwrap();
-        let mode = std::fs::metadata(dir.join(FILE)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.join(FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let mut again = Pool::new(vec![ep(1)]);
         again.load(&dir).unwrap();
