@@ -41,64 +41,27 @@ case "$upstream" in
     ;;
 esac
 
-nginx_bin=$(command -v nginx || true)
-[ -n "$nginx_bin" ] || nginx_bin=/usr/sbin/nginx
-if [ ! -x "$nginx_bin" ]; then
-    echo "nginx-front.sh: nginx is not installed (apt-get install -y nginx-light)" >&2
-    exit 127
-fi
+me=nginx-front.sh
+# shellcheck source=scripts/nginx-common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/nginx-common.sh"
 
-mkdir -p "$dir/html" "$dir/tmp"
-dir=$(cd "$dir" && pwd)
-chmod 755 "$dir" "$dir/html"
-
+nginx_find nginx-light
+nginx_prepare_dir
 if [ ! -s "$dir/cert.pem" ] || [ ! -s "$dir/key.pem" ]; then
-    command -v openssl >/dev/null || {
-        echo "nginx-front.sh: openssl is not installed (apt-get install -y openssl)" >&2
-        exit 127
-    }
+    nginx_need_openssl
     # CA:FALSE: rustls refuses a CA certificate as a server's own.
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 \
-        -subj "/CN=$domain" -addext "subjectAltName=DNS:$domain" \
-        -addext "basicConstraints=critical,CA:FALSE" \
-        -keyout "$dir/key.pem" -out "$dir/cert.pem" 2>/dev/null
+    nginx_self_signed -newkey ec -pkeyopt ec_paramgen_curve:P-256 \
+        -addext "basicConstraints=critical,CA:FALSE"
 fi
-cat >"$dir/html/index.html" <<'EOF'
-<!DOCTYPE html>
-<html><head><title>Welcome</title></head>
-<body><h1>It works</h1><p>A quiet little site.</p></body></html>
-EOF
+nginx_write_site
 
-cat >"$dir/nginx.conf" <<EOF
-# Written by scripts/nginx-front.sh.
-daemon off;
-worker_processes 1;
-pid $dir/nginx.pid;
-error_log $dir/error.log info;
-events {
-    worker_connections 1024;
-}
-http {
-    access_log $dir/access.log;
-    client_body_temp_path $dir/tmp/body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
-    types { text/html html; }
-    default_type application/octet-stream;
+http_extra='
     # "Connection: upgrade" only when the client asked for an upgrade.
-    map \$http_upgrade \$connection_upgrade {
+    map $http_upgrade $connection_upgrade {
         default upgrade;
-        ''      close;
-    }
-    server {
-        listen 127.0.0.1:$port ssl;
-        server_name $domain;
-        ssl_certificate $dir/cert.pem;
-        ssl_certificate_key $dir/key.pem;
-        ssl_protocols TLSv1.2 TLSv1.3;
-        root $dir/html;
+        '"''"'      close;
+    }'
+server_extra="
 
         # The samizdat server (docs/fronting.md).
         location = $path {
@@ -111,25 +74,6 @@ http {
             proxy_read_timeout 1h;
             proxy_send_timeout 1h;
             proxy_buffering off;
-        }
-    }
-}
-EOF
-
-"$nginx_bin" -p "$dir/" -c "$dir/nginx.conf" -t -q
-
-"$nginx_bin" -p "$dir/" -c "$dir/nginx.conf" &
-nginx_pid=$!
-parent=$PPID
-stop() {
-    kill -TERM "$nginx_pid" 2>/dev/null || true
-    wait "$nginx_pid" 2>/dev/null || true
-    exit 0
-}
-trap stop TERM INT HUP
-# Stop with the parent (a test that was killed leaves no nginx behind).
-while kill -0 "$parent" 2>/dev/null && kill -0 "$nginx_pid" 2>/dev/null; do
-    sleep 1 &
-    wait $! || true
-done
-stop
+        }"
+nginx_write_conf scripts/nginx-front.sh 1024 "$http_extra" "$server_extra"
+nginx_run

@@ -6,15 +6,15 @@
 
 mod common;
 
+use common::apps::{
+    body, curl, free_port, printed_link, sha, tunnel_hello, web_server, ClientOptions, ClientProc,
+};
 use common::{start, Proxy};
-use sha2::{Digest, Sha256};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use wire::link::{Endpoint, Link};
 
 // === nginx ===
@@ -24,11 +24,6 @@ struct Front {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 impl Front {
@@ -136,15 +131,7 @@ async fn setup() -> Setup {
             (addr.parse::<SocketAddr>().unwrap(), path)
         })
         .unwrap_or_else(|| panic!("no WebSocket listener line: {:#?}", proxy.stdout));
-    let link = proxy
-        .stdout
-        .iter()
-        .find_map(|l| {
-            let l = l.trim();
-            l.starts_with("samizdat://")
-                .then(|| Link::parse(l).unwrap())
-        })
-        .expect("serve printed a samizdat:// link");
+    let link = printed_link(&proxy);
     let front = Front::start(nginx_port, ws, &path).await;
     Setup {
         _proxy: proxy,
@@ -155,79 +142,19 @@ async fn setup() -> Setup {
     }
 }
 
-/// A running `samizdat client`, with its log kept.
-struct ClientProc {
-    child: Child,
-    socks: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-    _state: tempfile::TempDir,
-}
-
-impl Drop for ClientProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl ClientProc {
-    fn start(link: &Link, ca: &std::path::Path) -> ClientProc {
-        let state = tempfile::tempdir().unwrap();
-        let mut child = Command::new(common::bin())
-            .args(["client", &link.to_string()])
-            .args([
-                "--socks",
-                "127.0.0.1:0",
-                "--http",
-                "off",
-                "--telegram",
-                "off",
-            ])
-            .arg("--state-dir")
-            .arg(state.path())
-            .env("SAMIZDAT_TEST_CA", ca)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn samizdat client");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("client: {line}");
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let socks = loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(20))
-                .expect("samizdat client printed no SOCKS5 address within 20 s");
-            if let Some(a) = line.strip_prefix("SOCKS5 proxy on ") {
-                break a.parse().unwrap();
-            }
-        };
-        ClientProc {
-            child,
-            socks,
-            log,
-            _state: state,
-        }
-    }
-
-    fn log_contains(&self, text: &str) -> bool {
-        self.log.lock().unwrap().iter().any(|l| l.contains(text))
-    }
+/// `samizdat client LINK` with SOCKS5 only, trusting the CA `ca`.
+fn start_client(link: &Link, ca: &std::path::Path) -> ClientProc {
+    let env = [
+        ("SAMIZDAT_TEST_CA", ca.to_str().unwrap()),
+        ("RUST_LOG", "info"),
+    ];
+    ClientProc::start(
+        link,
+        ClientOptions {
+            env: &env,
+            ..Default::default()
+        },
+    )
 }
 
 /// The link with `server` as its only server.
@@ -235,60 +162,6 @@ fn only(link: &Link, server: Endpoint) -> Link {
     let mut link = link.clone();
     link.servers = vec![server];
     link
-}
-
-// === a web server and curl ===
-
-fn body(n: usize) -> Vec<u8> {
-    (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
-}
-
-/// `GET /N` answers N body bytes, then closes.
-async fn web_server() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut b = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16384 {
-                    match s.read(&mut b).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&b[..n]),
-                    }
-                }
-                let text = String::from_utf8_lossy(&head);
-                let path = text.split_whitespace().nth(1).unwrap_or("/0");
-                let n: usize = path.trim_start_matches('/').parse().unwrap_or(0);
-                let reply =
-                    format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n");
-                if s.write_all(reply.as_bytes()).await.is_ok() {
-                    let _ = s.write_all(&body(n)).await;
-                }
-                let _ = s.shutdown().await;
-            });
-        }
-    });
-    addr
-}
-
-async fn curl(args: &[String]) -> (i32, Vec<u8>, String) {
-    let out = tokio::process::Command::new("curl")
-        .args(["--silent", "--show-error", "--max-time", "60"])
-        .args(args)
-        .output()
-        .await
-        .expect("curl is installed (apt-get install curl)");
-    (
-        out.status.code().unwrap_or(-1),
-        out.stdout,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn sha(b: &[u8]) -> [u8; 32] {
-    Sha256::digest(b).into()
 }
 
 // === raw WebSocket, for probing the listener directly ===
@@ -370,27 +243,6 @@ async fn server_frame(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
     Some((h[0] & 0x0f, payload))
 }
 
-/// A fresh samizdat hello for `link` and the handshake that checks the
-/// server's answer to it.
-fn hello(link: &Link) -> (wire::tunnel::handshake::ClientHandshake, Vec<u8>) {
-    let mut fill = |b: &mut [u8]| getrandom::fill(b).unwrap();
-    let template = wire::browser::Template::builtin(wire::browser::Browser::Chrome);
-    let built = template.build(&link.sni, &mut fill);
-    let cred = wire::tunnel::handshake::UserCredential::from_secret(&link.secret.0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    wire::tunnel::handshake::ClientHandshake::start(
-        &built.record,
-        &link.server_key,
-        &cred,
-        now,
-        &mut fill,
-    )
-    .unwrap()
-}
-
 /// A DER certificate as PEM.
 fn pem(der: &[u8]) -> String {
     use base64::Engine;
@@ -429,7 +281,7 @@ async fn curl_through_nginx_and_a_websocket_arrives_intact() {
         s.path
     );
 
-    let client = ClientProc::start(&only(&s.link, wss), &s.front.ca());
+    let client = start_client(&only(&s.link, wss), &s.front.ca());
     let size = 8 << 20;
     let want = sha(&body(size));
     let url = format!("http://127.0.0.1:{}/{size}", web.port());
@@ -454,7 +306,7 @@ async fn curl_through_nginx_and_a_websocket_arrives_intact() {
         );
     }
     // For comparison: the same server reached directly (TCP).
-    let direct = ClientProc::start(&only(&s.link, s.link.servers[0].clone()), &s.front.ca());
+    let direct = start_client(&only(&s.link, s.link.servers[0].clone()), &s.front.ca());
     for round in ["first", "second"] {
         let (code, out, err, took) = fetch(direct.socks).await;
         assert_eq!(code, 0, "curl direct: {err}");
@@ -501,7 +353,7 @@ async fn a_wrong_path_gets_404_and_the_client_says_so() {
         port: s.front.port,
         ws_path: Some("/not-the-path".into()),
     };
-    let client = ClientProc::start(&only(&s.link, wrong), &s.front.ca());
+    let client = start_client(&only(&s.link, wrong), &s.front.ca());
     let (code, _, _) = curl(&[
         "--socks5".into(),
         client.socks.to_string(),
@@ -511,7 +363,7 @@ async fn a_wrong_path_gets_404_and_the_client_says_so() {
     assert_ne!(code, 0, "nothing gets through a wrong path");
     assert!(
         common::eventually(Duration::from_secs(5), || client
-            .log_contains("the front answered HTTP 404 for /not-the-path: wrong path?"))
+            .logged("the front answered HTTP 404 for /not-the-path: wrong path?"))
         .await,
         "the client names the 404: {:#?}",
         client.log.lock().unwrap()
@@ -525,7 +377,7 @@ async fn a_wrong_path_gets_404_and_the_client_says_so() {
     let other_ca = tempfile::NamedTempFile::new().unwrap();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     std::fs::write(other_ca.path(), pem(cert.cert.der())).unwrap();
-    let client = ClientProc::start(&only(&s.link, right), other_ca.path());
+    let client = start_client(&only(&s.link, right), other_ca.path());
     let (code, _, _) = curl(&[
         "--socks5".into(),
         client.socks.to_string(),
@@ -535,7 +387,7 @@ async fn a_wrong_path_gets_404_and_the_client_says_so() {
     assert_ne!(code, 0);
     assert!(
         common::eventually(Duration::from_secs(5), || client
-            .log_contains("TLS certificate not trusted"))
+            .logged("TLS certificate not trusted"))
         .await,
         "the client names the certificate: {:#?}",
         client.log.lock().unwrap()
@@ -545,7 +397,7 @@ async fn a_wrong_path_gets_404_and_the_client_says_so() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_hello_over_a_websocket_is_refused() {
     let s = setup().await;
-    let (mut hs, hello) = hello(&s.link);
+    let (mut hs, hello) = tunnel_hello(&s.link);
     // First time: the server answers with its flight, which completes our
     // handshake (so this really is the transport, inside the WebSocket).
     let mut ws = TcpStream::connect(s.ws).await.unwrap();

@@ -5,11 +5,13 @@
 
 mod common;
 
-use common::{bin, eventually, start, start_with, Proxy};
-use sha2::{Digest, Sha256};
-use std::io::{BufRead, BufReader};
+use common::apps::{
+    body, curl, free_port, get, printed_link, sha, socks_connect, tunnel_hello, web_server,
+    ClientOptions, ClientProc,
+};
+use common::{bin, eventually, start, start_with};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use testkit::client::{Client, Options};
 use testkit::fake_cover::CoverKind;
@@ -19,212 +21,14 @@ use tokio::net::{TcpListener, TcpStream};
 use wire::link::{Endpoint, Link};
 use wire::obfuscated2::Tag;
 
-/// The `samizdat://` link `serve` printed.
-fn printed_link(proxy: &Proxy) -> Link {
-    let line = proxy
-        .stdout
-        .iter()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("samizdat://")
-                .map(|_| l.trim().to_string())
-        })
-        .unwrap_or_else(|| panic!("serve printed no samizdat:// link: {:#?}", proxy.stdout));
-    Link::parse(&line).expect("the printed link parses")
-}
-
-/// A running `samizdat client`.
-struct ClientProc {
-    child: Child,
-    socks: SocketAddr,
-    http: SocketAddr,
-    telegram_link: String,
-    _state: tempfile::TempDir,
-}
-
-impl Drop for ClientProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl ClientProc {
-    fn telegram(&self) -> (SocketAddr, wire::secret::Secret) {
-        let query = self.telegram_link.split_once('?').unwrap().1;
-        let (mut port, mut secret) = (None, None);
-        for pair in query.split('&') {
-            match pair.split_once('=').unwrap() {
-                ("port", p) => port = Some(p.parse::<u16>().unwrap()),
-                ("secret", s) => secret = Some(wire::secret::Secret::parse(s).unwrap()),
-                _ => {}
-            }
-        }
-        (
-            SocketAddr::from(([127, 0, 0, 1], port.unwrap())),
-            secret.unwrap(),
-        )
-    }
-}
-
-/// Starts `samizdat client LINK` on ephemeral loopback ports.
+/// Starts `samizdat client LINK` with SOCKS5, the HTTP proxy and the
+/// Telegram endpoint on ephemeral loopback ports.
 fn start_client(link: &Link) -> ClientProc {
-    let state = tempfile::tempdir().unwrap();
-    let mut child = Command::new(bin())
-        .args(["client", &link.to_string()])
-        .args(["--socks", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-        .args(["--telegram", "127.0.0.1:0", "--state-dir"])
-        .arg(state.path())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn samizdat client");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let (mut socks, mut http, mut telegram_link) = (None, None, None);
-    while socks.is_none() || http.is_none() || telegram_link.is_none() {
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("samizdat client printed nothing for 20 s");
-        if let Some(a) = line.strip_prefix("SOCKS5 proxy on ") {
-            socks = Some(a.parse().unwrap());
-        } else if let Some(a) = line.strip_prefix("HTTP proxy on ") {
-            http = Some(a.parse().unwrap());
-        } else if line.trim().starts_with("tg://proxy?") {
-            telegram_link = Some(line.trim().to_string());
-        }
-    }
-    ClientProc {
-        child,
-        socks: socks.unwrap(),
-        http: http.unwrap(),
-        telegram_link: telegram_link.unwrap(),
-        _state: state,
-    }
-}
-
-/// Deterministic body bytes for `/N` (so each size has one known hash).
-fn body(n: usize) -> Vec<u8> {
-    (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
-}
-
-/// A tiny HTTP/1.1 server: `GET /N` answers N body bytes, then closes.
-async fn web_server() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut b = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16384 {
-                    match s.read(&mut b).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&b[..n]),
-                    }
-                }
-                let text = String::from_utf8_lossy(&head);
-                let path = text.split_whitespace().nth(1).unwrap_or("/0");
-                let n: usize = path.trim_start_matches('/').parse().unwrap_or(0);
-                let reply = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {n}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n"
-                );
-                if s.write_all(reply.as_bytes()).await.is_ok() {
-                    let _ = s.write_all(&body(n)).await;
-                }
-                let _ = s.shutdown().await;
-            });
-        }
-    });
-    addr
-}
-
-/// curl with `args`; returns (exit status, stdout bytes, stderr text).
-async fn curl(args: &[String]) -> (i32, Vec<u8>, String) {
-    let out = tokio::process::Command::new("curl")
-        .args(["--silent", "--show-error", "--max-time", "60"])
-        .args(args)
-        .output()
-        .await
-        .expect("curl is installed (apt-get install curl)");
-    (
-        out.status.code().unwrap_or(-1),
-        out.stdout,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// A raw SOCKS5 CONNECT: returns the reply code and, on success, the stream.
-async fn socks_connect(socks: SocketAddr, host: &str, port: u16) -> (u8, TcpStream) {
-    let mut s = TcpStream::connect(socks).await.unwrap();
-    s.write_all(&[5, 1, 0]).await.unwrap();
-    let mut m = [0u8; 2];
-    s.read_exact(&mut m).await.unwrap();
-    assert_eq!(m, [5, 0], "no-auth method accepted");
-    let mut req = vec![5, 1, 0];
-    match host.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(v4)) => {
-            req.push(1);
-            req.extend(v4.octets());
-        }
-        Ok(std::net::IpAddr::V6(v6)) => {
-            req.push(4);
-            req.extend(v6.octets());
-        }
-        Err(_) => {
-            req.push(3);
-            req.push(host.len() as u8);
-            req.extend(host.as_bytes());
-        }
-    }
-    req.extend(port.to_be_bytes());
-    s.write_all(&req).await.unwrap();
-    let mut head = [0u8; 4];
-    tokio::time::timeout(Duration::from_secs(30), s.read_exact(&mut head))
-        .await
-        .expect("SOCKS reply within 30 s")
-        .unwrap();
-    let rest = match head[3] {
-        1 => 4 + 2,
-        4 => 16 + 2,
-        3 => {
-            let mut n = [0u8; 1];
-            s.read_exact(&mut n).await.unwrap();
-            n[0] as usize + 2
-        }
-        other => panic!("bad ATYP {other} in reply"),
+    let all = ClientOptions {
+        all_ports: true,
+        ..Default::default()
     };
-    let mut skip = vec![0u8; rest];
-    s.read_exact(&mut skip).await.unwrap();
-    (head[1], s)
-}
-
-/// GET /n over an open stream; returns the body.
-async fn get(mut s: TcpStream, n: usize) -> Vec<u8> {
-    s.write_all(format!("GET /{n} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut all = Vec::new();
-    s.read_to_end(&mut all).await.unwrap();
-    let at = all
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("HTTP head")
-        + 4;
-    all.split_off(at)
-}
-
-fn sha(b: &[u8]) -> [u8; 32] {
-    Sha256::digest(b).into()
+    ClientProc::start(link, all)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,14 +48,14 @@ async fn curl_fetches_through_socks5_and_http_proxy() {
         vec!["--socks5".into(), client.socks.to_string(), url_ip.clone()],
         vec![
             "-x".into(),
-            format!("http://{}", client.http),
+            format!("http://{}", client.http.unwrap()),
             url_ip.clone(),
         ],
         // -p forces CONNECT through the HTTP proxy.
         vec![
             "-p".into(),
             "-x".into(),
-            format!("http://{}", client.http),
+            format!("http://{}", client.http.unwrap()),
             url_name,
         ],
     ];
@@ -342,7 +146,7 @@ async fn egress_to_private_addresses_is_refused_by_default() {
     );
     let (code, out, err) = curl(&[
         "-x".into(),
-        format!("http://{}", client.http),
+        format!("http://{}", client.http.unwrap()),
         "-o".into(),
         "/dev/null".into(),
         "-w".into(),
@@ -468,24 +272,7 @@ async fn replayed_and_altered_first_flights_land_at_the_cover() {
     let mut wrong_key = link.clone();
     wrong_key.server_key = [7; 32];
     // A hello for another server key, built as the client builds it.
-    let other = {
-        let built = wire::browser::Template::builtin(wire::browser::Browser::Chrome)
-            .build(&link.sni, &mut |b| getrandom::fill(b).unwrap());
-        let cred = wire::tunnel::handshake::UserCredential::from_secret(&link.secret.0);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        wire::tunnel::handshake::ClientHandshake::start(
-            &built.record,
-            &wrong_key.server_key,
-            &cred,
-            now,
-            &mut |b| getrandom::fill(b).unwrap(),
-        )
-        .unwrap()
-        .1
-    };
+    let other = tunnel_hello(&wrong_key).1;
     for (what, bytes) in [
         ("replay", hello),
         ("one bit flipped", flipped),
@@ -521,10 +308,7 @@ async fn fails_over_to_the_next_server() {
     let web = web_server().await;
     let proxy = start(&["--egress-allow", "127.0.0.0/8"]).await;
     // Nothing listens on the first server's port.
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let dead = free_port();
     let mut link = printed_link(&proxy);
     link.servers.insert(0, Endpoint::direct("127.0.0.1", dead));
     let client = start_client(&link);
@@ -540,21 +324,8 @@ mod nginx;
 /// server's flight bytes (exactly what the handshake consumed) and the
 /// client's reply.
 async fn handshake_bytes(addr: SocketAddr, link: &Link) -> Option<(Vec<u8>, Vec<u8>)> {
-    use wire::tunnel::handshake::{ClientHandshake, Progress, UserCredential};
-    let built = wire::browser::Template::builtin(wire::browser::Browser::Chrome)
-        .build(&link.sni, &mut |b| getrandom::fill(b).unwrap());
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let (mut hs, hello) = ClientHandshake::start(
-        &built.record,
-        &link.server_key,
-        &UserCredential::from_secret(&link.secret.0),
-        now,
-        &mut |b| getrandom::fill(b).unwrap(),
-    )
-    .unwrap();
+    use wire::tunnel::handshake::Progress;
+    let (mut hs, hello) = tunnel_hello(link);
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(&hello).await.unwrap();
     let mut buf = Vec::new();
@@ -654,4 +425,39 @@ impl Drop for Guard {
 }
 fn scopeguard(child: Child) -> Guard {
     Guard(child)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_sharing_a_transport_key_accept_one_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("transport.toml");
+    // A missing key file is a clear error, not a new key.
+    let out = Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--transport-key"])
+        .arg(&key_file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("transport key") && err.contains("transport.toml"),
+        "{err}"
+    );
+    std::fs::write(
+        &key_file,
+        format!("private_key = \"{}\"\n", hex::encode([0x42u8; 32])),
+    )
+    .unwrap();
+    let key = key_file.display().to_string();
+    let a = start(&["--transport-key", &key]).await;
+    let b = start(&["--transport-key", &key]).await;
+    let (la, lb) = (printed_link(&a), printed_link(&b));
+    assert_eq!(la.server_key, lb.server_key, "one public key in both links");
+    // A's link, pointed at B, works on B.
+    let mut link = la.clone();
+    link.servers = vec![Endpoint::direct("127.0.0.1", b.addr.port())];
+    let (flight, _) = handshake_bytes(b.addr, &link)
+        .await
+        .expect("B completes the handshake for A's link");
+    assert_eq!(flight[0], 0x16);
 }

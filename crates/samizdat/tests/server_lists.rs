@@ -8,14 +8,16 @@ mod common;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
+use common::apps::{
+    curl_within, free_port, printed_link, read_request, web_server_with, ClientOptions, ClientProc,
+};
 use common::{bin, start, Proxy};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, UdpSocket};
 use wire::link::{Endpoint, Link};
 use wire::server_list::{self, Listed, ServerList};
@@ -237,29 +239,11 @@ fn key_bytes(b64: &str) -> [u8; 32] {
 
 // === the client ===
 
-/// The `samizdat://` link `serve` printed.
-fn printed_link(proxy: &Proxy) -> Link {
-    proxy
-        .stdout
-        .iter()
-        .find_map(|l| Link::parse(l.trim()).ok())
-        .unwrap_or_else(|| panic!("serve printed no samizdat:// link: {:#?}", proxy.stdout))
-}
-
-/// A port nothing listens on.
-fn dead_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The server's link with only a dead server in it, our list key, and
 /// `sources`.
 fn client_link(proxy: &Proxy, sources: &[String]) -> Link {
     let mut link = printed_link(proxy);
-    link.servers = vec![Endpoint::direct("127.0.0.1", dead_port())];
+    link.servers = vec![Endpoint::direct("127.0.0.1", free_port())];
     link.list_key = Some(server_list::public_key(&SECRET));
     link.list_sources = sources.to_vec();
     link
@@ -282,126 +266,48 @@ fn signed(serial: u64, endpoints: &[SocketAddr]) -> String {
     server_list::sign(&list, &SECRET).unwrap()
 }
 
-/// A running `samizdat client` and its log.
-struct Client {
-    child: Child,
-    socks: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
+/// `samizdat client LINK` with SOCKS5 only, state in `state`, `env` and
+/// `extra` arguments, logging at info.
+fn start_client(link: &Link, state: &Path, env: &[(&str, &str)], extra: &[&str]) -> ClientProc {
+    let mut env = env.to_vec();
+    env.extend([("NO_COLOR", "1"), ("SAMIZDAT_LOG", "info")]);
+    ClientProc::start(
+        link,
+        ClientOptions {
+            state: Some(state),
+            env: &env,
+            extra,
+            ..Default::default()
+        },
+    )
 }
 
-impl Drop for Client {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Client {
-    fn start(link: &Link, state: &Path, env: &[(&str, &str)], extra: &[&str]) -> Client {
-        let mut child = Command::new(bin())
-            .args(["client", &link.to_string()])
-            .args([
-                "--socks",
-                "127.0.0.1:0",
-                "--http",
-                "off",
-                "--telegram",
-                "off",
-            ])
-            .arg("--state-dir")
-            .arg(state)
-            .args(extra)
-            .envs(env.iter().copied())
-            .env("NO_COLOR", "1")
-            .env("SAMIZDAT_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn samizdat client");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = log.clone();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                eprintln!("client: {line}");
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let socks = loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(20))
-                .expect("samizdat client printed nothing for 20 s");
-            if let Some(a) = line.strip_prefix("SOCKS5 proxy on ") {
-                break a.parse().unwrap();
-            }
-        };
-        Client { child, socks, log }
-    }
-
-    fn logged(&self, what: &str) -> bool {
-        self.log.lock().unwrap().iter().any(|l| l.contains(what))
-    }
-
-    /// curl through the client until the page arrives (the list may still
-    /// be on its way) or 40 s pass.
-    async fn fetch(&self, web: SocketAddr) -> Result<(), String> {
-        let started = Instant::now();
-        let mut last = String::new();
-        while started.elapsed() < Duration::from_secs(40) {
-            let out = tokio::process::Command::new("curl")
-                .args(["--silent", "--show-error", "--max-time", "10"])
-                .args(["--socks5-hostname", &self.socks.to_string()])
-                .arg(format!("http://{web}/"))
-                .output()
-                .await
-                .expect("curl is installed");
-            if out.status.success() && out.stdout == PAGE {
-                return Ok(());
-            }
-            last = String::from_utf8_lossy(&out.stderr).into_owned();
-            tokio::time::sleep(Duration::from_millis(300)).await;
+/// curl through the client until the page arrives (the list may still be
+/// on its way) or 40 s pass.
+async fn fetch(client: &ClientProc, web: SocketAddr) -> Result<(), String> {
+    let started = Instant::now();
+    let mut last = String::new();
+    while started.elapsed() < Duration::from_secs(40) {
+        let args = [
+            "--socks5-hostname".to_string(),
+            client.socks.to_string(),
+            format!("http://{web}/"),
+        ];
+        let (code, out, err) = curl_within(10, &args).await;
+        if code == 0 && out == PAGE {
+            return Ok(());
         }
-        Err(last)
+        last = err;
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    Err(last)
 }
 
 const PAGE: &[u8] = b"through a server from a signed list";
 
 /// A web server answering every request with [`PAGE`].
 async fn web_server() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut b = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16384 {
-                    match s.read(&mut b).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&b[..n]),
-                    }
-                }
-                let reply = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    PAGE.len()
-                );
-                let _ = s.write_all(reply.as_bytes()).await;
-                let _ = s.write_all(PAGE).await;
-                let _ = s.shutdown().await;
-            });
-        }
-    });
-    addr
+    web_server_with(|_| PAGE.to_vec()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -414,9 +320,8 @@ async fn a_client_learns_a_server_from_a_file_keeps_it_across_restarts_and_refus
     let link = client_link(&proxy, &[format!("file:{}", file.display())]);
     let state = dir.path().join("state");
 
-    let client = Client::start(&link, &state, &[], &[]);
-    client
-        .fetch(web)
+    let client = start_client(&link, &state, &[], &[]);
+    fetch(&client, web)
         .await
         .unwrap_or_else(|e| panic!("no page through the learned server: {e}"));
     assert!(client.logged("serial 100 with 1 endpoint(s)"));
@@ -434,9 +339,8 @@ async fn a_client_learns_a_server_from_a_file_keeps_it_across_restarts_and_refus
 
     // Restart without the source: the saved list still names the server.
     std::fs::remove_file(&file).unwrap();
-    let client = Client::start(&link, &state, &[], &[]);
-    client
-        .fetch(web)
+    let client = start_client(&link, &state, &[], &[]);
+    fetch(&client, web)
         .await
         .unwrap_or_else(|e| panic!("the learned server was forgotten on restart: {e}"));
     assert!(client.logged("saved server list: serial 100, 1 server(s) beyond the link's"));
@@ -446,11 +350,11 @@ async fn a_client_learns_a_server_from_a_file_keeps_it_across_restarts_and_refus
     // refused, and the newer list's server stays in use.
     std::fs::write(
         &file,
-        signed(50, &[SocketAddr::from(([127, 0, 0, 1], dead_port()))]),
+        signed(50, &[SocketAddr::from(([127, 0, 0, 1], free_port()))]),
     )
     .unwrap();
-    let client = Client::start(&link, &state, &[], &[]);
-    client.fetch(web).await.unwrap();
+    let client = start_client(&link, &state, &[], &[]);
+    fetch(&client, web).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !client.logged("stale list") && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -514,14 +418,9 @@ async fn https_server(config: rustls::ServerConfig, body: String) -> (SocketAddr
                 let Ok(mut tls) = acceptor.accept(s).await else {
                     return;
                 };
-                let mut head = Vec::new();
-                let mut b = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16384 {
-                    match tls.read(&mut b).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&b[..n]),
-                    }
-                }
+                let Some(head) = read_request(&mut tls).await else {
+                    return;
+                };
                 let reply = if head.starts_with(b"GET /servers.list ") {
                     *count.lock().unwrap() += 1;
                     format!(
@@ -556,14 +455,13 @@ async fn a_client_learns_a_server_over_https_with_a_test_ca() {
             format!("https://localhost:{}/servers.list", https.port()),
         ],
     );
-    let client = Client::start(
+    let client = start_client(
         &link,
         &dir.path().join("state"),
         &[("SAMIZDAT_TEST_CA", ca.to_str().unwrap())],
         &[],
     );
-    client
-        .fetch(web)
+    fetch(&client, web)
         .await
         .unwrap_or_else(|e| panic!("no page through the server learned over HTTPS: {e}"));
     assert_eq!(*served.lock().unwrap(), 1);
@@ -582,7 +480,7 @@ async fn an_https_source_with_an_untrusted_certificate_is_not_used() {
         &[format!("https://localhost:{}/servers.list", https.port())],
     );
     // No SAMIZDAT_TEST_CA: the certificate chains to nothing trusted.
-    let client = Client::start(&link, &dir.path().join("state"), &[], &[]);
+    let client = start_client(&link, &dir.path().join("state"), &[], &[]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !client.logged("no server list source worked") && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -656,19 +554,18 @@ async fn a_client_learns_a_server_from_a_dns_txt_record() {
     let dir = tempfile::tempdir().unwrap();
     // A dead endpoint first, so the record needs two strings and the
     // client fails over within the list.
-    let dead = SocketAddr::from(([127, 0, 0, 1], dead_port()));
+    let dead = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let text = signed(3, &[dead, proxy.addr]);
     assert!(text.len() > 255, "the record needs more than one string");
     let (dns, answered) = dns_server("_lists.samizdat.test", text).await;
     let link = client_link(&proxy, &["dns:_lists.samizdat.test".to_string()]);
-    let client = Client::start(
+    let client = start_client(
         &link,
         &dir.path().join("state"),
         &[],
         &["--list-dns", &dns.to_string()],
     );
-    client
-        .fetch(web)
+    fetch(&client, web)
         .await
         .unwrap_or_else(|e| panic!("no page through the server learned over DNS: {e}"));
     assert!(*answered.lock().unwrap() >= 1);

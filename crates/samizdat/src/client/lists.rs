@@ -16,8 +16,8 @@
 //!   set on a `watch` channel for the dialer.
 
 use crate::proxy::Dialer;
-use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
 use std::fmt;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -47,7 +47,7 @@ pub const FETCH_TIMEOUT: Duration = Duration::from_secs(20);
 /// An extra trusted CA (PEM) for `https://` sources, on top of the web's
 /// roots: for tests and self-hosted list servers. The same variable as the
 /// `wss://` carrier's.
-pub const TEST_CA_ENV: &str = "SAMIZDAT_TEST_CA";
+pub use crate::client::tls::TEST_CA_ENV;
 
 /// Most bytes read from a source: a list is at most
 /// [`server_list::MAX_TEXT`]; this leaves room for HTTP heads and chunking.
@@ -392,7 +392,7 @@ async fn fetch_source(
             Ok((texts, "DNS"))
         }
         Source::Https { host, port, path } => {
-            let tls = tls_config(opts)?;
+            let tls = crate::client::tls::build(&[b"http/1.1"], opts.extra_ca.as_deref())?;
             let direct = async {
                 let tcp = tokio::net::TcpStream::connect((host.as_str(), *port))
                     .await
@@ -459,28 +459,6 @@ async fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
     })
     .await
     .map_err(|e| format!("reading: {e}"))?
-}
-
-/// The web's roots, plus the CAs in [`FetchOptions::extra_ca`].
-fn tls_config(opts: &FetchOptions) -> Result<Arc<ClientConfig>, String> {
-    let mut roots = RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = &opts.extra_ca {
-        let what = |e: &dyn fmt::Display| format!("extra CA {}: {e}", path.display());
-        for cert in CertificateDer::pem_file_iter(path).map_err(|e| what(&e))? {
-            roots
-                .add(cert.map_err(|e| what(&e))?)
-                .map_err(|e| what(&e))?;
-        }
-    }
-    let provider = rustls::crypto::aws_lc_rs::default_provider();
-    let mut config = ClientConfig::builder_with_provider(Arc::new(provider))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
 }
 
 /// `GET path` over TLS on `io`; the body of a 200 answer.

@@ -8,6 +8,7 @@ pub mod connect;
 pub mod dialer;
 pub mod lists;
 pub mod pool;
+pub mod tls;
 
 use crate::proxy::{self, Dialer};
 use dialer::TunnelDialer;

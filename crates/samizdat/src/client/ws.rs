@@ -16,12 +16,12 @@ use base64::Engine;
 use fastwebsockets::{Frame, OpCode, Payload, Role};
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::rustls::{self, pki_types::ServerName, ClientConfig, RootCertStore};
+use tokio_rustls::rustls::{self, pki_types::ServerName, ClientConfig};
 use wire::link::{Endpoint, Link};
 
 /// Largest WebSocket frame accepted from the peer. Our own frames are at
@@ -42,7 +42,7 @@ const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// Environment variable naming one extra PEM CA certificate that `wss://`
 /// servers may chain to. For tests only (a local nginx with a self-signed
 /// certificate); real fronts have certificates from public CAs.
-pub const TEST_CA_ENV: &str = "SAMIZDAT_TEST_CA";
+pub use crate::client::tls::TEST_CA_ENV;
 
 /// The `Sec-WebSocket-Accept` value for a `Sec-WebSocket-Key`.
 pub(crate) fn accept_key(key: &str) -> String {
@@ -313,32 +313,8 @@ fn user_agent(fingerprint: &str) -> &'static str {
 /// The TLS configuration for fronts: the web's roots, plus the CA in
 /// [`TEST_CA_ENV`] if set. Built once.
 fn tls_config() -> Result<Arc<ClientConfig>, ConnectError> {
-    static CONFIG: OnceLock<Result<Arc<ClientConfig>, String>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let mut roots = RootCertStore::empty();
-            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-            if let Some(path) = std::env::var_os(TEST_CA_ENV) {
-                use rustls::pki_types::{pem::PemObject, CertificateDer};
-                let certs = CertificateDer::pem_file_iter(&path)
-                    .map_err(|e| format!("{TEST_CA_ENV}: {e}"))?;
-                for cert in certs {
-                    let cert = cert.map_err(|e| format!("{TEST_CA_ENV}: {e}"))?;
-                    roots.add(cert).map_err(|e| format!("{TEST_CA_ENV}: {e}"))?;
-                }
-            }
-            let provider = rustls::crypto::aws_lc_rs::default_provider();
-            let mut config = ClientConfig::builder_with_provider(Arc::new(provider))
-                .with_safe_default_protocol_versions()
-                .map_err(|e| e.to_string())?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            // A WebSocket upgrade is HTTP/1.1: offer nothing else.
-            config.alpn_protocols = vec![b"http/1.1".to_vec()];
-            Ok(Arc::new(config))
-        })
-        .clone()
-        .map_err(ConnectError::Tls)
+    // A WebSocket upgrade is HTTP/1.1: offer nothing else.
+    crate::client::tls::client_config(&[b"http/1.1"]).map_err(ConnectError::Tls)
 }
 
 /// Names a TLS failure the way a user can act on it.

@@ -2,7 +2,8 @@
 //! a fake cover site run in the test's own runtime.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+pub mod apps;
+
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -106,15 +107,7 @@ pub async fn spawn_logging_to(cmd: &mut Command, log: Stdio) -> (Child, SocketAd
         .stderr(log)
         .spawn()
         .expect("spawn samizdat");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = apps::lines(child.stdout.take().unwrap());
     let mut lines = Vec::new();
     let mut addr = None;
     loop {

@@ -1,0 +1,328 @@
+//! The real `samizdat client` and the apps around it, all on 127.0.0.1: the
+//! client started with its printed ports read back, a tiny web server, a
+//! raw SOCKS5 CONNECT and curl.
+
+use super::{bin, Proxy};
+use sha2::{Digest, Sha256};
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use wire::link::Link;
+use wire::tunnel::handshake::{ClientHandshake, UserCredential};
+
+// === samizdat serve's output ===
+
+/// The `samizdat://` link `serve` printed (the first one).
+pub fn printed_link(proxy: &Proxy) -> Link {
+    let line = proxy
+        .stdout
+        .iter()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with("samizdat://"))
+        .unwrap_or_else(|| panic!("serve printed no samizdat:// link: {:#?}", proxy.stdout));
+    Link::parse(line).expect("the printed link parses")
+}
+
+/// A fresh samizdat hello for `link`, built as the client builds it
+/// (Chrome's), and the handshake that checks the server's answer to it.
+pub fn tunnel_hello(link: &Link) -> (ClientHandshake, Vec<u8>) {
+    let mut fill = |b: &mut [u8]| getrandom::fill(b).unwrap();
+    let template = wire::browser::Template::builtin(wire::browser::Browser::Chrome);
+    let built = template.build(&link.sni, &mut fill);
+    let cred = UserCredential::from_secret(&link.secret.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    ClientHandshake::start(&built.record, &link.server_key, &cred, now, &mut fill).unwrap()
+}
+
+/// A loopback port nothing listens on (bound once, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The lines of `from` (a child's stdout), read on a thread.
+pub fn lines(from: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+// === samizdat client ===
+
+/// How [`ClientProc::start`] runs `samizdat client`.
+#[derive(Default)]
+pub struct ClientOptions<'a> {
+    /// Also open the HTTP proxy and the Telegram endpoint (else both are
+    /// `off`); SOCKS5 is always open.
+    pub all_ports: bool,
+    /// The state directory; `None`: a fresh one, removed on drop.
+    pub state: Option<&'a Path>,
+    /// Environment variables for the client.
+    pub env: &'a [(&'a str, &'a str)],
+    /// More command-line arguments.
+    pub extra: &'a [&'a str],
+}
+
+/// A running `samizdat client` on ephemeral loopback ports, its log (stderr)
+/// collected; killed on drop.
+pub struct ClientProc {
+    pub child: Child,
+    pub socks: SocketAddr,
+    /// With [`ClientOptions::all_ports`].
+    pub http: Option<SocketAddr>,
+    /// The `tg://proxy?…` link, with [`ClientOptions::all_ports`].
+    pub telegram_link: Option<String>,
+    /// Its stderr, line by line.
+    pub log: Arc<Mutex<Vec<String>>>,
+    _state: Option<tempfile::TempDir>,
+}
+
+impl Drop for ClientProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ClientProc {
+    /// Starts `samizdat client LINK` and waits (20 s at most per line) for
+    /// the addresses of the ports it opened.
+    pub fn start(link: &Link, opts: ClientOptions) -> ClientProc {
+        let temp = match opts.state {
+            Some(_) => None,
+            None => Some(tempfile::tempdir().unwrap()),
+        };
+        let state = opts.state.unwrap_or_else(|| temp.as_ref().unwrap().path());
+        let others = if opts.all_ports { "127.0.0.1:0" } else { "off" };
+        let mut child = Command::new(bin())
+            .args(["client", &link.to_string()])
+            .args(["--socks", "127.0.0.1:0", "--http", others])
+            .args(["--telegram", others, "--state-dir"])
+            .arg(state)
+            .args(opts.extra)
+            .envs(opts.env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn samizdat client");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("client: {line}");
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let rx = lines(child.stdout.take().unwrap());
+        let (mut socks, mut http, mut telegram_link) = (None, None, None);
+        while socks.is_none() || opts.all_ports && (http.is_none() || telegram_link.is_none()) {
+            let line = rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("samizdat client printed nothing for 20 s");
+            if let Some(a) = line.strip_prefix("SOCKS5 proxy on ") {
+                socks = Some(a.parse().unwrap());
+            } else if let Some(a) = line.strip_prefix("HTTP proxy on ") {
+                http = Some(a.parse().unwrap());
+            } else if line.trim().starts_with("tg://proxy?") {
+                telegram_link = Some(line.trim().to_string());
+            }
+        }
+        ClientProc {
+            child,
+            socks: socks.unwrap(),
+            http,
+            telegram_link,
+            log,
+            _state: temp,
+        }
+    }
+
+    /// Whether a log line so far contains `what`.
+    pub fn logged(&self, what: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(what))
+    }
+
+    /// The local Telegram endpoint and the secret of its printed link.
+    pub fn telegram(&self) -> (SocketAddr, wire::secret::Secret) {
+        let link = self.telegram_link.as_ref().expect("started with all_ports");
+        let query = link.split_once('?').unwrap().1;
+        let (mut port, mut secret) = (None, None);
+        for pair in query.split('&') {
+            match pair.split_once('=').unwrap() {
+                ("port", p) => port = Some(p.parse::<u16>().unwrap()),
+                ("secret", s) => secret = Some(wire::secret::Secret::parse(s).unwrap()),
+                _ => {}
+            }
+        }
+        (
+            SocketAddr::from(([127, 0, 0, 1], port.unwrap())),
+            secret.unwrap(),
+        )
+    }
+}
+
+// === a web server ===
+
+/// Deterministic body bytes for `/N` (so each size has one known hash).
+pub fn body(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+pub fn sha(b: &[u8]) -> [u8; 32] {
+    Sha256::digest(b).into()
+}
+
+/// A tiny HTTP/1.1 server: `GET /N` answers N [`body`] bytes, then closes.
+pub async fn web_server() -> SocketAddr {
+    web_server_with(|path| body(path.trim_start_matches('/').parse().unwrap_or(0))).await
+}
+
+/// A tiny HTTP/1.1 server: every request gets 200 with `answer(path)` as
+/// its body, then the connection closes.
+pub async fn web_server_with(
+    answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static,
+) -> SocketAddr {
+    let answer = Arc::new(answer);
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                continue;
+            };
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let Some(head) = read_request(&mut s).await else {
+                    return;
+                };
+                let text = String::from_utf8_lossy(&head);
+                let body = answer(text.split_whitespace().nth(1).unwrap_or("/"));
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                if s.write_all(reply.as_bytes()).await.is_ok() {
+                    let _ = s.write_all(&body).await;
+                }
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// Reads a request's head (and whatever came with it; 16 KiB or so at
+/// most); `None` if the connection ends or fails first.
+pub async fn read_request<S: AsyncRead + Unpin>(s: &mut S) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16384 {
+        match s.read(&mut b).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&b[..n]),
+        }
+    }
+    Some(head)
+}
+
+/// `GET /n` over an open stream; returns the body.
+pub async fn get(mut s: TcpStream, n: usize) -> Vec<u8> {
+    s.write_all(format!("GET /{n} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).await.unwrap();
+    let at = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("HTTP head")
+        + 4;
+    all.split_off(at)
+}
+
+// === apps ===
+
+/// curl with `args` and at most 60 s; returns (exit status, stdout bytes,
+/// stderr text).
+pub async fn curl(args: &[String]) -> (i32, Vec<u8>, String) {
+    curl_within(60, args).await
+}
+
+/// [`curl`] with at most `secs` seconds.
+pub async fn curl_within(secs: u32, args: &[String]) -> (i32, Vec<u8>, String) {
+    let out = tokio::process::Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", &secs.to_string()])
+        .args(args)
+        .output()
+        .await
+        .expect("curl is installed (apt-get install curl)");
+    (
+        out.status.code().unwrap_or(-1),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A raw SOCKS5 CONNECT: returns the reply code and, on success, the stream.
+pub async fn socks_connect(socks: SocketAddr, host: &str, port: u16) -> (u8, TcpStream) {
+    let mut s = TcpStream::connect(socks).await.unwrap();
+    s.write_all(&[5, 1, 0]).await.unwrap();
+    let mut m = [0u8; 2];
+    s.read_exact(&mut m).await.unwrap();
+    assert_eq!(m, [5, 0], "no-auth method accepted");
+    let mut req = vec![5, 1, 0];
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(v4)) => {
+            req.push(1);
+            req.extend(v4.octets());
+        }
+        Ok(std::net::IpAddr::V6(v6)) => {
+            req.push(4);
+            req.extend(v6.octets());
+        }
+        Err(_) => {
+            req.push(3);
+            req.push(host.len() as u8);
+            req.extend(host.as_bytes());
+        }
+    }
+    req.extend(port.to_be_bytes());
+    s.write_all(&req).await.unwrap();
+    let mut head = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(30), s.read_exact(&mut head))
+        .await
+        .expect("SOCKS reply within 30 s")
+        .unwrap();
+    let rest = match head[3] {
+        1 => 4 + 2,
+        4 => 16 + 2,
+        3 => {
+            let mut n = [0u8; 1];
+            s.read_exact(&mut n).await.unwrap();
+            n[0] as usize + 2
+        }
+        other => panic!("bad ATYP {other} in reply"),
+    };
+    let mut skip = vec![0u8; rest];
+    s.read_exact(&mut skip).await.unwrap();
+    (head[1], s)
+}
