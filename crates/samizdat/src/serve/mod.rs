@@ -444,7 +444,8 @@ impl Server {
             crate::fleet::Backend::Redis(_) => Default::default(),
         };
         let tunnel_key = if config.tunnel {
-            let secret = crate::state::transport_key(config.transport_key.as_deref(), &config.state_dir)?;
+            let secret =
+                crate::state::transport_key(config.transport_key.as_deref(), &config.state_dir)?;
             Some(wire::tunnel::handshake::ServerKey::from_secret(secret))
         } else {
             None
