@@ -384,21 +384,24 @@ async fn malformed_socks_is_answered_and_closed() {
     p.shutdown().await;
 }
 
-#[tokio::test(start_paused = true)]
+// Real time: with tokio's paused clock the test's own timeout could be
+// reached before the server has even accepted (real sockets), which made
+// this test flaky under load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_greeting_is_closed_at_the_deadline() {
     let p = socks(default_dialer(), None).await;
     let mut s = TcpStream::connect(p.addr).await.unwrap();
     s.write_all(&[5, 2, 0]).await.unwrap(); // one method byte missing
     let start = tokio::time::Instant::now();
     let mut b = [0u8; 16];
-    let n = tokio::time::timeout(Duration::from_secs(60), s.read(&mut b))
+    let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut b))
         .await
         .expect("closed before the test's own timeout")
         .unwrap_or(0);
     assert_eq!(n, 0, "closed without an answer");
     let waited = start.elapsed();
     assert!(
-        waited >= Duration::from_secs(10) && waited < Duration::from_secs(11),
+        waited >= Duration::from_secs(10) && waited < Duration::from_secs(15),
         "closed after {waited:?}"
     );
     p.shutdown().await;
