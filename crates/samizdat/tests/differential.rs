@@ -327,7 +327,10 @@ async fn client_closes_reach_the_cover_alike() {
         ),
         (
             "20 binary bytes",
-            testkit::random::<20>().to_vec(),
+            // Binary for the short-timer cover too: a random first byte of
+            // 0x16 or A-Z (about one time in nine) made it parse TLS or
+            // HTTP and close first, so the test failed now and then.
+            [&[0x8f][..], &testkit::random::<19>()].concat(),
             Duration::from_millis(200),
         ),
         ("a partial hello", partial_tls, Duration::from_millis(200)),
