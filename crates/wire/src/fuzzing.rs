@@ -275,3 +275,54 @@ pub fn server_list(data: &[u8]) {
         let _ = list.check(1_800_000_000, Some(5));
     }
 }
+
+/// Lane frames and the braid: openings, and records on four lanes in
+/// any order (the peer is authenticated but may be buggy or hostile):
+/// never a panic, and the buffers stay within the window.
+pub fn tunnel_lanes(data: &[u8]) {
+    use crate::tunnel::lanes::{lane_frames, opening, Braid, LaneFrame, WINDOW};
+    use crate::tunnel::mux::Role;
+    let _ = opening(data);
+    for frame in lane_frames(data) {
+        let Ok(frame) = frame else { break };
+        let mut again = Vec::new();
+        frame.encode(&mut again);
+        assert_eq!(LaneFrame::decode(&again).map(|(f, _)| f), Ok(frame));
+    }
+    let Some((&head, mut rest)) = data.split_first() else {
+        return;
+    };
+    let role = if head & 1 == 0 {
+        Role::Server
+    } else {
+        Role::Client
+    };
+    let mut braid = Braid::new(role);
+    for lane in 0..4 {
+        let budget = (head & 2 != 0).then_some(2048 + 1000 * lane);
+        braid.add_lane(lane, budget);
+    }
+    braid.write(&vec![0x17; usize::from(head >> 2) * 300]);
+    let mut sink = [0u8; 4096];
+    while let Some((&op, tail)) = rest.split_first() {
+        let len = usize::from(op >> 3).min(tail.len());
+        let (chunk, tail) = tail.split_at(len);
+        rest = tail;
+        let lane = u32::from(op & 3);
+        match op & 4 {
+            0 => {
+                let _ = braid.receive(lane, chunk);
+            }
+            _ => {
+                let _ = braid.next_record(lane, op & 8 != 0, u32::from(op));
+                braid.read(&mut sink);
+                if op & 16 != 0 {
+                    braid.remove_lane(lane);
+                    braid.add_lane(lane + 4, None);
+                }
+            }
+        }
+        assert!(braid.unacked() <= WINDOW);
+        assert!(braid.readable() <= WINDOW);
+    }
+}

@@ -10,7 +10,7 @@ type Target = (&'static str, fn(&[u8]));
 #[test]
 fn corpus_replays_without_panics() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus");
-    let targets: [Target; 11] = [
+    let targets: [Target; 12] = [
         ("client_hello", wire::fuzzing::client_hello),
         ("obfuscated2_init", wire::fuzzing::obfuscated2_init),
         ("framing", wire::fuzzing::framing),
@@ -22,6 +22,7 @@ fn corpus_replays_without_panics() {
         ("tunnel_frames", wire::fuzzing::tunnel_frames),
         ("tunnel_accept", wire::fuzzing::tunnel_accept),
         ("server_list", wire::fuzzing::server_list),
+        ("tunnel_lanes", wire::fuzzing::tunnel_lanes),
     ];
     for (name, run) in targets {
         let dir = root.join(name);

@@ -329,6 +329,15 @@ pub fn pad(buf: &mut Vec<u8>, start: usize, random: u32) {
     }
 }
 
+/// [`pad`], never past `max` plaintext bytes.
+pub fn pad_within(buf: &mut Vec<u8>, start: usize, random: u32, max: usize) {
+    let used = buf.len() - start;
+    let target = padded_len(used, random).min(max);
+    if target >= used + FRAME_HEADER {
+        Frame::Pad(target - used - FRAME_HEADER).encode(buf);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

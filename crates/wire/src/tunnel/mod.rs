@@ -11,6 +11,7 @@
 //! | [`flight`] | ServerHello and the cover-shaped flight |
 //! | [`record`] | AES-256-GCM application-data records, sealer and in-place opener |
 //! | [`frame`] | mux frames inside record plaintexts, and record padding |
+//! | [`lanes`] | one session over many connections: budgets, acknowledgement, resending |
 //! | [`mux`] | the stream table: windows, states, which frames are legal when |
 //! | [`destination`] | where a stream goes |
 
@@ -22,6 +23,7 @@ pub mod handshake;
 pub mod hello;
 pub mod mux;
 
+pub mod lanes;
 pub mod record;
 
 pub use destination::Destination;
