@@ -32,11 +32,15 @@ use tokio_util::task::TaskTracker;
 /// Content type of the answer (what `prometheus-client` encodes).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Handshake outcomes, as the `outcome` label: the two successes, then
-/// every [`wire::classify::CoverReason::name`] (all sent to the cover).
-pub const OUTCOMES: [&str; 15] = [
+/// Handshake outcomes, as the `outcome` label: the successes (MTProto
+/// fake-TLS, MTProto obfuscated2, a new samizdat-transport session, a
+/// connection joining one as a lane), then every
+/// [`wire::classify::CoverReason::name`] (all sent to the cover).
+pub const OUTCOMES: [&str; 17] = [
     "ok_tls",
     "ok_obfuscated2",
+    "ok_tunnel",
+    "ok_tunnel_lane",
     "bad_hmac",
     "bad_init",
     "replay",
@@ -155,7 +159,7 @@ impl Metrics {
         let handshakes = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "handshakes",
-            "Handshake outcomes: ok_tls and ok_obfuscated2 authenticated, every other outcome was sent to the cover site",
+            "Handshake outcomes: ok_tls, ok_obfuscated2, ok_tunnel and ok_tunnel_lane authenticated, every other outcome was sent to the cover site",
             handshakes.clone(),
         );
         let outcomes = OUTCOMES

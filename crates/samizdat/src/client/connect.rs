@@ -7,13 +7,37 @@
 #[path = "ws.rs"]
 pub mod ws;
 
-use crate::tunnel::{Session, SessionConfig};
+use crate::proxy::BoxIo;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use wire::browser::Template;
 use wire::link::{Endpoint, Link};
 use wire::tunnel::handshake::{ClientHandshake, Progress, UserCredential};
+use wire::tunnel::Established;
+
+/// A connection whose handshake completed: ready to carry a lane.
+pub struct LaneConn {
+    /// The connection (TCP, or a WebSocket carrier).
+    pub io: BoxIo,
+    /// Its record keys.
+    pub established: Established,
+    /// Bytes read past the server's flight.
+    pub leftover: Vec<u8>,
+    /// Bytes of the server's flight (they count against a censor's
+    /// per-connection byte limit too).
+    pub flight_len: usize,
+    /// Connect plus handshake time.
+    pub handshake: Duration,
+}
+
+impl std::fmt::Debug for LaneConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LaneConn")
+            .field("flight_len", &self.flight_len)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Most bytes of server flight we read before giving up on it (the cover
 /// site's flight is a few kilobytes; 255 records of 16 KiB is the most the
@@ -72,25 +96,26 @@ pub async fn connect(
     link: &Link,
     template: &Template,
     timeout: Duration,
-    config: SessionConfig,
-) -> Result<Session, ConnectError> {
-    tokio::time::timeout(timeout, connect_inner(endpoint, link, template, config))
+) -> Result<LaneConn, ConnectError> {
+    let started = tokio::time::Instant::now();
+    let mut conn = tokio::time::timeout(timeout, connect_inner(endpoint, link, template))
         .await
-        .map_err(|_| ConnectError::Timeout(timeout))?
+        .map_err(|_| ConnectError::Timeout(timeout))??;
+    conn.handshake = started.elapsed();
+    Ok(conn)
 }
 
 async fn connect_inner(
     endpoint: &Endpoint,
     link: &Link,
     template: &Template,
-    config: SessionConfig,
-) -> Result<Session, ConnectError> {
+) -> Result<LaneConn, ConnectError> {
     let socket = tcp(endpoint).await?;
     match &endpoint.ws_path {
-        None => handshake(socket, link, template, config).await,
+        None => handshake(socket, link, template).await,
         Some(path) => {
             let carrier = ws::open(socket, endpoint, path, link).await?;
-            handshake(carrier, link, template, config).await
+            handshake(carrier, link, template).await
         }
     }
 }
@@ -119,13 +144,8 @@ async fn tcp(endpoint: &Endpoint) -> Result<TcpStream, ConnectError> {
 }
 
 /// The transport's exchange on `io` (a TCP socket, or a WebSocket
-/// carrier): hello, the server's flight, our reply, then the session.
-async fn handshake<S>(
-    mut io: S,
-    link: &Link,
-    template: &Template,
-    config: SessionConfig,
-) -> Result<Session, ConnectError>
+/// carrier): hello, the server's flight, our reply.
+async fn handshake<S>(mut io: S, link: &Link, template: &Template) -> Result<LaneConn, ConnectError>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -171,7 +191,13 @@ where
                     .await
                     .map_err(|e| ConnectError::Closed(e.to_string()))?;
                 let leftover = buf.split_off(consumed);
-                return Ok(Session::client(io, leftover, established, config));
+                return Ok(LaneConn {
+                    io: Box::new(io),
+                    established,
+                    leftover,
+                    flight_len: consumed,
+                    handshake: Duration::ZERO,
+                });
             }
             Err(e) => return Err(ConnectError::NotOurServer(e.to_string())),
         }

@@ -15,7 +15,7 @@
 //! the next endpoint. With a state directory the pool's health is kept in
 //! `pool.toml` across restarts.
 
-use super::connect::{connect, ConnectError};
+use super::connect::{connect, ConnectError, LaneConn};
 use super::pool::{Pool, Standing};
 use crate::proxy::{BoxIo, Dialer, OpenError, OpenFuture};
 use crate::tunnel::{Session, SessionConfig};
@@ -50,7 +50,8 @@ pub struct TunnelDialer {
     /// Delay before racing the next endpoint while earlier attempts are
     /// pending (Happy Eyeballs, RFC 8305, uses 250 ms).
     pub stagger: Duration,
-    /// Most connection attempts in flight at once.
+    /// Most connection attempts in flight at once (attempts pending over a
+    /// second do not count: they hold a socket each, but not the race).
     pub max_parallel: usize,
     /// State shared with the session watchers.
     shared: Arc<Shared>,
@@ -60,10 +61,21 @@ pub struct TunnelDialer {
     stop: CancellationToken,
 }
 
+/// Races the pool's endpoints for a connection: for a session's first lane
+/// and, from its lane keeper (`super::lanes`), for every later one.
+pub(super) struct Racer {
+    link: Link,
+    template: &'static Template,
+    timeout: Duration,
+    stagger: Duration,
+    max_parallel: usize,
+    pub(super) shared: Arc<Shared>,
+}
+
 /// What the dialer and its session watchers share.
-struct Shared {
+pub(super) struct Shared {
     /// Endpoint health.
-    pool: Mutex<Pool>,
+    pub(super) pool: Mutex<Pool>,
     /// The session in use.
     current: Mutex<Option<Live>>,
     /// Where `pool.toml` lives; `None`: nothing is saved.
@@ -82,12 +94,12 @@ struct Live {
     since: Instant,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Uniform in `[0, 1)`, for the backoff's jitter.
-fn jitter() -> f64 {
+pub(super) fn jitter() -> f64 {
     let mut b = [0u8; 8];
     let _ = getrandom::fill(&mut b);
     (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
@@ -108,7 +120,7 @@ fn reason(e: &ConnectError) -> String {
 }
 
 impl Shared {
-    fn save(&self) {
+    pub(super) fn save(&self) {
         if let Some(dir) = &self.state_dir {
             let pool = lock(&self.pool).clone();
             if let Err(e) = pool.save(dir) {
@@ -246,7 +258,22 @@ impl TunnelDialer {
         if let Some(s) = self.live() {
             return Ok(s);
         }
-        let (endpoint, session) = self.race().await?;
+        let racer = Arc::new(Racer {
+            link: self.link.clone(),
+            template: self.template,
+            timeout: self.timeout,
+            stagger: self.stagger,
+            max_parallel: self.max_parallel,
+            shared: self.shared.clone(),
+        });
+        let (endpoint, conn) = racer.race(false).await?;
+        let session = super::lanes::start(
+            conn,
+            endpoint.clone(),
+            racer,
+            self.session_config,
+            self.stop.clone(),
+        );
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         *lock(&self.shared.current) = Some(Live {
             id,
@@ -263,9 +290,11 @@ impl TunnelDialer {
         });
         Ok(session)
     }
+}
 
+impl Racer {
     /// Races the ranked endpoints; the first completed handshake wins.
-    async fn race(&self) -> Result<(Endpoint, Session), OpenError> {
+    pub(super) async fn race(&self, quiet: bool) -> Result<(Endpoint, LaneConn), OpenError> {
         let order = {
             let pool = lock(&self.shared.pool);
             let now = SystemTime::now();
@@ -292,40 +321,62 @@ impl TunnelDialer {
                     ),
                 })
                 .collect();
-            tracing::info!("connecting; endpoints in order: {}", described.join(", "));
+            if quiet {
+                tracing::debug!("new lane; endpoints in order: {}", described.join(", "));
+            } else {
+                tracing::info!("connecting; endpoints in order: {}", described.join(", "));
+            }
             order
         };
-        let mut set: JoinSet<(usize, Result<Session, ConnectError>)> = JoinSet::new();
+        let mut set: JoinSet<(usize, Result<LaneConn, ConnectError>)> = JoinSet::new();
         let mut started: Vec<Option<Instant>> = vec![None; order.len()];
         let mut errors: Vec<String> = Vec::new();
         let (mut next, mut next_at) = (0, Instant::now());
         loop {
-            let may_start = next < order.len() && set.len() < self.max_parallel.max(1);
+            // Attempts pending over a second (blackholed, most likely) do
+            // not hold back the next endpoints.
+            let young = started
+                .iter()
+                .flatten()
+                .filter(|t| t.elapsed() < LOSER_PENALTY_AFTER)
+                .count();
+            let may_start = next < order.len() && young < self.max_parallel.max(1);
             if may_start && (set.is_empty() || Instant::now() >= next_at) {
                 let (endpoint, link) = (order[next].clone(), self.link.clone());
-                let (template, timeout, cfg) = (self.template, self.timeout, self.session_config);
+                let (template, timeout) = (self.template, self.timeout);
                 let i = next;
-                set.spawn(
-                    async move { (i, connect(&endpoint, &link, template, timeout, cfg).await) },
-                );
+                set.spawn(async move { (i, connect(&endpoint, &link, template, timeout).await) });
                 started[i] = Some(Instant::now());
                 next += 1;
                 next_at = Instant::now() + self.stagger;
                 continue;
             }
+            // Held back by young attempts: look again when the oldest of
+            // them turns old.
+            let ages_at = started
+                .iter()
+                .flatten()
+                .filter(|t| t.elapsed() < LOSER_PENALTY_AFTER)
+                .min()
+                .map(|t| *t + LOSER_PENALTY_AFTER);
+            let wake = match ages_at {
+                Some(t) if !may_start && next < order.len() => Some(t.max(next_at)),
+                _ if may_start => Some(next_at),
+                _ => None,
+            };
             let joined = tokio::select! {
                 r = set.join_next() => r,
-                _ = tokio::time::sleep_until(next_at), if may_start => continue,
+                _ = tokio::time::sleep_until(wake.unwrap_or(next_at)), if wake.is_some() => continue,
             };
             let Some(joined) = joined else { break };
             let Ok((i, result)) = joined else { continue };
             let endpoint = &order[i];
             let took = started[i].take().map(|t| t.elapsed()).unwrap_or_default();
             match result {
-                Ok(session) => {
+                Ok(conn) => {
                     set.abort_all();
-                    self.record_win(endpoint, took, &order, &started);
-                    return Ok((endpoint.clone(), session));
+                    self.record_win(endpoint, took, &order, &started, quiet);
+                    return Ok((endpoint.clone(), conn));
                 }
                 Err(e) => {
                     let why = reason(&e);
@@ -360,6 +411,7 @@ impl TunnelDialer {
         took: Duration,
         order: &[Endpoint],
         pending: &[Option<Instant>],
+        quiet: bool,
     ) {
         let now = SystemTime::now();
         {
@@ -382,11 +434,19 @@ impl TunnelDialer {
                 }
             }
         }
-        tracing::info!(
-            "using endpoint {endpoint} (handshake {} ms)",
-            took.as_millis()
-        );
-        self.shared.save();
+        if quiet {
+            tracing::debug!("lane on {endpoint} (handshake {} ms)", took.as_millis());
+        } else {
+            tracing::info!(
+                "using endpoint {endpoint} (handshake {} ms)",
+                took.as_millis()
+            );
+        }
+        // Lanes come and go by the hundred under a freeze: their wins are
+        // saved with the keeper's next change, not each time.
+        if !quiet {
+            self.shared.save();
+        }
     }
 }
 

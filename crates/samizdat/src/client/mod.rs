@@ -6,6 +6,7 @@
 
 pub mod connect;
 pub mod dialer;
+mod lanes;
 pub mod lists;
 pub mod pool;
 pub mod tls;

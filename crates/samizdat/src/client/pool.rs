@@ -78,6 +78,10 @@ pub struct Health {
     pub rtt: Option<Duration>,
     /// Why it last failed (for logs).
     pub last_error: Option<String>,
+    /// Record bytes the server may send down one connection to it before
+    /// moving to the next: learned when a connection froze after a few
+    /// kilobytes (a censor's freeze); `None`: no limit.
+    pub lane_budget: Option<u32>,
 }
 
 impl Health {
@@ -264,6 +268,24 @@ impl Pool {
         self.record_failure(endpoint, &why, now, rand)
     }
 
+    /// The lane budget learned for `endpoint` (see [`Health::lane_budget`]).
+    pub fn lane_budget(&self, endpoint: &Endpoint) -> Option<u32> {
+        self.health(endpoint).and_then(|h| h.lane_budget)
+    }
+
+    /// Learns that connections to `endpoint` freeze: keeps the smaller of
+    /// `budget` and what was known. Returns the budget now in force.
+    pub fn learn_lane_budget(&mut self, endpoint: &Endpoint, budget: u32) -> u32 {
+        match self.entry(endpoint) {
+            Some(h) => {
+                let b = h.lane_budget.map_or(budget, |old| old.min(budget));
+                h.lane_budget = Some(b);
+                b
+            }
+            None => budget,
+        }
+    }
+
     /// The pool as the text of `pool.toml`.
     pub fn to_toml(&self) -> String {
         let file = File {
@@ -279,6 +301,7 @@ impl Pool {
                     last_success: e.health.last_success.map(unix),
                     rtt_ms: e.health.rtt.map(|d| d.as_millis() as u64),
                     last_error: e.health.last_error.clone(),
+                    lane_budget: e.health.lane_budget,
                 })
                 .collect(),
         };
@@ -302,6 +325,7 @@ impl Pool {
                 last_success: saved.last_success.map(from_unix),
                 rtt: saved.rtt_ms.map(Duration::from_millis),
                 last_error: saved.last_error,
+                lane_budget: saved.lane_budget,
             };
             match self
                 .entries
@@ -376,6 +400,7 @@ struct Saved {
     last_success: Option<u64>,
     rtt_ms: Option<u64>,
     last_error: Option<String>,
+    lane_budget: Option<u32>,
 }
 
 #[cfg(test)]

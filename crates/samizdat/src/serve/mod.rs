@@ -125,6 +125,8 @@ pub struct Shared {
     pub tunnel_key: Option<wire::tunnel::handshake::ServerKey>,
     /// The cover site's TLS answer, as samizdat clients get it.
     pub flight_shape: Arc<flight_shape::LearnedShape>,
+    /// samizdat sessions later lanes may join.
+    pub braids: tunnel::Braids,
     last_cover_warning: AtomicU64,
     last_skew_warning: AtomicU64,
     /// Set when accepting stopped (SIGTERM): `/readyz` says 503.
@@ -481,6 +483,7 @@ impl Server {
             metrics,
             tunnel_key,
             flight_shape: Arc::default(),
+            braids: tunnel::Braids::default(),
             last_cover_warning: AtomicU64::new(0),
             last_skew_warning: AtomicU64::new(0),
             draining: std::sync::atomic::AtomicBool::new(false),

@@ -9,29 +9,84 @@ use super::users::{Admission, Snapshot, UserState};
 use super::Shared;
 use crate::proxy::egress::{DirectDialer, EgressPolicy};
 use crate::proxy::{BoxIo, Dialer, OpenError, OpenFuture};
+use crate::tunnel::braid::BraidHandle;
 use crate::tunnel::{IncomingStream, Session, SessionConfig, Status};
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use wire::cipher::Ctr;
 use wire::obfuscated2::{self, Tag, INIT_LEN};
 use wire::tunnel::handshake::Accepted;
+use wire::tunnel::lanes::{Opening, SessionSecret, Token};
+use wire::tunnel::mux::Role;
 use wire::tunnel::Destination;
 
 /// Most streams one session may have open on the server at once; the
 /// session's own limit refuses more before they get here.
 const STREAM_BUF: usize = 64 * 1024;
 
+/// How long a new connection may take to send its lane opening.
+const OPENING_DEADLINE: Duration = Duration::from_secs(10);
+/// Sessions (braids) this instance keeps joinable at most.
+const MAX_BRAIDS: usize = 65_536;
+
+/// The sessions later lanes may join, by token. Each entry is an admitted
+/// session; it leaves when the session ends.
+#[derive(Default)]
+pub struct Braids {
+    map: Mutex<HashMap<Token, (String, BraidHandle)>>,
+}
+
+impl Braids {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Token, (String, BraidHandle)>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn insert(&self, token: Token, user: &str, braid: BraidHandle) -> bool {
+        let mut map = self.lock();
+        if map.len() >= MAX_BRAIDS || map.contains_key(&token) {
+            return false;
+        }
+        map.insert(token, (user.to_string(), braid));
+        true
+    }
+
+    fn get(&self, token: &Token, user: &str) -> Option<BraidHandle> {
+        let map = self.lock();
+        let (owner, braid) = map.get(token)?;
+        (owner == user && !braid.is_closed()).then(|| braid.clone())
+    }
+
+    fn remove(&self, token: &Token) {
+        self.lock().remove(token);
+    }
+
+    /// Sessions joinable now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// A samizdat client whose hello authenticated, on either listener (TCP,
-/// or a WebSocket carrier): applies the user's limits, then serves it.
+/// or a WebSocket carrier): answers with the cover-shaped flight, then
+/// reads the connection's lane opening: a new session (admitted under the
+/// user's limits) or a lane joining one of the user's sessions.
 pub(super) async fn run<S>(
-    client: S,
+    mut client: S,
     acc: Accepted,
     leftover: Vec<u8>,
     peer: SocketAddr,
@@ -40,25 +95,10 @@ pub(super) async fn run<S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let Some(admission) = super::connection::admit(shared, snap, acc.user, peer).await else {
+    let user = acc.user;
+    let Some(name) = snap.states.get(user).map(|s| s.name.clone()) else {
         return;
     };
-    shared.metrics.handshake("ok_tunnel");
-    serve(client, acc, leftover, shared, snap, admission).await;
-}
-
-/// Serves one authenticated samizdat client until its session ends, the
-/// user is removed or expires, or the server shuts down.
-async fn serve<S>(
-    mut client: S,
-    acc: Accepted,
-    leftover: Vec<u8>,
-    shared: &Arc<Shared>,
-    snap: &Arc<Snapshot>,
-    admission: Admission,
-) where
-    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
     let shape = shared.flight_shape.ready().await;
     let mut fill = |b: &mut [u8]| {
         let _ = getrandom::fill(b);
@@ -72,13 +112,88 @@ async fn serve<S>(
         return;
     }
     drop(flight);
+    let (sealer, mut opener) = established.into_split();
+    let opened =
+        BraidHandle::read_opening(&mut client, &mut opener, &leftover, OPENING_DEADLINE).await;
+    let (opening, rest) = match opened {
+        Ok(o) => o,
+        Err(why) => {
+            tracing::debug!(user = %name, reason = why, "samizdat connection without a lane opening");
+            return;
+        }
+    };
+    match opening {
+        Opening::New {
+            secret,
+            lane,
+            budget,
+        } => {
+            let Some(admission) = super::connection::admit(shared, snap, user, peer).await else {
+                return;
+            };
+            shared.metrics.handshake("ok_tunnel");
+            let braid = BraidHandle::new(Role::Server, None);
+            let token = secret.token();
+            if !braid.add_lane(lane, budget) || !shared.braids.insert(token, &name, braid.clone()) {
+                return;
+            }
+            let session = {
+                let (braid, shared, snap) = (braid.clone(), shared.clone(), snap.clone());
+                async move {
+                    serve(braid.clone(), secret, &shared, &snap, admission).await;
+                    shared.braids.remove(&token);
+                    braid.close();
+                }
+            };
+            tokio::spawn(session);
+            let why = braid
+                .run_lane(lane, client, sealer, opener, &rest, None)
+                .await;
+            tracing::debug!(user = %name, lane, reason = why, "first lane ended");
+        }
+        Opening::Join {
+            token,
+            lane,
+            budget,
+            received,
+        } => {
+            let Some(braid) = shared.braids.get(&token, &name) else {
+                tracing::debug!(user = %name, "a lane for a session that ended or never was");
+                return;
+            };
+            if braid.peer_received(received).is_err() || !braid.add_lane(lane, budget) {
+                tracing::debug!(user = %name, lane, "lane refused (bad acknowledgement, duplicate id or too many lanes)");
+                return;
+            }
+            shared.metrics.handshake("ok_tunnel_lane");
+            let why = braid
+                .run_lane(lane, client, sealer, opener, &rest, None)
+                .await;
+            tracing::debug!(user = %name, lane, ?budget, reason = why, "lane ended");
+        }
+    }
+}
+
+/// Serves one admitted samizdat session (over its braid of lanes) until it
+/// ends, the user is removed or expires, or the server shuts down.
+async fn serve(
+    braid: BraidHandle,
+    secret: SessionSecret,
+    shared: &Arc<Shared>,
+    snap: &Arc<Snapshot>,
+    admission: Admission,
+) {
     let user = admission.user.clone();
     let name = user.name.clone();
     let user_metrics = shared.metrics.user(&name);
     user_metrics.connections.inc();
     let _user_open = crate::metrics::GaugeGuard::new(&user_metrics.active);
-    let (session, mut incoming) =
-        Session::server(client, leftover, established, SessionConfig::default());
+    let (session, mut incoming) = Session::server(
+        braid.io(),
+        Vec::new(),
+        secret.inner_keys(Role::Server),
+        SessionConfig::default(),
+    );
     let dialer: Arc<dyn Dialer> = Arc::new(egress_dialer(shared, snap));
     let mut streams = JoinSet::new();
     loop {

@@ -16,6 +16,7 @@
 //! [`Incoming`], [`Stream`], [`IncomingStream`]) is gone; then both tasks
 //! end and every stream errors out.
 
+pub mod braid;
 mod reader;
 mod session;
 mod stream;

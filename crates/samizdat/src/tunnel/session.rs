@@ -8,12 +8,17 @@ use std::task::Waker;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
-use wire::tunnel::frame::{Frame, Status, FRAME_HEADER, MAX_BODY};
+use wire::tunnel::frame::{Frame, Status, FRAME_HEADER};
 use wire::tunnel::mux::{Mux, MuxConfig, OpenLimit, Role, INITIAL_WINDOW};
 use wire::tunnel::{Destination, Established};
 
 /// Bytes a stream may have waiting to be sent (besides its credit limit).
 pub(crate) const SEND_BUFFER: usize = 64 * 1024;
+/// Largest record plaintext the session writes: a little under TLS's
+/// limit, so that a whole record of the session fits in one record of the
+/// lane carrying it (`wire::tunnel::lanes`) with its framing (under a
+/// throttle, a record split across two lane records would wait for both).
+pub(crate) const RECORD_LIMIT: usize = wire::tunnel::lanes::INNER_PLAINTEXT;
 /// Shortest keepalive and dead-peer timer honoured.
 const MIN_TIMER: std::time::Duration = std::time::Duration::from_millis(50);
 
@@ -358,7 +363,7 @@ impl Session {
             }
             let in_open = first
                 .len()
-                .min(MAX_BODY - dest.encoded_len())
+                .min(RECORD_LIMIT - FRAME_HEADER - dest.encoded_len())
                 .min(INITIAL_WINDOW as usize);
             // Both limits (streams, ids) mean: use another session.
             let stream = st

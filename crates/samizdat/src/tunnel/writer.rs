@@ -2,7 +2,7 @@
 //! into padded records, seals them outside the lock, writes them; sends
 //! keepalive PINGs when idle.
 
-use super::session::{Control, Shared, State, SEND_BUFFER};
+use super::session::{Control, Shared, State, RECORD_LIMIT, SEND_BUFFER};
 use super::SessionConfig;
 use std::sync::Arc;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -102,7 +102,7 @@ fn build_batch(
         let start = out.len();
         out.extend_from_slice(&[0; HEADER_LEN]);
         let body = start + HEADER_LEN;
-        let limit = body + MAX_PLAINTEXT;
+        let limit = body + RECORD_LIMIT;
         // Control frames first, so an OPEN precedes its data.
         while let Some(c) = st.control.front() {
             if out.len() + c.encoded_len() > limit {
@@ -167,7 +167,7 @@ fn build_batch(
             out.truncate(start);
             break;
         }
-        frame::pad(out, body, next_random(rng));
+        frame::pad_within(out, body, next_random(rng), RECORD_LIMIT);
         out.extend_from_slice(&[0; TAG_LEN]);
         records.push(start..out.len());
         if st.control.is_empty() && st.data_ready.is_empty() && st.pong.is_none() {

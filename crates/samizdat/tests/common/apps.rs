@@ -184,7 +184,12 @@ impl ClientProc {
 
 /// Deterministic body bytes for `/N` (so each size has one known hash).
 pub fn body(n: usize) -> Vec<u8> {
-    (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
+    (0..n).map(body_byte).collect()
+}
+
+/// The byte at offset `i` of every [`body`].
+pub fn body_byte(i: usize) -> u8 {
+    (i * 7 + i / 251) as u8
 }
 
 pub fn sha(b: &[u8]) -> [u8; 32] {
@@ -222,6 +227,60 @@ pub async fn web_server_with(
                 );
                 if s.write_all(reply.as_bytes()).await.is_ok() {
                     let _ = s.write_all(&body).await;
+                }
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// A web server for long downloads: `GET /N/FROM/RATE` sends bytes
+/// FROM..N of the `N`-byte [`body`] at RATE bytes per second (0: as fast as
+/// it goes), then closes; FROM lets an app resume with a range request.
+#[allow(dead_code)]
+pub async fn paced_web_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let Some(head) = read_request(&mut s).await else {
+                    return;
+                };
+                let text = String::from_utf8_lossy(&head);
+                let path = text.split_whitespace().nth(1).unwrap_or("/0/0/0");
+                let p: Vec<usize> = path
+                    .trim_start_matches('/')
+                    .split('/')
+                    .map(|x| x.parse().unwrap_or(0))
+                    .collect();
+                let n = p.first().copied().unwrap_or(0);
+                let from = p.get(1).copied().unwrap_or(0).min(n);
+                let rate = p.get(2).copied().unwrap_or(0);
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    n - from
+                );
+                if s.write_all(reply.as_bytes()).await.is_err() {
+                    return;
+                }
+                let step = 64 * 1024;
+                let mut at = from;
+                while at < n {
+                    let end = (at + step).min(n);
+                    let chunk: Vec<u8> = (at..end).map(body_byte).collect();
+                    if s.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                    if rate > 0 {
+                        let secs = (end - at) as f64 / rate as f64;
+                        tokio::time::sleep(std::time::Duration::from_secs_f64(secs)).await;
+                    }
+                    at = end;
                 }
                 let _ = s.shutdown().await;
             });
