@@ -58,14 +58,15 @@ pub const POOL_LABELS: [&str; 4] = [
     "5.9.10.22:443",
     "88.198.7.7:443",
 ];
-/// The prefix the "/24 prefix blocked" column blackholes.
+/// The prefix the "growing prefix blocks" column blackholes last.
 pub const POOL_PREFIX: &str = "5.9.10.0/24";
 /// Name of the column blocking the pool's endpoints one by one.
 pub const ONE_BY_ONE: &str = "endpoints blocked one by one";
-/// Name of the column blocking the pool's /24.
-pub const PREFIX: &str = "/24 prefix blocked";
+/// Name of the column blackholing the first endpoint, then its /24.
+pub const PREFIX: &str = "growing prefix blocks";
 /// A session of an endpoint-pool column may wait this long for a failover
-/// (a blackholed session is given up after 15 s without a byte).
+/// (a blackholed lane is given up within about two seconds; a blackholed
+/// session without lanes would be after 15 s of silence).
 const POOL_STALL: Duration = Duration::from_secs(30);
 
 /// Name of the column without a censor (the throughput baseline).
@@ -152,7 +153,8 @@ pub enum Scenario {
     /// on every later segment, as an injecting censor does), leaving the
     /// fourth.
     OneByOne,
-    /// [`POOL_PREFIX`] at once, blackholed (2018-style), leaving the
+    /// The first endpoint, then all of [`POOL_PREFIX`], blackholed
+    /// (2018-style: the blocks grew), leaving the
     /// fourth endpoint.
     Prefix,
 }
@@ -174,6 +176,7 @@ impl Scenario {
             ],
             Scenario::Prefix => vec![
                 vec![],
+                vec![(host(0), Verdict::Drop)],
                 vec![(POOL_PREFIX.parse().expect("a CIDR"), Verdict::Drop)],
             ],
         }
@@ -372,7 +375,12 @@ async fn run_cell(
                 dial: client.socks,
                 echo: bench.echo,
             };
-            let s = session(subject, target, opts.payload, opts.stall).await;
+            // Two sessions: the first meets the censor (and the client
+            // learns, a freeze say), the second is what its user lives with.
+            let s = match session(subject, target, opts.payload, opts.stall).await {
+                Session::Failed(why) => Session::Failed(format!("first session: {why}")),
+                Session::Done(_) => session(subject, target, opts.payload, opts.stall).await,
+            };
             drop(client);
             drop(mb);
             Ok(s)
@@ -436,8 +444,8 @@ async fn start_client(
 
 /// An endpoint-pool cell: four middleboxes sharing one [`LiveIpBlock`],
 /// a client with all four, and a new SOCKS5 session (an echoed transfer)
-/// after each step of `scenario`. Survived if every session got through;
-/// the rate is the last session's.
+/// after each step of `scenario`, and one more after the last. Survived if
+/// every session got through; the rate is the extra session's.
 async fn endpoints_cell(
     scenario: Scenario,
     bench: &Bench,
@@ -456,23 +464,31 @@ async fn endpoints_cell(
         dial: client.socks,
         echo: bench.echo,
     };
-    let mut last = Session::Failed("no session".into());
+    let steps = scenario.steps().len();
     for (n, step) in scenario.steps().into_iter().enumerate() {
         for (range, action) in step {
             block.block(range, action);
         }
-        last = match session(Subject::Client, target, opts.payload, POOL_STALL).await {
+        if let Session::Failed(why) =
+            session(Subject::Client, target, opts.payload, POOL_STALL).await
+        {
+            return Ok(Session::Failed(format!(
+                "session {} of {}: {why}",
+                n + 1,
+                steps + 1
+            )));
+        }
+    }
+    // One more under the last step's blocks: what the user lives with once
+    // the client has noticed them.
+    Ok(
+        match session(Subject::Client, target, opts.payload, POOL_STALL).await {
             Session::Failed(why) => {
-                return Ok(Session::Failed(format!(
-                    "session {} of {}: {why}",
-                    n + 1,
-                    scenario.steps().len()
-                )))
+                Session::Failed(format!("session {0} of {0}: {why}", steps + 1))
             }
             done => done,
-        };
-    }
-    Ok(last)
+        },
+    )
 }
 
 /// Runs every cell of `subjects` × `columns` (all at once) and scores them.
