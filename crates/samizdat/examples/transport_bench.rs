@@ -13,6 +13,11 @@
 //!   handshakes of the same server (whose DC is a fake DC on loopback, so
 //!   each of those also costs a DC connection).
 //!
+//! - **freeze**: a 64 MiB download through a lab middlebox applying the
+//!   16 KiB freeze (the client spreads its session over budgeted lanes),
+//!   against the same download through a middlebox that applies nothing.
+//!   Figures: wall MB/s, connections used, CPU of `serve` per GB, ratios.
+//!
 //! Counts and durations are bounded; every process is killed at the end.
 
 use std::io::{BufRead, BufReader};
@@ -352,6 +357,71 @@ async fn main() {
         n as f64 / cpu_e.as_secs_f64().max(1e-3)
     );
     drop(client);
+
+    // Lanes under the 16 KiB freeze, against an unfrozen middlebox.
+    println!();
+    println!(
+        "| 64 MiB download, one stream | wall MB/s | connections (warm-up included) | serve CPU-seconds per GB |"
+    );
+    println!("|---|---|---|---|");
+    let server_addr: SocketAddr = ([127, 0, 0, 1], link.servers[0].port).into();
+    let mut rows = Vec::new();
+    for (name, freeze) in [
+        ("lab middlebox, no technique", false),
+        ("16 KiB freeze", true),
+    ] {
+        let label: SocketAddr = "5.9.10.20:443".parse().unwrap();
+        let techniques: Vec<std::sync::Arc<dyn lab::Technique>> = if freeze {
+            vec![std::sync::Arc::new(lab::techniques::Freeze::russia_2025())]
+        } else {
+            Vec::new()
+        };
+        let policy = lab::Policy::new(techniques).destination(label);
+        let mb = lab::start(([127, 0, 0, 1], 0).into(), server_addr, policy)
+            .await
+            .unwrap();
+        let mut via = link.clone();
+        via.servers = vec![wire::link::Endpoint::direct("127.0.0.1", mb.addr.port())];
+        let cstate = tempfile::tempdir().unwrap();
+        let (client, lines) = spawn(
+            &[
+                "client".to_string(),
+                via.to_string(),
+                "--socks".into(),
+                "127.0.0.1:0".into(),
+                "--http".into(),
+                "off".into(),
+                "--telegram".into(),
+                "off".into(),
+                "--state-dir".into(),
+                cstate.path().display().to_string(),
+            ],
+            |l| l.starts_with("SOCKS5 proxy on "),
+        );
+        let socks_addr: SocketAddr = lines
+            .last()
+            .and_then(|l| l.strip_prefix("SOCKS5 proxy on "))
+            .and_then(|a| a.parse().ok())
+            .expect("SOCKS5 address");
+        // The first megabyte meets the freeze and learns the lane budget.
+        run(1, 1 << 20, || socks(socks_addr, src)).await;
+        let s0 = cpu(server.0.id());
+        let n = 64u64 << 20;
+        let wall = run(1, n, || socks(socks_addr, src)).await;
+        let (flows, s1) = (mb.events().flows(), cpu(server.0.id()) - s0);
+        let mbps = n as f64 / 1e6 / wall.as_secs_f64();
+        let cpu_per_gb = s1.as_secs_f64() / (n as f64 / 1e9);
+        println!("| {name} | {mbps:.1} | {flows} | {cpu_per_gb:.2} |");
+        rows.push((mbps, cpu_per_gb));
+        drop(client);
+    }
+    if let [(m0, c0), (m1, c1)] = rows[..] {
+        println!(
+            "\nunder the freeze: {:.2} × the unfrozen wall rate, {:.1} × serve's CPU per GB",
+            m1 / m0,
+            c1 / c0
+        );
+    }
     drop(server);
 }
 

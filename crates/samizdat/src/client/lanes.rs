@@ -43,10 +43,13 @@ pub const FREEZE_MIN: u64 = 2 * 1024;
 /// Most bytes down a lane for a stall to count as a freeze; a stall after
 /// more is a block of the endpoint.
 pub const FREEZE_MAX: u64 = 128 * 1024;
-/// Lanes kept joined beyond the one in use when lanes have budgets.
-pub const SPARES: usize = 2;
+/// Lanes kept joined beyond the one in use when lanes have budgets: each
+/// lane takes two round trips to open and carries a few kilobytes, so at a
+/// real round-trip time the rate is about (spares × budget) per two round
+/// trips.
+pub const SPARES: usize = 4;
 /// Lane connections raced at once.
-const CONNECTING: usize = 2;
+const CONNECTING: usize = 4;
 /// No lane this long: the session ends.
 pub const GIVE_UP: Duration = Duration::from_secs(20);
 /// The slowest upstream a probe waits for: a PING queued behind our own
@@ -249,12 +252,16 @@ impl Keeper {
             }
             LaneEvent::Ended { lane } => {
                 if let Some(info) = self.lanes.remove(&lane) {
-                    if !info.confirmed {
-                        self.unconfirmed += 1;
-                    }
                     // It broke under us: the server may not know yet.
                     self.braid.declare_dead(lane);
                     self.replacing = true;
+                    if !info.confirmed {
+                        // Closed before the server took it: the server's
+                        // doing (counted above), not the path's.
+                        self.unconfirmed += 1;
+                        tracing::debug!(lane, "a new lane was closed before the server took it");
+                        return;
+                    }
                     let why = "connection broke during the session";
                     let wait = lock(&self.racer.shared.pool).record_failure(
                         &info.endpoint,

@@ -811,7 +811,7 @@ impl Braid {
                     got.wake_writers |= self.ack_owed() == Some(true);
                 }
                 LaneFrame::Ack { received, consumed } => {
-                    got.acked |= self.acknowledged(received, consumed)?;
+                    got.acked |= self.acknowledged(received, Some(consumed))?;
                     got.wake_writers |= got.acked;
                 }
                 LaneFrame::Full => {
@@ -831,7 +831,7 @@ impl Braid {
                     if role != Role::Server {
                         return Err(LaneError::WrongSide(REWIND));
                     }
-                    got.acked |= self.acknowledged(received, self.peer_consumed)?;
+                    got.acked |= self.acknowledged(received, None)?;
                     if self.lane(dead).is_some() && dead != lane {
                         got.dead_lane = Some(dead);
                         self.lanes.retain(|l| l.id != dead);
@@ -856,14 +856,18 @@ impl Braid {
 
     /// Takes a JOIN's or REWIND's report of what the client received.
     pub fn peer_received(&mut self, received: u64) -> Result<bool, LaneError> {
-        self.acknowledged(received, self.peer_consumed)
+        self.acknowledged(received, None)
     }
 
-    fn acknowledged(&mut self, received: u64, consumed: u64) -> Result<bool, LaneError> {
+    /// Takes what the peer reports it received and (from an ACK) consumed.
+    /// Reports travel on different lanes, so an older one may come after
+    /// a newer one: only what moves forward counts.
+    fn acknowledged(&mut self, received: u64, consumed: Option<u64>) -> Result<bool, LaneError> {
         let written = self.peer_received + self.out.len() as u64;
-        if received > written || consumed > received {
+        if received > written || consumed.is_some_and(|c| c > received) {
             return Err(LaneError::OutOfRange);
         }
+        let consumed = consumed.unwrap_or(0);
         let mut moved = false;
         if received > self.peer_received {
             let n = (received - self.peer_received) as usize;
@@ -1251,6 +1255,24 @@ mod tests {
         let mut got = [0u8; 16];
         let n = c.read(&mut got);
         assert_eq!(&got[..n], b"abcdefghijk");
+    }
+
+    #[test]
+    fn a_late_join_report_behind_newer_acks_is_no_error() {
+        let mut s = Braid::new(Role::Server);
+        s.add_lane(0, None);
+        s.write(&records(2, 100));
+        while s.next_record(0, false, 0).is_some() {}
+        let mut pt = Vec::new();
+        LaneFrame::Ack {
+            received: 150,
+            consumed: 150,
+        }
+        .encode(&mut pt);
+        s.receive(0, &pt).unwrap();
+        // A JOIN written before that ACK arrives after it.
+        assert_eq!(s.peer_received(40), Ok(false));
+        assert_eq!(s.in_flight(), 210 - 150);
     }
 
     #[test]
