@@ -15,8 +15,10 @@
 //!
 //! - **freeze**: a 64 MiB download through a lab middlebox applying the
 //!   16 KiB freeze (the client spreads its session over budgeted lanes),
-//!   against the same download through a middlebox that applies nothing.
-//!   Figures: wall MB/s, connections used, CPU of `serve` per GB, ratios.
+//!   against the same download through a middlebox that applies nothing;
+//!   then 4 MiB each way with 25 ms added in each direction (a delaying
+//!   proxy on loopback). Figures: wall MB/s, connections used, CPU of
+//!   `serve` per GB, ratios.
 //!
 //! Counts and durations are bounded; every process is killed at the end.
 
@@ -358,17 +360,35 @@ async fn main() {
     );
     drop(client);
 
-    // Lanes under the 16 KiB freeze, against an unfrozen middlebox.
+    // Lanes under the 16 KiB freeze, against an unfrozen middlebox; at
+    // loopback latency, then with 25 ms added each way (a 50 ms round trip).
     println!();
     println!(
-        "| 64 MiB download, one stream | wall MB/s | connections (warm-up included) | serve CPU-seconds per GB |"
+        "| download, one stream | round trip | wall MB/s | connections (warm-up included) | serve CPU-seconds per GB |"
     );
-    println!("|---|---|---|---|");
+    println!("|---|---|---|---|---|");
     let server_addr: SocketAddr = ([127, 0, 0, 1], link.servers[0].port).into();
     let mut rows = Vec::new();
-    for (name, freeze) in [
-        ("lab middlebox, no technique", false),
-        ("16 KiB freeze", true),
+    for (name, freeze, delay, n) in [
+        (
+            "64 MiB, lab middlebox, no technique",
+            false,
+            Duration::ZERO,
+            64u64 << 20,
+        ),
+        ("64 MiB, 16 KiB freeze", true, Duration::ZERO, 64 << 20),
+        (
+            "4 MiB, lab middlebox, no technique",
+            false,
+            Duration::from_millis(25),
+            4 << 20,
+        ),
+        (
+            "4 MiB, 16 KiB freeze",
+            true,
+            Duration::from_millis(25),
+            4 << 20,
+        ),
     ] {
         let label: SocketAddr = "5.9.10.20:443".parse().unwrap();
         let techniques: Vec<std::sync::Arc<dyn lab::Technique>> = if freeze {
@@ -380,8 +400,13 @@ async fn main() {
         let mb = lab::start(([127, 0, 0, 1], 0).into(), server_addr, policy)
             .await
             .unwrap();
+        let entry = if delay.is_zero() {
+            mb.addr
+        } else {
+            delay_proxy(mb.addr, delay).await
+        };
         let mut via = link.clone();
-        via.servers = vec![wire::link::Endpoint::direct("127.0.0.1", mb.addr.port())];
+        via.servers = vec![wire::link::Endpoint::direct("127.0.0.1", entry.port())];
         let cstate = tempfile::tempdir().unwrap();
         let (client, lines) = spawn(
             &[
@@ -406,23 +431,81 @@ async fn main() {
         // The first megabyte meets the freeze and learns the lane budget.
         run(1, 1 << 20, || socks(socks_addr, src)).await;
         let s0 = cpu(server.0.id());
-        let n = 64u64 << 20;
         let wall = run(1, n, || socks(socks_addr, src)).await;
         let (flows, s1) = (mb.events().flows(), cpu(server.0.id()) - s0);
         let mbps = n as f64 / 1e6 / wall.as_secs_f64();
         let cpu_per_gb = s1.as_secs_f64() / (n as f64 / 1e9);
-        println!("| {name} | {mbps:.1} | {flows} | {cpu_per_gb:.2} |");
+        println!(
+            "| {name} | {} ms | {mbps:.2} | {flows} | {cpu_per_gb:.2} |",
+            (delay * 2).as_millis()
+        );
         rows.push((mbps, cpu_per_gb));
         drop(client);
     }
-    if let [(m0, c0), (m1, c1)] = rows[..] {
+    if let [(m0, c0), (m1, c1), (m2, _), (m3, _)] = rows[..] {
         println!(
-            "\nunder the freeze: {:.2} × the unfrozen wall rate, {:.1} × serve's CPU per GB",
+            "\nunder the freeze: {:.2} × the unfrozen wall rate, {:.1} × serve's CPU per GB; at a 50 ms round trip {:.2} ×",
             m1 / m0,
-            c1 / c0
+            c1 / c0,
+            m3 / m2
         );
     }
     drop(server);
+}
+
+/// A TCP proxy on 127.0.0.1 that holds every chunk `delay` before passing
+/// it on, each way: a round trip of twice `delay` (no loss, no rate limit).
+async fn delay_proxy(to: SocketAddr, delay: Duration) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((c, _)) = l.accept().await {
+            let _ = c.set_nodelay(true);
+            tokio::spawn(async move {
+                let Ok(s) = TcpStream::connect(to).await else {
+                    return;
+                };
+                let _ = s.set_nodelay(true);
+                let (cr, cw) = c.into_split();
+                let (sr, sw) = s.into_split();
+                tokio::join!(delayed(cr, sw, delay), delayed(sr, cw, delay));
+            });
+        }
+    });
+    addr
+}
+
+/// Copies `from` to `to`, each chunk `delay` after it was read.
+async fn delayed(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(tokio::time::Instant, Vec<u8>)>(1024);
+    let reader = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match from.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let due = tokio::time::Instant::now() + delay;
+                    if tx.send((due, buf[..n].to_vec())).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    let writer = async move {
+        while let Some((due, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(reader, writer);
 }
 
 /// One transport handshake: hello, flight, key confirmation; then close.
