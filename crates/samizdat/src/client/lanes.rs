@@ -47,9 +47,9 @@ pub const FREEZE_MAX: u64 = 128 * 1024;
 /// lane takes two round trips to open and carries a few kilobytes, so at a
 /// real round-trip time the rate is about (spares × budget) per two round
 /// trips.
-pub const SPARES: usize = 4;
+pub const SPARES: usize = 6;
 /// Lane connections raced at once.
-const CONNECTING: usize = 4;
+const CONNECTING: usize = 6;
 /// No lane this long: the session ends.
 pub const GIVE_UP: Duration = Duration::from_secs(20);
 /// The slowest upstream a probe waits for: a PING queued behind our own
