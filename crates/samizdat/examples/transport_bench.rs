@@ -261,26 +261,7 @@ async fn main() {
         .find_map(|l| Link::parse(l.trim()).ok())
         .expect("serve printed a samizdat:// link");
     let cstate = tempfile::tempdir().unwrap();
-    let (client, lines) = spawn(
-        &[
-            "client".to_string(),
-            link.to_string(),
-            "--socks".into(),
-            "127.0.0.1:0".into(),
-            "--http".into(),
-            "off".into(),
-            "--telegram".into(),
-            "off".into(),
-            "--state-dir".into(),
-            cstate.path().display().to_string(),
-        ],
-        |l| l.starts_with("SOCKS5 proxy on "),
-    );
-    let socks_addr: SocketAddr = lines
-        .last()
-        .and_then(|l| l.strip_prefix("SOCKS5 proxy on "))
-        .and_then(|a| a.parse().ok())
-        .expect("SOCKS5 address");
+    let (client, socks_addr) = start_client(&link, cstate.path());
     // Warm up the session.
     run(1, 1 << 20, || socks(socks_addr, src)).await;
 
@@ -408,26 +389,7 @@ async fn main() {
         let mut via = link.clone();
         via.servers = vec![wire::link::Endpoint::direct("127.0.0.1", entry.port())];
         let cstate = tempfile::tempdir().unwrap();
-        let (client, lines) = spawn(
-            &[
-                "client".to_string(),
-                via.to_string(),
-                "--socks".into(),
-                "127.0.0.1:0".into(),
-                "--http".into(),
-                "off".into(),
-                "--telegram".into(),
-                "off".into(),
-                "--state-dir".into(),
-                cstate.path().display().to_string(),
-            ],
-            |l| l.starts_with("SOCKS5 proxy on "),
-        );
-        let socks_addr: SocketAddr = lines
-            .last()
-            .and_then(|l| l.strip_prefix("SOCKS5 proxy on "))
-            .and_then(|a| a.parse().ok())
-            .expect("SOCKS5 address");
+        let (client, socks_addr) = start_client(&via, cstate.path());
         // The first megabyte meets the freeze and learns the lane budget.
         run(1, 1 << 20, || socks(socks_addr, src)).await;
         let s0 = cpu(server.0.id());
@@ -451,6 +413,32 @@ async fn main() {
         );
     }
     drop(server);
+}
+
+/// Starts `samizdat client` for `link` (SOCKS5 only) with its state in
+/// `state`; returns it and its SOCKS5 address.
+fn start_client(link: &Link, state: &std::path::Path) -> (Proc, SocketAddr) {
+    let (client, lines) = spawn(
+        &[
+            "client".to_string(),
+            link.to_string(),
+            "--socks".into(),
+            "127.0.0.1:0".into(),
+            "--http".into(),
+            "off".into(),
+            "--telegram".into(),
+            "off".into(),
+            "--state-dir".into(),
+            state.display().to_string(),
+        ],
+        |l| l.starts_with("SOCKS5 proxy on "),
+    );
+    let socks = lines
+        .last()
+        .and_then(|l| l.strip_prefix("SOCKS5 proxy on "))
+        .and_then(|a| a.parse().ok())
+        .expect("SOCKS5 address");
+    (client, socks)
 }
 
 /// A TCP proxy on 127.0.0.1 that holds every chunk `delay` before passing
