@@ -283,12 +283,22 @@ impl<'a> Frame<'a> {
 
 /// Iterates over the frames of a record plaintext.
 pub fn frames(plaintext: &[u8]) -> impl Iterator<Item = Result<Frame<'_>, FrameError>> + '_ {
-    let mut rest = plaintext;
+    decode_all(plaintext, Frame::decode)
+}
+
+/// Decodes `buf` front to back with `decode` (which returns a value and
+/// the bytes it used), stopping after the first error: the iterator behind
+/// [`frames`] and the lane frames'.
+pub(crate) fn decode_all<'a, T, E>(
+    buf: &'a [u8],
+    decode: impl Fn(&'a [u8]) -> Result<(T, usize), E> + 'a,
+) -> impl Iterator<Item = Result<T, E>> + 'a {
+    let mut rest = buf;
     std::iter::from_fn(move || {
         if rest.is_empty() {
             return None;
         }
-        match Frame::decode(rest) {
+        match decode(rest) {
             Ok((f, used)) => {
                 rest = &rest[used..];
                 Some(Ok(f))

@@ -355,22 +355,7 @@ impl<'a> LaneFrame<'a> {
 pub fn lane_frames(
     plaintext: &[u8],
 ) -> impl Iterator<Item = Result<LaneFrame<'_>, LaneError>> + '_ {
-    let mut rest = plaintext;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        match LaneFrame::decode(rest) {
-            Ok((f, used)) => {
-                rest = &rest[used..];
-                Some(Ok(f))
-            }
-            Err(e) => {
-                rest = &[];
-                Some(Err(e))
-            }
-        }
-    })
+    super::frame::decode_all(plaintext, LaneFrame::decode)
 }
 
 /// How a lane begins (its first frame).
