@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use wire::browser::{Browser, Template};
 use wire::faketls::server_shape::{self, ServerShape, KEY_SHARE, SUPPORTED_VERSIONS};
 use wire::tunnel::flight::{ExtOrder, FlightShape};
-use wire::tunnel::hello::GROUP_X25519;
+use wire::tunnel::hello::{GROUP_X25519, GROUP_X25519_MLKEM768};
 
 /// How often the cover is measured again.
 pub const REFRESH: Duration = Duration::from_secs(30 * 60);
@@ -109,9 +109,14 @@ pub fn flight_shape(s: &ServerShape) -> Result<FlightShape, String> {
     Ok(FlightShape {
         cipher_suite: s.cipher_suite,
         ext_order,
-        // Only X25519 is offered on our side; a cover that picks the hybrid
-        // group is reported by `measure` and by `doctor`.
-        group: GROUP_X25519,
+        // Answer in the group the cover picks for Chrome: X25519MLKEM768
+        // (with a real ML-KEM encapsulation) or X25519. Any other group
+        // (P-256 with a Chrome hello is unheard of) falls back to X25519
+        // and is reported by `run`.
+        group: match s.group {
+            Some(GROUP_X25519_MLKEM768) => GROUP_X25519_MLKEM768,
+            _ => GROUP_X25519,
+        },
         records,
     })
 }
@@ -221,10 +226,10 @@ pub async fn run(
         let (cover, sni) = target();
         match measure(&cover, &sni).await {
             Ok((shape, seen)) => {
-                if seen.group.is_some_and(|g| g != GROUP_X25519) {
+                if seen.group.is_some_and(|g| g != shape.group) {
                     tracing::warn!(
                         group = format!("0x{:04x}", seen.group.unwrap_or(0)),
-                        "the cover site answers Chrome with a post-quantum key share; samizdat's answer uses X25519, a difference an observer could see"
+                        "the cover site answers Chrome with a key-share group samizdat does not send (it answers X25519); an observer could see the difference: pick a cover that chooses X25519 or X25519MLKEM768"
                     );
                 }
                 if last.as_ref() != Some(&shape) {
@@ -264,6 +269,7 @@ mod tests {
             cipher_suite: 0x1302,
             extensions,
             group: Some(0x001d),
+            hello_len: 127,
             change_cipher_spec: true,
             encrypted,
         }
@@ -281,6 +287,17 @@ mod tests {
         assert_eq!(s.records, vec![32, 2615, 281, 69]);
         let s = flight_shape(&seen(vec![SUPPORTED_VERSIONS, KEY_SHARE], vec![4000])).unwrap();
         assert_eq!(s.ext_order, ExtOrder::VersionsFirst);
+    }
+
+    #[test]
+    fn answers_in_the_covers_group() {
+        let mut pq = seen(vec![SUPPORTED_VERSIONS, KEY_SHARE], vec![32, 100]);
+        pq.group = Some(GROUP_X25519_MLKEM768);
+        assert_eq!(flight_shape(&pq).unwrap().group, GROUP_X25519_MLKEM768);
+        pq.group = Some(0x0017);
+        assert_eq!(flight_shape(&pq).unwrap().group, GROUP_X25519);
+        pq.group = Some(GROUP_X25519);
+        assert_eq!(flight_shape(&pq).unwrap().group, GROUP_X25519);
     }
 
     #[test]

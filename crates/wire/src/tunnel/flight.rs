@@ -2,7 +2,7 @@
 //! ChangeCipherSpec, and application-data records shaped like the cover
 //! site's encrypted handshake flight.
 
-use super::hello::GROUP_X25519;
+use super::hello::{GROUP_X25519, GROUP_X25519_MLKEM768};
 use crate::faketls::{is_grease, CCS_RECORD, HANDSHAKE, MAX_PLAINTEXT};
 
 /// Order of the two ServerHello extensions (servers differ).
@@ -22,7 +22,9 @@ pub struct FlightShape {
     pub cipher_suite: u16,
     /// ServerHello extension order.
     pub ext_order: ExtOrder,
-    /// Key-share group (only x25519, 0x001d, is supported).
+    /// Key-share group the cover picks for a Chrome hello: x25519
+    /// (0x001d) or X25519MLKEM768 (0x11ec). The hybrid answer is used only
+    /// when the client offered a hybrid share; anything else is x25519.
     pub group: u16,
     /// Payload sizes of the application-data records after the CCS (the
     /// encrypted EncryptedExtensions…Finished), as the cover sends them.
@@ -90,6 +92,35 @@ pub fn finished_record_len(suite: u16) -> usize {
     4 + hash + 1 + 16
 }
 
+/// Length of the ML-KEM-768 ciphertext at the front of a hybrid server share.
+pub const MLKEM768_CIPHERTEXT_LEN: usize = 1088;
+
+/// The server's key share as it goes into the ServerHello.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ServerShare<'a> {
+    /// An X25519 public key (group 0x001d).
+    X25519(&'a [u8; 32]),
+    /// X25519MLKEM768 (0x11ec): the ML-KEM-768 ciphertext, then the X25519
+    /// public key (draft-ietf-tls-ecdhe-mlkem, as Chrome and OpenSSL send it).
+    Hybrid {
+        ciphertext: &'a [u8; MLKEM768_CIPHERTEXT_LEN],
+        x25519: &'a [u8; 32],
+    },
+}
+
+/// A real ML-KEM-768 encapsulation to the client's encapsulation key `ek`
+/// (the first 1 184 bytes of its X25519MLKEM768 share): the ciphertext and
+/// the shared secret. The transport does not use the secret (Noise's X25519
+/// keys the session); the ciphertext is there so that the ServerHello is a
+/// genuine hybrid answer of the cover's size. `None` if `ek` is not a valid
+/// encapsulation key (a real browser's always is).
+pub fn mlkem768_encapsulate(ek: &[u8]) -> Option<([u8; MLKEM768_CIPHERTEXT_LEN], [u8; 32])> {
+    use aws_lc_rs::kem::{EncapsulationKey, ML_KEM_768};
+    let key = EncapsulationKey::new(&ML_KEM_768, ek).ok()?;
+    let (ct, ss) = key.encapsulate().ok()?;
+    Some((ct.as_ref().try_into().ok()?, ss.as_ref().try_into().ok()?))
+}
+
 /// Writes a ServerHello record.
 pub(crate) fn server_hello(
     out: &mut Vec<u8>,
@@ -97,12 +128,21 @@ pub(crate) fn server_hello(
     session_id: &[u8; 32],
     suite: u16,
     order: ExtOrder,
-    share: &[u8; 32],
+    share: ServerShare<'_>,
 ) {
     let versions = [0x00, 0x2b, 0x00, 0x02, 0x03, 0x04];
-    let mut key_share = [0u8; 40];
-    key_share[..8].copy_from_slice(&[0x00, 0x33, 0x00, 0x24, 0x00, 0x1d, 0x00, 0x20]);
-    key_share[8..].copy_from_slice(share);
+    let (group, parts): (u16, [&[u8]; 2]) = match share {
+        ServerShare::X25519(x) => (GROUP_X25519, [&[], x]),
+        ServerShare::Hybrid { ciphertext, x25519 } => (GROUP_X25519_MLKEM768, [ciphertext, x25519]),
+    };
+    let data_len = parts[0].len() + parts[1].len();
+    let mut key_share = Vec::with_capacity(8 + data_len);
+    key_share.extend_from_slice(&[0x00, 0x33]);
+    key_share.extend_from_slice(&((4 + data_len) as u16).to_be_bytes());
+    key_share.extend_from_slice(&group.to_be_bytes());
+    key_share.extend_from_slice(&(data_len as u16).to_be_bytes());
+    key_share.extend_from_slice(parts[0]);
+    key_share.extend_from_slice(parts[1]);
     let body_len = 2 + 32 + 1 + 32 + 2 + 1 + 2 + versions.len() + key_share.len();
     out.extend_from_slice(&[HANDSHAKE, 0x03, 0x03]);
     out.extend_from_slice(&((body_len + 4) as u16).to_be_bytes());
@@ -133,6 +173,9 @@ pub(crate) struct ServerHello {
     pub(crate) random: [u8; 32],
     pub(crate) session_id: [u8; 32],
     pub(crate) suite: u16,
+    /// The key-share group: x25519 or X25519MLKEM768.
+    pub(crate) group: u16,
+    /// The X25519 public key (for the hybrid group, the share's tail).
     pub(crate) share: [u8; 32],
     /// Bytes of the record, header included.
     pub(crate) len: usize,
@@ -172,7 +215,8 @@ pub(crate) fn parse_server_hello(buf: &[u8]) -> Result<Option<ServerHello>, Serv
         return Err(Malformed("not a handshake record"));
     }
     let len = u16::from_be_bytes([buf[3], buf[4]]) as usize;
-    if !(4..=512).contains(&len) {
+    // 4 + 72 fixed + 6 + 8 + 1 088 + 32: a hybrid answer is the largest.
+    if !(4..=1_300).contains(&len) {
         return Err(Malformed("record length"));
     }
     let Some(body) = buf.get(5..5 + len) else {
@@ -193,7 +237,7 @@ pub(crate) fn parse_server_hello(buf: &[u8]) -> Result<Option<ServerHello>, Serv
         return Err(Malformed("extensions length"));
     }
     let mut exts = &b[FIXED..];
-    let (mut versions, mut share) = (false, None);
+    let (mut versions, mut share, mut group) = (false, None, GROUP_X25519);
     while !exts.is_empty() {
         if exts.len() < 4 {
             return Err(Malformed("extension header"));
@@ -204,7 +248,15 @@ pub(crate) fn parse_server_hello(buf: &[u8]) -> Result<Option<ServerHello>, Serv
         match kind {
             0x002b if !versions && data == [0x03, 0x04] => versions = true,
             0x0033 if share.is_none() && data.len() == 36 && data[..4] == [0, 0x1d, 0, 0x20] => {
-                share = Some(<[u8; 32]>::try_from(&data[4..]).expect("32 bytes"))
+                share = <[u8; 32]>::try_from(&data[4..]).ok()
+            }
+            0x0033
+                if share.is_none()
+                    && data.len() == 4 + MLKEM768_CIPHERTEXT_LEN + 32
+                    && data[..4] == [0x11, 0xec, 0x04, 0x60] =>
+            {
+                group = GROUP_X25519_MLKEM768;
+                share = <[u8; 32]>::try_from(&data[4 + MLKEM768_CIPHERTEXT_LEN..]).ok()
             }
             _ => return Err(Malformed("unexpected extension")),
         }
@@ -218,6 +270,7 @@ pub(crate) fn parse_server_hello(buf: &[u8]) -> Result<Option<ServerHello>, Serv
         random: b[2..34].try_into().expect("32 bytes"),
         session_id: b[35..67].try_into().expect("32 bytes"),
         suite: u16::from_be_bytes([b[67], b[68]]),
+        group,
         share,
         len: 5 + len,
     }))

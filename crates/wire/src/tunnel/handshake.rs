@@ -18,8 +18,8 @@
 //! with every slot (random, session id, X25519 share, hybrid X25519 tail)
 //! zeroed, so any change to any byte of the hello fails the handshake.
 
-use super::flight::{self, finished_record_len, FlightShape, ServerFlightError};
-use super::hello::{locate, LocateError, Located};
+use super::flight::{self, finished_record_len, FlightShape, ServerFlightError, ServerShare};
+use super::hello::{locate, LocateError, Located, GROUP_X25519_MLKEM768, MLKEM768_KEY_LEN};
 use super::record::{Opener, Sealer, TAG_LEN};
 use crate::faketls::{APPLICATION_DATA, CCS_RECORD, RANDOM_LEN};
 use crate::users::hmac_sha256;
@@ -268,6 +268,9 @@ pub struct ClientHandshake {
     hs: Option<HandshakeState>,
     session_id: [u8; 32],
     suites: Vec<u16>,
+    /// Whether the hello offered an X25519MLKEM768 share (the only case in
+    /// which the server may answer in that group).
+    offered_hybrid: bool,
     /// Payload 2 once the ServerHello authenticated.
     announced: Option<(usize, usize, u16)>,
 }
@@ -337,6 +340,7 @@ impl ClientHandshake {
                 hs: Some(hs),
                 session_id: msg[32..].try_into().expect("32 bytes"),
                 suites,
+                offered_hybrid: at.hybrid_x25519.is_some(),
                 announced: None,
             },
             record,
@@ -358,7 +362,10 @@ impl ClientHandshake {
             return Ok(Progress::NeedMore);
         };
         let hs = self.hs.as_mut().ok_or(ServerFlightError::Finished)?;
-        if sh.session_id != self.session_id || !self.suites.contains(&sh.suite) {
+        if sh.session_id != self.session_id
+            || !self.suites.contains(&sh.suite)
+            || (sh.group == GROUP_X25519_MLKEM768 && !self.offered_hybrid)
+        {
             return Err(ServerFlightError::Mismatch);
         }
         let (count, total, suite) = match self.announced {
@@ -439,6 +446,9 @@ pub struct Accepted {
     slot: Slot,
     session_id: [u8; 32],
     suites: Vec<u16>,
+    /// The client's ML-KEM-768 encapsulation key, if it offered the hybrid
+    /// group: the server answers in that group when the cover does.
+    mlkem_key: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for Accepted {
@@ -504,6 +514,10 @@ pub fn accept(
         slot,
         session_id: msg[32..].try_into().expect("32 bytes"),
         suites: at.suites(record).collect(),
+        mlkem_key: at
+            .hybrid_x25519
+            .and_then(|h| record.get(h.checked_sub(MLKEM768_KEY_LEN)?..h))
+            .map(<[u8]>::to_vec),
     })
 }
 
@@ -534,14 +548,27 @@ impl Accepted {
             .expect("Noise NK message 2 with a seeded ephemeral");
         let share: [u8; 32] = msg[..32].try_into().expect("32 bytes");
         let random: [u8; 32] = msg[32..].try_into().expect("32 bytes");
-        let mut out = Vec::with_capacity(128 + 6 + total);
+        // Answer in the cover's group: a hybrid cover's ServerHello is
+        // about 1.2 KB, an X25519 one 122 bytes, and an observer sees which.
+        let pq = match (shape.group, &self.mlkem_key) {
+            (GROUP_X25519_MLKEM768, Some(ek)) => flight::mlkem768_encapsulate(ek),
+            _ => None,
+        };
+        let server_share = match &pq {
+            Some((ciphertext, _)) => ServerShare::Hybrid {
+                ciphertext,
+                x25519: &share,
+            },
+            None => ServerShare::X25519(&share),
+        };
+        let mut out = Vec::with_capacity(128 + 1120 + 6 + total);
         flight::server_hello(
             &mut out,
             &random,
             &self.session_id,
             suite,
             shape.ext_order,
-            &share,
+            server_share,
         );
         out.extend_from_slice(&CCS_RECORD);
         let keys = split(&mut self.hs);

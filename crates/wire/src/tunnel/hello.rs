@@ -15,6 +15,8 @@ pub const GROUP_X25519: u16 = 0x001d;
 pub const GROUP_X25519_MLKEM768: u16 = 0x11ec;
 /// Length of an X25519MLKEM768 client share: 1184-byte ek || 32-byte X25519.
 pub const HYBRID_SHARE_LEN: usize = 1216;
+/// Length of the ML-KEM-768 encapsulation key at the front of that share.
+pub const MLKEM768_KEY_LEN: usize = 1184;
 /// Length of the legacy_session_id we require (Chrome sends 32 random bytes).
 pub const SESSION_ID_LEN: usize = 32;
 
