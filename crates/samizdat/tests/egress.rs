@@ -14,8 +14,7 @@ use common::apps::{free_port, web_server, ClientOptions, ClientProc};
 use common::{bin, start, Proxy};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -185,57 +184,68 @@ fn the_host_itself_is_out_of_reach() {
 
 // === name lookups ===
 
-/// A name server on 127.0.0.1:53 that answers `fast.test` (A 127.0.0.1)
-/// at once and never answers anything else; it counts what it swallowed.
-async fn name_server() -> Arc<AtomicUsize> {
+/// Every query a [`name_server`] received: name (lower case, no final
+/// dot) and type.
+type Queries = Arc<Mutex<Vec<(String, u16)>>>;
+
+/// A name server on 127.0.0.1:53 that answers `fast.test` (A 127.0.0.1,
+/// no AAAA) and `gone.test` (NXDOMAIN) at once and never answers anything
+/// else. It keeps every query it received.
+async fn name_server() -> Queries {
     let sock = UdpSocket::bind("127.0.0.1:53").await.unwrap();
-    let swallowed = Arc::new(AtomicUsize::new(0));
-    let count = swallowed.clone();
+    let queries = Queries::default();
+    let seen = queries.clone();
     tokio::spawn(async move {
         let mut buf = [0u8; 1500];
         loop {
             let Ok((n, from)) = sock.recv_from(&mut buf).await else {
                 continue;
             };
-            match answer_fast_test(&buf[..n]) {
-                Some(reply) => {
-                    let _ = sock.send_to(&reply, from).await;
-                }
-                None => {
-                    count.fetch_add(1, Ordering::Relaxed);
-                }
+            let Some((name, qtype, end)) = question(&buf[..n]) else {
+                continue;
+            };
+            let reply = answer(&buf[..end], &name, qtype);
+            seen.lock().unwrap().push((name, qtype));
+            if let Some(reply) = reply {
+                let _ = sock.send_to(&reply, from).await;
             }
         }
     });
-    swallowed
+    queries
 }
 
-/// The answer to a query for `fast.test` type A or AAAA (an empty answer
-/// for AAAA), or `None` for any other query.
-fn answer_fast_test(q: &[u8]) -> Option<Vec<u8>> {
+/// The name and type of a query's one question, and where the question
+/// ends.
+fn question(q: &[u8]) -> Option<(String, u16, usize)> {
     if q.len() < 12 || q[4..6] != [0, 1] {
         return None;
     }
-    // The question: labels, then type and class.
     let mut i = 12;
     let mut labels = Vec::new();
-    while i < q.len() && q[i] != 0 {
+    while *q.get(i)? != 0 {
         let n = q[i] as usize;
-        let label = q.get(i + 1..i + 1 + n)?;
-        labels.push(String::from_utf8_lossy(label).to_ascii_lowercase());
+        labels.push(String::from_utf8_lossy(q.get(i + 1..i + 1 + n)?).to_ascii_lowercase());
         i += 1 + n;
     }
+    let qtype = u16::from_be_bytes([*q.get(i + 1)?, *q.get(i + 2)?]);
     let end = i + 5;
-    if end > q.len() || labels != ["fast", "test"] {
-        return None;
-    }
-    let qtype = u16::from_be_bytes([q[i + 1], q[i + 2]]);
+    (end <= q.len()).then(|| (labels.join("."), qtype, end))
+}
+
+/// The reply to a query (its header and question in `q`), or `None` to
+/// stay silent.
+fn answer(q: &[u8], name: &str, qtype: u16) -> Option<Vec<u8>> {
+    let (rcode, a) = match name {
+        "fast.test" => (0, qtype == 1),
+        "gone.test" => (3, false),
+        _ => return None,
+    };
     let mut r = Vec::new();
     r.extend_from_slice(&q[0..2]); // id
-    r.extend_from_slice(&[0x81, 0x80]); // response, recursion desired and available
-    r.extend_from_slice(&[0, 1, 0, u8::from(qtype == 1), 0, 0, 0, 0]);
-    r.extend_from_slice(&q[12..end]);
-    if qtype == 1 {
+    r.extend_from_slice(&[0x81, 0x80 | rcode]); // a response, recursion available
+    r.extend_from_slice(&[0, 1, 0, u8::from(a), 0, 0, 0, 0]);
+    r.extend_from_slice(&q[12..]);
+    if a {
         r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 1]);
     }
     Some(r)
@@ -307,7 +317,19 @@ fn one_users_silent_lookups_do_not_stall_anothers() {
     let dir = tempfile::tempdir().unwrap();
     set_up_resolver(dir.path());
     runtime().block_on(async {
-        let swallowed = name_server().await;
+        let queries = name_server().await;
+        let swallowed = || {
+            let q = queries.lock().unwrap();
+            let silent: Vec<&str> = q
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .filter(|n| n.ends_with(".silent.test"))
+                .collect();
+            let mut names = silent.clone();
+            names.sort_unstable();
+            names.dedup();
+            (silent.len(), names.len())
+        };
         let web = web_server().await;
         let proxy = start(&[
             "--secret",
@@ -318,7 +340,10 @@ fn one_users_silent_lookups_do_not_stall_anothers() {
         .await;
         let links = links(&proxy);
         assert_eq!(links.len(), 2, "one link per user: {:#?}", proxy.stdout);
-        let a = ClientProc::start(&links[0], ClientOptions::default());
+        // User A runs three clients (three sessions), user B one.
+        let a: Vec<ClientProc> = (0..3)
+            .map(|_| ClientProc::start(&links[0], ClientOptions::default()))
+            .collect();
         let b = ClientProc::start(&links[1], ClientOptions::default());
 
         let (socks_b, port) = (b.socks, web.port());
@@ -340,7 +365,7 @@ fn one_users_silent_lookups_do_not_stall_anothers() {
         let mut asking = Vec::new();
         for i in 0..1000 {
             asking.push(tokio::spawn(hold_connect(
-                a.socks,
+                a[i % 3].socks,
                 format!("n{i}.silent.test"),
             )));
         }
@@ -349,24 +374,74 @@ fn one_users_silent_lookups_do_not_stall_anothers() {
             held.extend(h.await.unwrap());
         }
         assert_eq!(held.len(), 1000, "user A's client took every stream");
-        let flooding = common::eventually(Duration::from_secs(20), || {
-            swallowed.load(Ordering::Relaxed) >= 16
-        })
-        .await;
+        let flooding = common::eventually(Duration::from_secs(20), || swallowed().1 >= 16).await;
         assert!(flooding, "user A's lookups never reached the name server");
         // Time for the streams to cross the tunnel and start their lookups.
         tokio::time::sleep(Duration::from_secs(1)).await;
         let during = probe("during").await;
+        let (queries, names) = swallowed();
         eprintln!(
-            "worst before {before:?}, during {during:?}; queries swallowed: {}",
-            swallowed.load(Ordering::Relaxed)
+            "worst before {before:?}, during {during:?}; {queries} queries for {names} silent names"
         );
         assert!(
             during < before + Duration::from_millis(100),
             "user A's silent lookups delayed user B's by {:?}",
             during.saturating_sub(before)
         );
+        // No lookup ended yet (the name server's timeout is 8 s), so the
+        // names asked are the lookups in flight: three sessions may have
+        // 16 each, the user 32 in all.
+        assert!(
+            names <= samizdat::proxy::egress::USER_LOOKUPS,
+            "user A had {names} lookups in flight"
+        );
         drop((held, a, b));
+    });
+}
+
+#[test]
+fn answers_are_cached_and_failures_too() {
+    if !in_namespace("answers_are_cached_and_failures_too", "-rnm") {
+        return;
+    }
+    set_up_network();
+    let dir = tempfile::tempdir().unwrap();
+    set_up_resolver(dir.path());
+    runtime().block_on(async {
+        let queries = name_server().await;
+        let web = web_server().await;
+        let proxy = start(&["--egress-allow", "127.0.0.0/8"]).await;
+        let client = ClientProc::start(&common::apps::printed_link(&proxy), Default::default());
+        for _ in 0..3 {
+            time_connect(client.socks, "fast.test", web.port()).await;
+            let (code, _) =
+                common::apps::socks_connect(client.socks, "gone.test", web.port()).await;
+            assert_eq!(
+                code, 4,
+                "gone.test does not resolve: SOCKS \"host unreachable\""
+            );
+        }
+        let asked = |name: &str| {
+            let q = queries.lock().unwrap();
+            q.iter().filter(|(n, _)| n == name).count()
+        };
+        eprintln!(
+            "name server asked: fast.test {}, gone.test {}",
+            asked("fast.test"),
+            asked("gone.test")
+        );
+        // One A and one AAAA query each, for three lookups.
+        assert!(
+            asked("fast.test") <= 2,
+            "fast.test asked {} times",
+            asked("fast.test")
+        );
+        assert!(
+            asked("gone.test") <= 2,
+            "gone.test (NXDOMAIN) asked {} times",
+            asked("gone.test")
+        );
+        assert!(asked("fast.test") >= 1 && asked("gone.test") >= 1);
     });
 }
 
