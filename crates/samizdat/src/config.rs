@@ -1130,8 +1130,7 @@ impl ServeConfig {
                 reason: e,
             })?,
             (None, Some(list)) => {
-                if list.get_ref().contains(&0) {
-                    let l = loaded.expect("a file value comes from a file");
+                if let (Some(l), true) = (loaded, list.get_ref().contains(&0)) {
                     return Err(Item {
                         value: (),
                         from: From::File {
@@ -1391,7 +1390,6 @@ fn parse_ws_public(text: &str) -> Result<wire::link::Endpoint, String> {
     Ok(endpoint)
 }
 
-/// An address prefix such as `10.1.0.0/16`, or one address (a /32 or /128).
 /// A comma-separated port list as `--egress-deny-ports` takes it; "none"
 /// is the empty list.
 fn parse_ports(text: &str) -> Result<Vec<u16>, String> {
@@ -1408,6 +1406,7 @@ fn parse_ports(text: &str) -> Result<Vec<u16>, String> {
         .collect()
 }
 
+/// An address prefix such as `10.1.0.0/16`, or one address (a /32 or /128).
 fn parse_prefix(text: &str) -> Result<ipnet::IpNet, String> {
     if let Ok(net) = text.parse::<ipnet::IpNet>() {
         return Ok(net.trunc());

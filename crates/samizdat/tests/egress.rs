@@ -167,6 +167,7 @@ fn the_host_itself_is_out_of_reach() {
             (PUBLIC, metrics, "the metrics port on the public address"),
             ("127.0.0.1", listen, "samizdat's own listen port"),
             ("127.0.0.1", 25, "SMTP on an allowed address"),
+            ("localhost", 25, "SMTP on an allowed name"),
             (PUBLIC, 25, "SMTP on the public address"),
         ] {
             let (code, got) = reach(client.socks, host, port).await;

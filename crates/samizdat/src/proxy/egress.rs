@@ -449,6 +449,11 @@ impl DirectDialer {
                 if name.is_empty() || name.len() > 255 {
                     return Err(OpenError::NameNotResolved);
                 }
+                // Refused whatever the name resolves to: no lookup.
+                if self.policy.deny_ports.contains(&port) {
+                    tracing::debug!(reason = %Refusal::DeniedPort, "egress refused");
+                    return Err(OpenError::NotAllowed);
+                }
                 // The deadline covers the wait for a slot; dropping the
                 // lookup cancels it.
                 match tokio::time::timeout(self.resolve_timeout, self.resolve(name)).await {
