@@ -189,6 +189,16 @@ pub struct ServeArgs {
     #[arg(long = "egress-allow", value_name = "CIDR")]
     pub egress_allow: Vec<String>,
 
+    /// Ports samizdat clients' streams may not reach on any address,
+    /// comma-separated, or "none" [default: 25,465,587 (SMTP)].
+    #[arg(long, value_name = "PORTS")]
+    pub egress_deny_ports: Option<String>,
+
+    /// Put samizdat clients' destinations in debug log lines (off by
+    /// default: they are the users' browsing history).
+    #[arg(long)]
+    pub log_destinations: bool,
+
     /// Do not accept samizdat clients (the samizdat transport); serve
     /// Telegram apps only.
     #[arg(long)]
@@ -381,6 +391,11 @@ pub struct ServeConfig {
     /// Prefixes the egress policy lets tunnelled streams reach although it
     /// refuses them by default.
     pub egress_allow: Vec<ipnet::IpNet>,
+    /// Ports tunnelled streams may not reach on any address (SMTP by
+    /// default).
+    pub egress_deny_ports: Vec<u16>,
+    /// Whether log lines may name tunnelled streams' destinations.
+    pub log_destinations: bool,
     /// The WebSocket listener's address (`None`: off).
     pub ws_listen: Option<SocketAddr>,
     /// The path it upgrades (`None`: derived from the transport key, see
@@ -557,6 +572,8 @@ struct ServerSection {
     tunnel: Option<bool>,
     transport_key: Option<PathBuf>,
     egress_allow: Option<Vec<Spanned<String>>>,
+    egress_deny_ports: Option<Spanned<Vec<u16>>>,
+    log_destinations: Option<bool>,
     ws_listen: Option<Spanned<String>>,
     ws_path: Option<Spanned<String>>,
     ws_public: Option<Spanned<String>>,
@@ -1107,6 +1124,30 @@ impl ServeConfig {
             }
         }
 
+        let egress_deny_ports = match (&args.egress_deny_ports, &server.egress_deny_ports) {
+            (Some(text), _) => parse_ports(text).map_err(|e| ConfigError {
+                place: format!("--egress-deny-ports {text:?}"),
+                reason: e,
+            })?,
+            (None, Some(list)) => {
+                if let (Some(l), true) = (loaded, list.get_ref().contains(&0)) {
+                    return Err(Item {
+                        value: (),
+                        from: From::File {
+                            path: &l.path,
+                            text: &l.text,
+                        },
+                        key: "server.egress_deny_ports".into(),
+                        span: Some(list.span()),
+                    }
+                    .fail("", "ports are 1 to 65535; write [] to deny none")
+                    .into());
+                }
+                list.get_ref().clone()
+            }
+            (None, None) => crate::proxy::egress::DEFAULT_DENY_PORTS.to_vec(),
+        };
+
         let ws_listen_flag = args.ws_listen.map(|a| a.to_string());
         let ws_listen = match pick_one(
             ws_listen_flag.as_ref(),
@@ -1181,6 +1222,8 @@ impl ServeConfig {
                 .clone()
                 .or_else(|| server.transport_key.clone()),
             egress_allow,
+            egress_deny_ports,
+            log_destinations: args.log_destinations || server.log_destinations.unwrap_or(false),
             ws_listen,
             ws_path,
             ws_public,
@@ -1345,6 +1388,22 @@ fn parse_ws_public(text: &str) -> Result<wire::link::Endpoint, String> {
         endpoint.ws_path = None;
     }
     Ok(endpoint)
+}
+
+/// A comma-separated port list as `--egress-deny-ports` takes it; "none"
+/// is the empty list.
+fn parse_ports(text: &str) -> Result<Vec<u16>, String> {
+    if text.trim().eq_ignore_ascii_case("none") {
+        return Ok(Vec::new());
+    }
+    text.split(',')
+        .map(|p| match p.trim().parse::<u16>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!(
+                "expected ports 1-65535 separated by commas (e.g. 25,465,587) or \"none\", got {p:?}"
+            )),
+        })
+        .collect()
 }
 
 /// An address prefix such as `10.1.0.0/16`, or one address (a /32 or /128).

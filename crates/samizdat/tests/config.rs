@@ -90,7 +90,12 @@ fn mistakes_name_file_line_key_and_fix() {
         "samizdat: samizdat.toml:2: unknown field `lisen`, expected one of `listen`, `modes`, `domains`, `cover`, \
          `cover_connect`, `public_host`, `state_dir`, `unknown_sni`, `max_clock_behind`, `max_clock_ahead`, \
          `handshake_timeout`, `idle_timeout`, `connect_timeout`, `drain_timeout`, `max_connections`, `threads`, \
-         `log_client_ips`, `metrics`, `tunnel`, `transport_key`, `egress_allow`, `ws_listen`, `ws_path`, `ws_public`"
+         `log_client_ips`, `metrics`, `tunnel`, `transport_key`, `egress_allow`, `egress_deny_ports`, \
+         `log_destinations`, `ws_listen`, `ws_path`, `ws_public`"
+    );
+    assert_eq!(
+        error_for("[server]\negress_deny_ports = [25, 0]\n"),
+        "samizdat: samizdat.toml:2: server.egress_deny_ports: ports are 1 to 65535; write [] to deny none"
     );
     assert_eq!(
         error_for("[server]\negress_allow = [\"10.0.0.0/33\"]\n"),
@@ -334,4 +339,48 @@ fn the_kubernetes_configmap_holds_a_valid_config() {
     let f = c.fleet.unwrap();
     assert!(f.shared_users);
     assert_eq!(f.timeout, Duration::from_millis(100));
+}
+
+#[test]
+fn egress_deny_ports_and_log_destinations_from_file_and_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("samizdat.toml");
+    let with = |text: &str, flags: ServeArgs| {
+        std::fs::write(&path, text).unwrap();
+        load(&ServeArgs {
+            config: Some(path.clone()),
+            secret: vec!["5a1f0e9d3c7b2a4e6f8d0c1b3a5e7f9d".into()],
+            ..flags
+        })
+    };
+    let c = with("", ServeArgs::default()).unwrap();
+    assert_eq!(c.egress_deny_ports, [25, 465, 587], "SMTP by default");
+    assert!(!c.log_destinations);
+    let c = with(
+        "[server]\negress_deny_ports = []\nlog_destinations = true\n",
+        ServeArgs::default(),
+    )
+    .unwrap();
+    assert!(c.egress_deny_ports.is_empty());
+    assert!(c.log_destinations);
+    // The flag wins over the file.
+    let flags = ServeArgs {
+        egress_deny_ports: Some("25, 2525".into()),
+        ..Default::default()
+    };
+    let c = with("[server]\negress_deny_ports = []\n", flags).unwrap();
+    assert_eq!(c.egress_deny_ports, [25, 2525]);
+    let flags = ServeArgs {
+        egress_deny_ports: Some("none".into()),
+        ..Default::default()
+    };
+    assert!(with("", flags).unwrap().egress_deny_ports.is_empty());
+    let flags = ServeArgs {
+        egress_deny_ports: Some("25,smtp".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        with("", flags).unwrap_err().to_string(),
+        "--egress-deny-ports \"25,smtp\": expected ports 1-65535 separated by commas (e.g. 25,465,587) or \"none\", got \"smtp\""
+    );
 }

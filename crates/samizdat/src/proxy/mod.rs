@@ -11,11 +11,13 @@
 //! | [`http`] | HTTP proxy: `CONNECT` tunnels and absolute-form requests |
 //! | [`telegram`] | a local MTProto endpoint for Telegram apps (`dd` secret) |
 //! | [`egress`] | the address policy and the dialer that connects out |
+//! | [`resolve`] | the egress name resolver (asynchronous, cached) |
 //! | `accept` | the shared accept loop, deadlines and the byte pump |
 
 mod accept;
 pub mod egress;
 pub mod http;
+pub mod resolve;
 pub mod socks5;
 pub mod telegram;
 

@@ -127,6 +127,9 @@ pub struct Shared {
     pub flight_shape: Arc<flight_shape::LearnedShape>,
     /// samizdat sessions later lanes may join.
     pub braids: tunnel::Braids,
+    /// What samizdat clients' streams share: the host's own addresses and
+    /// ports (refused), the resolver, each user's lookup slots.
+    pub egress: Arc<crate::proxy::egress::Egress>,
     last_cover_warning: AtomicU64,
     last_skew_warning: AtomicU64,
     /// Set when accepting stopped (SIGTERM): `/readyz` says 503.
@@ -425,7 +428,7 @@ impl Server {
                 }
             }
         }
-        let addrs = listeners
+        let addrs: Vec<SocketAddr> = listeners
             .iter()
             .filter_map(|l| l.local_addr().ok())
             .collect();
@@ -463,6 +466,13 @@ impl Server {
             _ => (None, None),
         };
         let ws_addr = ws_listener.as_ref().and_then(|l| l.local_addr().ok());
+        // Our own ports, which no stream may reach on a non-public address.
+        let own_ports = addrs
+            .iter()
+            .chain(&metrics_addr)
+            .chain(&ws_addr)
+            .map(SocketAddr::port)
+            .collect();
         let shutdown = CancellationToken::new();
         let base = Mutex::new(config.clone());
         let shared = Arc::new(Shared {
@@ -484,6 +494,7 @@ impl Server {
             tunnel_key,
             flight_shape: Arc::default(),
             braids: tunnel::Braids::default(),
+            egress: crate::proxy::egress::Egress::new(own_ports),
             last_cover_warning: AtomicU64::new(0),
             last_skew_warning: AtomicU64::new(0),
             draining: std::sync::atomic::AtomicBool::new(false),

@@ -194,7 +194,7 @@ async fn serve(
         secret.inner_keys(Role::Server),
         SessionConfig::default(),
     );
-    let dialer: Arc<dyn Dialer> = Arc::new(egress_dialer(shared, snap));
+    let dialer: Arc<dyn Dialer> = Arc::new(egress_dialer(shared, snap, &name));
     let mut streams = JoinSet::new();
     loop {
         tokio::select! {
@@ -219,11 +219,16 @@ async fn serve(
     tracing::debug!(user = %name, "samizdat session ended");
 }
 
-/// The egress dialer for this configuration: the policy with the
-/// operator's exceptions, and Telegram DCs through the DC table.
-fn egress_dialer(shared: &Arc<Shared>, snap: &Arc<Snapshot>) -> DirectDialer {
-    let mut dialer = DirectDialer::new(EgressPolicy::with_allow(snap.config.egress_allow.clone()));
+/// The egress dialer of one session of `user`: the policy with the
+/// operator's exceptions and denied ports, the server's egress (its own
+/// addresses and ports, the resolver, the user's lookup slots), and
+/// Telegram DCs through the DC table.
+fn egress_dialer(shared: &Arc<Shared>, snap: &Arc<Snapshot>, user: &str) -> DirectDialer {
+    let mut policy = EgressPolicy::with_allow(snap.config.egress_allow.clone());
+    policy.deny_ports = snap.config.egress_deny_ports.clone();
+    let mut dialer = DirectDialer::for_user(policy, &shared.egress, user);
     dialer.connect_timeout = snap.config.connect_timeout;
+    dialer.log_destinations = snap.config.log_destinations;
     dialer.telegram = Some(Arc::new(DcDialer {
         shared: shared.clone(),
         snap: snap.clone(),
