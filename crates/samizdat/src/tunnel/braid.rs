@@ -216,6 +216,12 @@ impl BraidHandle {
         }
     }
 
+    /// Bytes this end holds: to send or resend, received and not read,
+    /// out of order (charged by allocation).
+    pub fn buffered(&self) -> usize {
+        self.lock().braid.buffered()
+    }
+
     /// Bytes sent and not yet acknowledged.
     pub fn in_flight(&self) -> u64 {
         self.lock().braid.in_flight()
