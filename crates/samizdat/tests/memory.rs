@@ -103,17 +103,26 @@ impl Bystander {
     }
 }
 
-/// A loopback server that accepts and never reads; keeps the sockets.
-async fn sink() -> SocketAddr {
+/// The default `transport_limits.streams_per_user`.
+const STREAMS_PER_USER: u64 = 128;
+/// The default `transport_limits.sessions_per_user`.
+const SESSIONS_PER_USER: usize = 4;
+
+/// A loopback server that accepts and never reads; keeps the sockets and
+/// counts them.
+async fn sink() -> (SocketAddr, Arc<AtomicU64>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
+    let count = Arc::new(AtomicU64::new(0));
+    let n = count.clone();
     tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((s, _)) = l.accept().await {
+            n.fetch_add(1, Ordering::Relaxed);
             held.push(s);
         }
     });
-    addr
+    (addr, count)
 }
 
 /// One attacking session: the real handshake, a NEW lane opening, then
@@ -395,7 +404,7 @@ async fn unacknowledged_refused_opens_stay_within_budget() {
     // does not bound them), in small batches, each taken before the next
     // goes (the server's answers must not fall more than the stream limit
     // behind). Stops when the server stops taking bytes.
-    while opens < MAX_OPENS && started.elapsed() < Duration::from_secs(20) {
+    'attack: while opens < MAX_OPENS && started.elapsed() < Duration::from_secs(20) {
         let mut pt = Vec::with_capacity(OPENS_PER_RECORD * 14);
         for _ in 0..OPENS_PER_RECORD {
             pt.extend_from_slice(&open_frame(id, refused, &[]));
@@ -406,10 +415,10 @@ async fn unacknowledged_refused_opens_stay_within_budget() {
             break;
         }
         let until = Instant::now() + Duration::from_secs(3);
-        while a.next > a.consumed.load(Ordering::Relaxed) + 16 * 1024
-            && Instant::now() < until
-            && !a.ended()
-        {
+        while a.next > a.consumed.load(Ordering::Relaxed) + 16 * 1024 && !a.ended() {
+            if Instant::now() > until {
+                break 'attack;
+            }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -442,7 +451,7 @@ async fn streams_to_a_sink_that_never_reads_stay_within_budget() {
     let (proxy, link, other) = server(&[]).await;
     let pid = proxy.child.id();
     let bystander = Bystander::start(&other).await;
-    let sink = sink().await;
+    let (sink, sockets) = sink().await;
     let base = rss(pid);
     let mut a = Attacker::connect(&link).await;
     // 320 streams × 256 KiB: 80 MiB held for a sink that never reads.
@@ -450,9 +459,14 @@ async fn streams_to_a_sink_that_never_reads_stay_within_budget() {
     a.sync().await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let peak = rss(pid);
-    eprintln!("all 320 streams filled: {all}");
+    let sockets = sockets.load(Ordering::Relaxed);
+    eprintln!("all 320 streams filled: {all}; egress sockets: {sockets}");
     bystander.fetch().await;
     assert_within_budget("streams to a sink that never reads", base, peak);
+    assert!(
+        sockets <= STREAMS_PER_USER,
+        "one user has {sockets} egress sockets open, over the {STREAMS_PER_USER} per user"
+    );
 }
 
 /// (c) One-byte pieces at every other offset, then large pieces into the
@@ -512,7 +526,7 @@ async fn many_sessions_of_one_user_stay_within_budget() {
     let (proxy, link, other) = server(&[]).await;
     let pid = proxy.child.id();
     let bystander = Bystander::start(&other).await;
-    let sink = sink().await;
+    let (sink, _) = sink().await;
     let base = rss(pid);
     let mut sessions = Vec::new();
     let mut peak = base;
@@ -530,4 +544,59 @@ async fn many_sessions_of_one_user_stay_within_budget() {
     eprintln!("attacker sessions still open: {alive} of 24");
     bystander.fetch().await;
     assert_within_budget("many sessions of one user", base, peak);
+    assert!(
+        alive <= SESSIONS_PER_USER,
+        "{alive} sessions of one user still open, over the {SESSIONS_PER_USER} per user"
+    );
+}
+
+/// A session whose client acknowledges nothing while the server has data
+/// in flight is closed after the ack deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_acknowledges_nothing_is_closed() {
+    let (_proxy, link, _) = server(&["--transport-ack-deadline", "2s"]).await;
+    let mut a = Attacker::connect(&link).await;
+    // Each PING is answered with a PONG the client never acknowledges.
+    let mut pt = Vec::new();
+    Frame::Ping(1).encode(&mut pt);
+    assert!(a.send_session(&pt, Duration::from_secs(3)).await);
+    let started = Instant::now();
+    while !a.ended() && started.elapsed() < Duration::from_secs(15) {
+        // The lane stays busy: the server hears from the client all along.
+        a.sync().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        a.ended(),
+        "the session that acknowledged nothing for 15 s is still open"
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500),
+        "closed after {took:?}, before the deadline"
+    );
+}
+
+/// An egress stream on which nothing moves either way is closed after
+/// the idle timeout: the destination sees the connection end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_egress_stream_is_closed() {
+    let (_proxy, _, other) = server(&["--transport-stream-idle-timeout", "1s"]).await;
+    let client = ClientProc::start(&other, ClientOptions::default());
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (code, _app) = apps::socks_connect(client.socks, "127.0.0.1", port).await;
+    assert_eq!(code, 0);
+    let (mut egress, _) = tokio::time::timeout(Duration::from_secs(10), l.accept())
+        .await
+        .expect("the server connects")
+        .unwrap();
+    let started = Instant::now();
+    let mut b = [0u8; 16];
+    let r = tokio::time::timeout(Duration::from_secs(10), egress.read(&mut b)).await;
+    assert!(
+        matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+        "the idle egress socket is still open after 10 s: {r:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(800));
 }
