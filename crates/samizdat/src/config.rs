@@ -1401,7 +1401,7 @@ impl Default for TransportLimits {
     fn default() -> TransportLimits {
         TransportLimits {
             sessions_per_user: 4,
-            streams_per_user: 128,
+            streams_per_user: 112,
             buffer_per_user: 32 << 20,
             stream_idle_timeout: Duration::from_secs(300),
             ack_deadline: Duration::from_secs(60),
@@ -1417,7 +1417,7 @@ pub struct TransportLimitArgs {
     #[arg(long, value_name = "N")]
     pub transport_sessions_per_user: Option<usize>,
     /// Streams (egress sockets) one user may have open at once, across
-    /// their samizdat sessions; more are refused [default: 128].
+    /// their samizdat sessions; more are refused [default: 112].
     #[arg(long, value_name = "N")]
     pub transport_streams_per_user: Option<usize>,
     /// Bytes one user's samizdat sessions may buffer before their new

@@ -104,7 +104,7 @@ impl Bystander {
 }
 
 /// The default `transport_limits.streams_per_user`.
-const STREAMS_PER_USER: u64 = 128;
+const STREAMS_PER_USER: u64 = 112;
 /// The default `transport_limits.sessions_per_user`.
 const SESSIONS_PER_USER: usize = 4;
 
