@@ -325,7 +325,7 @@ async fn serve(
                 None => break,
             },
             _ = check.tick() => {
-                if braid.unacked_for() > limits.ack_deadline {
+                if braid.stalled_for() > limits.ack_deadline {
                     tracing::info!(user = %name, deadline = ?limits.ack_deadline, "samizdat session closed: the client acknowledged nothing in time");
                     break;
                 }

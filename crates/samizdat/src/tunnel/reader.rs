@@ -83,7 +83,7 @@ fn drain(shared: &Shared, opener: &mut Opener) -> Result<bool, &'static str> {
     let mut wake_writer = false;
     let mut full = false;
     loop {
-        if shared.lock().control.len() > CONTROL_BOUND {
+        if shared.backpressure && shared.lock().control.len() > CONTROL_BOUND {
             full = true;
             break;
         }

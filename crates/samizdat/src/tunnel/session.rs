@@ -19,11 +19,13 @@ pub(crate) const SEND_BUFFER: usize = 64 * 1024;
 /// lane carrying it (`wire::tunnel::lanes`) with its framing (under a
 /// throttle, a record split across two lane records would wait for both).
 pub(crate) const RECORD_LIMIT: usize = wire::tunnel::lanes::INNER_PLAINTEXT;
-/// Control frames queued beyond which the reader stops taking the peer's
-/// frames until the writer sent some (a peer that never lets us send must
-/// not grow the queue by sending more). REPLYs are bounded by the stream
-/// limit besides (a refused stream counts until its REPLY is written) and
-/// WINDOWs by one per stream.
+/// Control frames queued beyond which the server's reader stops taking the
+/// client's frames until the writer sent some (a client that never lets us
+/// send must not grow the queue by sending more: RESETs of streams that
+/// ended, say). REPLYs are bounded by the stream limit besides (a refused
+/// stream counts until its REPLY is written) and WINDOWs by one per stream.
+/// The client's reader never pauses, so the two ends cannot wait for each
+/// other.
 pub(crate) const CONTROL_BOUND: usize = 256;
 /// Shortest keepalive and dead-peer timer honoured.
 const MIN_TIMER: std::time::Duration = std::time::Duration::from_millis(50);
@@ -221,6 +223,9 @@ pub(crate) struct Shared {
     pub(crate) writer: Notify,
     /// Wakes the reader paused on a full control queue.
     pub(crate) reader: Notify,
+    /// Whether the reader pauses on a full control queue (the server: the
+    /// client always reads, so both ends never wait for each other).
+    pub(crate) backpressure: bool,
     pub(crate) cancel: CancellationToken,
 }
 
@@ -329,6 +334,7 @@ where
         }),
         writer: Notify::new(),
         reader: Notify::new(),
+        backpressure: role == Role::Server,
         cancel: CancellationToken::new(),
     });
     // Zero timers would spin or kill the session at once.
