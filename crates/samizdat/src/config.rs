@@ -1392,8 +1392,8 @@ pub struct TransportLimits {
     pub buffer_per_user: u64,
     /// A stream that moves no byte either way for this long is closed.
     pub stream_idle_timeout: Duration,
-    /// A session whose client acknowledges nothing for this long while the
-    /// server has data in flight is closed.
+    /// A session whose client acknowledges nothing (neither receipt nor
+    /// reading) for this long while the server holds data for it is closed.
     pub ack_deadline: Duration,
 }
 
@@ -1429,7 +1429,7 @@ pub struct TransportLimitArgs {
     #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
     pub transport_stream_idle_timeout: Option<Duration>,
     /// Close a samizdat session whose client acknowledges nothing for this
-    /// long while the server has data in flight [default: 60s].
+    /// long while the server holds data for it [default: 60s].
     #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
     pub transport_ack_deadline: Option<Duration>,
 }

@@ -279,7 +279,7 @@ struct UserSession {
 
 /// Serves one admitted samizdat session (over its braid of lanes) until it
 /// ends, the user is removed or expires, the client acknowledges nothing
-/// for the ack deadline while we have data in flight, or the server shuts
+/// for the ack deadline while we hold data for it, or the server shuts
 /// down. New streams beyond the user's limits are refused.
 async fn serve(
     braid: BraidHandle,
