@@ -384,3 +384,61 @@ fn egress_deny_ports_and_log_destinations_from_file_and_flags() {
         "--egress-deny-ports \"25,smtp\": expected ports 1-65535 separated by commas (e.g. 25,465,587) or \"none\", got \"smtp\""
     );
 }
+
+#[test]
+fn transport_limits_load_from_file_and_flags() {
+    use samizdat::config::TransportLimits;
+    // The example documents the defaults.
+    let args = ServeArgs {
+        config: Some(example()),
+        ..Default::default()
+    };
+    assert_eq!(
+        load(&args).unwrap().transport_limits,
+        TransportLimits::default()
+    );
+    let d = TransportLimits::default();
+    assert_eq!(
+        (d.sessions_per_user, d.streams_per_user, d.buffer_per_user),
+        (4, 112, 32 << 20)
+    );
+    // A file sets them; a flag overrides one.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.toml");
+    std::fs::write(
+        &path,
+        "[transport_limits]\nsessions_per_user = 2\nstreams_per_user = 10\nbuffer_per_user = \"1MiB\"\nstream_idle_timeout = \"30s\"\nack_deadline = \"5s\"\n\n[users.a]\nsecret = \"5f3a9c0e7b21d4486ac2e91f03b7d655\"\n",
+    )
+    .unwrap();
+    let mut args = ServeArgs {
+        config: Some(path.clone()),
+        ..Default::default()
+    };
+    args.transport_limits.transport_streams_per_user = Some(20);
+    let l = load(&args).unwrap().transport_limits;
+    assert_eq!(
+        l,
+        TransportLimits {
+            sessions_per_user: 2,
+            streams_per_user: 20,
+            buffer_per_user: 1 << 20,
+            stream_idle_timeout: Duration::from_secs(30),
+            ack_deadline: Duration::from_secs(5),
+        }
+    );
+    // Zero is refused with the place and the fix.
+    std::fs::write(
+        &path,
+        "[transport_limits]\nsessions_per_user = 0\n\n[users.a]\nsecret = \"5f3a9c0e7b21d4486ac2e91f03b7d655\"\n",
+    )
+    .unwrap();
+    let args = ServeArgs {
+        config: Some(path),
+        ..Default::default()
+    };
+    let e = load(&args).unwrap_err().to_string();
+    assert!(
+        e.contains("transport_limits.sessions_per_user") && e.contains("at least 1"),
+        "{e}"
+    );
+}

@@ -16,6 +16,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::task::{ready, Context, Poll};
@@ -30,9 +31,11 @@ use wire::tunnel::lanes::{Opening, SessionSecret, Token};
 use wire::tunnel::mux::Role;
 use wire::tunnel::Destination;
 
-/// Most streams one session may have open on the server at once; the
-/// session's own limit refuses more before they get here.
+/// Most bytes a DC stream encrypts per write.
 const STREAM_BUF: usize = 64 * 1024;
+/// Each direction's copy buffer of an egress stream (the stream's receive
+/// window and send buffer hold the rest).
+const COPY_BUF: usize = 16 * 1024;
 
 /// How long a new connection may take to send its lane opening.
 const OPENING_DEADLINE: Duration = Duration::from_secs(10);
@@ -40,11 +43,91 @@ const OPENING_DEADLINE: Duration = Duration::from_secs(10);
 const MAX_BRAIDS: usize = 65_536;
 
 /// The sessions later lanes may join, by token. Each entry is an admitted
-/// session; it leaves when the session ends.
+/// session; it leaves when the session ends. Also what each user's sessions
+/// hold, for the per-user limits (`[transport_limits]`).
 #[derive(Default)]
 pub struct Braids {
     map: Mutex<HashMap<Token, (String, BraidHandle)>>,
+    users: Mutex<HashMap<String, Arc<UserTunnels>>>,
 }
+
+/// One user's samizdat sessions on this instance.
+#[derive(Default)]
+struct UserTunnels {
+    /// Live sessions, oldest first.
+    sessions: Mutex<Vec<LiveSession>>,
+    /// Streams (egress sockets) open or being connected.
+    streams: AtomicUsize,
+}
+
+struct LiveSession {
+    id: u64,
+    braid: BraidHandle,
+    session: Option<Session>,
+}
+
+impl UserTunnels {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<LiveSession>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a new session; beyond `max`, the oldest ones end.
+    fn add(&self, id: u64, braid: BraidHandle, max: usize) {
+        let mut live = self.lock();
+        while live.len() >= max.max(1) {
+            let old = live.remove(0);
+            tracing::debug!("a user's oldest samizdat session ends: too many sessions");
+            old.braid.close();
+        }
+        live.push(LiveSession {
+            id,
+            braid,
+            session: None,
+        });
+    }
+
+    fn set_session(&self, id: u64, session: &Session) {
+        if let Some(l) = self.lock().iter_mut().find(|l| l.id == id) {
+            l.session = Some(session.clone());
+        }
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().retain(|l| l.id != id);
+    }
+
+    /// Bytes the user's sessions buffer now.
+    fn buffered(&self) -> u64 {
+        self.lock()
+            .iter()
+            .map(|l| {
+                l.braid.buffered() as u64 + l.session.as_ref().map_or(0, |s| s.buffered() as u64)
+            })
+            .sum()
+    }
+
+    /// Takes a stream slot, if fewer than `max` are taken.
+    fn take_stream(self: &Arc<Self>, max: usize) -> Option<StreamSlot> {
+        self.streams
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| StreamSlot(self.clone()))
+    }
+}
+
+/// One of a user's stream slots; freed on drop.
+struct StreamSlot(Arc<UserTunnels>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Numbers sessions for [`UserTunnels`].
+static SESSION_IDS: AtomicU64 = AtomicU64::new(0);
 
 impl Braids {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Token, (String, BraidHandle)>> {
@@ -78,6 +161,11 @@ impl Braids {
     /// Whether none is.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    fn user(&self, name: &str) -> Arc<UserTunnels> {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        users.entry(name.to_string()).or_default().clone()
     }
 }
 
@@ -137,10 +225,19 @@ pub(super) async fn run<S>(
             if !braid.add_lane(lane, budget) || !shared.braids.insert(token, &name, braid.clone()) {
                 return;
             }
+            let tunnels = shared.braids.user(&name);
+            let id = SESSION_IDS.fetch_add(1, Ordering::Relaxed);
+            let limits = snap.config.transport_limits;
+            tunnels.add(id, braid.clone(), limits.sessions_per_user);
             let session = {
                 let (braid, shared, snap) = (braid.clone(), shared.clone(), snap.clone());
                 async move {
-                    serve(braid.clone(), secret, &shared, &snap, admission).await;
+                    let user = UserSession {
+                        tunnels: tunnels.clone(),
+                        id,
+                    };
+                    serve(braid.clone(), secret, &shared, &snap, admission, &user).await;
+                    tunnels.remove(id);
                     shared.braids.remove(&token);
                     braid.close();
                 }
@@ -174,15 +271,25 @@ pub(super) async fn run<S>(
     }
 }
 
+/// A session among its user's others.
+struct UserSession {
+    tunnels: Arc<UserTunnels>,
+    id: u64,
+}
+
 /// Serves one admitted samizdat session (over its braid of lanes) until it
-/// ends, the user is removed or expires, or the server shuts down.
+/// ends, the user is removed or expires, the client acknowledges nothing
+/// for the ack deadline while we hold data for it, or the server shuts
+/// down. New streams beyond the user's limits are refused.
 async fn serve(
     braid: BraidHandle,
     secret: SessionSecret,
     shared: &Arc<Shared>,
     snap: &Arc<Snapshot>,
     admission: Admission,
+    mine: &UserSession,
 ) {
+    let limits = snap.config.transport_limits;
     let user = admission.user.clone();
     let name = user.name.clone();
     let user_metrics = shared.metrics.user(&name);
@@ -194,16 +301,35 @@ async fn serve(
         secret.inner_keys(Role::Server),
         SessionConfig::default(),
     );
+    mine.tunnels.set_session(mine.id, &session);
     let dialer: Arc<dyn Dialer> = Arc::new(egress_dialer(shared, snap, &name));
     let mut streams = JoinSet::new();
+    let mut check = tokio::time::interval((limits.ack_deadline / 8).max(Duration::from_millis(50)));
     loop {
         tokio::select! {
             next = incoming.next() => match next {
                 Some(stream) => {
-                    streams.spawn(serve_stream(stream, dialer.clone(), user.clone()));
+                    let Some(slot) = mine.tunnels.take_stream(limits.streams_per_user) else {
+                        tracing::debug!(user = %name, "stream refused: the user has transport_limits.streams_per_user streams open");
+                        stream.refuse(Status::GeneralFailure);
+                        continue;
+                    };
+                    if mine.tunnels.buffered() > limits.buffer_per_user {
+                        tracing::debug!(user = %name, "stream refused: the user's sessions buffer more than transport_limits.buffer_per_user");
+                        stream.refuse(Status::GeneralFailure);
+                        continue;
+                    }
+                    let idle = limits.stream_idle_timeout;
+                    streams.spawn(serve_stream(stream, dialer.clone(), user.clone(), idle, slot));
                 }
                 None => break,
             },
+            _ = check.tick() => {
+                if braid.stalled_for() > limits.ack_deadline {
+                    tracing::info!(user = %name, deadline = ?limits.ack_deadline, "samizdat session closed: the client acknowledged nothing in time");
+                    break;
+                }
+            }
             Some(_) = streams.join_next(), if !streams.is_empty() => {}
             _ = user.ended.cancelled() => {
                 tracing::info!(user = %name, "user removed, expired or out of quota; their samizdat session ends");
@@ -237,8 +363,16 @@ fn egress_dialer(shared: &Arc<Shared>, snap: &Arc<Snapshot>, user: &str) -> Dire
 }
 
 /// One stream: connect where it asks (or refuse with the reason), then
-/// relay, charging the user's quota and bandwidth for both directions.
-async fn serve_stream(mut stream: IncomingStream, dialer: Arc<dyn Dialer>, user: Arc<UserState>) {
+/// relay, charging the user's quota and bandwidth for both directions,
+/// until either side ends or nothing moves for `idle`. `_slot` is the
+/// user's stream (and egress socket) count.
+async fn serve_stream(
+    mut stream: IncomingStream,
+    dialer: Arc<dyn Dialer>,
+    user: Arc<UserState>,
+    idle: Duration,
+    _slot: StreamSlot,
+) {
     let dest = stream.destination().clone();
     let first = stream.take_first();
     if user.charge(first.len()).is_err() {
@@ -247,16 +381,31 @@ async fn serve_stream(mut stream: IncomingStream, dialer: Arc<dyn Dialer>, user:
     }
     match dialer.open(dest.clone(), first).await {
         Ok(remote) => {
-            let mut local = Metered::new(stream.accept(), user.clone());
-            let mut remote = Metered::new(remote, user);
-            let r = tokio::io::copy_bidirectional_with_sizes(
+            let activity = Arc::new(Activity::new());
+            let mut local = Metered::new(stream.accept(), user.clone(), activity.clone());
+            let mut remote = Metered::new(remote, user, activity.clone());
+            let copy = tokio::io::copy_bidirectional_with_sizes(
                 &mut local,
                 &mut remote,
-                STREAM_BUF,
-                STREAM_BUF,
-            )
-            .await;
-            tracing::trace!(result = ?r.map_err(|e| e.kind()), "stream ended");
+                COPY_BUF,
+                COPY_BUF,
+            );
+            tokio::pin!(copy);
+            loop {
+                let quiet_until = activity.last() + idle;
+                tokio::select! {
+                    r = &mut copy => {
+                        tracing::trace!(result = ?r.map_err(|e| e.kind()), "stream ended");
+                        break;
+                    }
+                    _ = tokio::time::sleep_until(quiet_until) => {
+                        if activity.last() + idle <= tokio::time::Instant::now() {
+                            tracing::debug!(?idle, "stream closed: idle");
+                            break;
+                        }
+                    }
+                }
+            }
         }
         Err(e) => {
             tracing::debug!(error = %e, "stream refused");
@@ -265,20 +414,47 @@ async fn serve_stream(mut stream: IncomingStream, dialer: Arc<dyn Dialer>, user:
     }
 }
 
+/// When a stream last moved a byte.
+struct Activity {
+    start: tokio::time::Instant,
+    /// Milliseconds after `start`.
+    last: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            start: tokio::time::Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> tokio::time::Instant {
+        self.start + Duration::from_millis(self.last.load(Ordering::Relaxed))
+    }
+}
+
 /// Charges every byte read through it to the user: the quota ends the
-/// stream, the bandwidth limit delays the next read.
+/// stream, the bandwidth limit delays the next read. Notes activity.
 struct Metered<T> {
     inner: T,
     user: Arc<UserState>,
     wait: Option<Pin<Box<tokio::time::Sleep>>>,
+    activity: Arc<Activity>,
 }
 
 impl<T> Metered<T> {
-    fn new(inner: T, user: Arc<UserState>) -> Self {
+    fn new(inner: T, user: Arc<UserState>, activity: Arc<Activity>) -> Self {
         Metered {
             inner,
             user,
             wait: None,
+            activity,
         }
     }
 }
@@ -296,6 +472,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for Metered<T> {
         let before = buf.filled().len();
         ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
         let n = buf.filled().len() - before;
+        if n > 0 {
+            self.activity.touch();
+        }
         match self.user.charge(n) {
             Ok(delay) if !delay.is_zero() => {
                 self.wait = Some(Box::pin(tokio::time::sleep(delay)));

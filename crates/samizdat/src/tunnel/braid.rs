@@ -216,6 +216,24 @@ impl BraidHandle {
         }
     }
 
+    /// How long the peer has acknowledged nothing (neither receiving nor
+    /// reading) while this end holds data to send or resend (zero when it
+    /// holds none): a peer that lets nothing through.
+    pub fn stalled_for(&self) -> Duration {
+        let st = self.lock();
+        if st.braid.unacked() == 0 {
+            Duration::ZERO
+        } else {
+            st.progress.elapsed()
+        }
+    }
+
+    /// Bytes this end holds: to send or resend, received and not read,
+    /// out of order (charged by allocation).
+    pub fn buffered(&self) -> usize {
+        self.lock().braid.buffered()
+    }
+
     /// Bytes sent and not yet acknowledged.
     pub fn in_flight(&self) -> u64 {
         self.lock().braid.in_flight()

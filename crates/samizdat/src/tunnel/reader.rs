@@ -1,7 +1,7 @@
 //! The reader task: reads into the record opener's bounded buffer, opens
 //! records and applies their frames to the stream table.
 
-use super::session::{Control, Offer, Shared, Slot, State};
+use super::session::{Control, Offer, Shared, Slot, State, CONTROL_BOUND};
 use super::SessionConfig;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -33,7 +33,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         while !pending.is_empty() {
             let n = opener.feed(pending);
             pending = &pending[n..];
-            if let Err(why) = drain(shared, opener) {
+            if let Err(why) = drain_all(shared, opener).await {
                 return why;
             }
         }
@@ -52,16 +52,41 @@ async fn read_loop<R: AsyncRead + Unpin>(
             Ok(Err(_)) => return "read error",
             Ok(Ok(n)) => opener.advance(n),
         }
-        if let Err(why) = drain(shared, opener) {
+        if let Err(why) = drain_all(shared, opener).await {
             return why;
         }
     }
 }
 
-/// Opens every complete record and dispatches its frames.
-fn drain(shared: &Shared, opener: &mut Opener) -> Result<(), &'static str> {
+/// Opens every complete record and dispatches its frames, pausing while
+/// the control queue is over [`CONTROL_BOUND`] (the peer's frames then wait
+/// in the connection, and so in the peer's send window).
+async fn drain_all(shared: &Shared, opener: &mut Opener) -> Result<(), &'static str> {
+    while drain(shared, opener)? {
+        loop {
+            if shared.lock().control.len() <= CONTROL_BOUND {
+                break;
+            }
+            tokio::select! {
+                _ = shared.cancel.cancelled() => return Err("cancelled"),
+                _ = shared.reader.notified() => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Opens complete records and dispatches their frames; `Ok(true)` if it
+/// stopped because the control queue is over [`CONTROL_BOUND`] (records
+/// may be left).
+fn drain(shared: &Shared, opener: &mut Opener) -> Result<bool, &'static str> {
     let mut wake_writer = false;
+    let mut full = false;
     loop {
+        if shared.backpressure && shared.lock().control.len() > CONTROL_BOUND {
+            full = true;
+            break;
+        }
         let plaintext = match opener.open_next() {
             Ok(Some(p)) => p,
             Ok(None) => break,
@@ -77,10 +102,10 @@ fn drain(shared: &Shared, opener: &mut Opener) -> Result<(), &'static str> {
             wake_writer |= dispatch(&mut st, event);
         }
     }
-    if wake_writer {
+    if wake_writer || full {
         shared.writer.notify_one();
     }
-    Ok(())
+    Ok(full)
 }
 
 /// Applies one event; `true` if the writer has something new to send.

@@ -19,6 +19,14 @@ pub(crate) const SEND_BUFFER: usize = 64 * 1024;
 /// lane carrying it (`wire::tunnel::lanes`) with its framing (under a
 /// throttle, a record split across two lane records would wait for both).
 pub(crate) const RECORD_LIMIT: usize = wire::tunnel::lanes::INNER_PLAINTEXT;
+/// Control frames queued beyond which the server's reader stops taking the
+/// client's frames until the writer sent some (a client that never lets us
+/// send must not grow the queue by sending more: RESETs of streams that
+/// ended, say). REPLYs are bounded by the stream limit besides (a refused
+/// stream counts until its REPLY is written) and WINDOWs by one per stream.
+/// The client's reader never pauses, so the two ends cannot wait for each
+/// other.
+pub(crate) const CONTROL_BOUND: usize = 256;
 /// Shortest keepalive and dead-peer timer honoured.
 const MIN_TIMER: std::time::Duration = std::time::Duration::from_millis(50);
 
@@ -60,9 +68,9 @@ pub(crate) enum Control {
         stream: u32,
         status: Status,
     },
+    /// The credit is in [`State::windows`] (one pending WINDOW per stream).
     Window {
         stream: u32,
-        credit: u32,
     },
     Reset {
         stream: u32,
@@ -82,7 +90,8 @@ impl Control {
             }
     }
 
-    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+    /// Appends the frame; a WINDOW's credit is given (it is kept apart).
+    pub(crate) fn encode(&self, credit: u32, out: &mut Vec<u8>) {
         match self {
             Control::Open {
                 stream,
@@ -99,9 +108,9 @@ impl Control {
                 status: *status,
             }
             .encode(out),
-            Control::Window { stream, credit } => Frame::Window {
+            Control::Window { stream } => Frame::Window {
                 stream: *stream,
-                credit: *credit,
+                credit,
             }
             .encode(out),
             Control::Reset { stream } => Frame::Reset { stream: *stream }.encode(out),
@@ -150,6 +159,8 @@ pub(crate) struct State {
     pub(crate) mux: Mux,
     pub(crate) slots: HashMap<u32, Slot>,
     pub(crate) control: VecDeque<Control>,
+    /// Credit of the WINDOW queued for each stream.
+    pub(crate) windows: HashMap<u32, u32>,
     pub(crate) data_ready: VecDeque<u32>,
     pub(crate) pong: Option<u64>,
     pub(crate) incoming: Option<mpsc::Sender<Offer>>,
@@ -174,17 +185,47 @@ impl State {
 
     /// The application read `n` bytes of `stream`: maybe grant credit.
     pub(crate) fn consumed(&mut self, stream: u32, n: usize) -> bool {
-        if let Some(credit) = self.mux.consumed(stream, n) {
-            self.control.push_back(Control::Window { stream, credit });
-            return true;
+        let Some(credit) = self.mux.consumed(stream, n) else {
+            return false;
+        };
+        match self.windows.get_mut(&stream) {
+            // A WINDOW for the stream is queued already: it carries both.
+            Some(queued) => {
+                *queued = queued.saturating_add(credit);
+                false
+            }
+            None => {
+                self.windows.insert(stream, credit);
+                self.control.push_back(Control::Window { stream });
+                true
+            }
         }
-        false
+    }
+
+    /// Takes the next control frame for the writer (with a WINDOW's
+    /// credit), accounting for what it frees.
+    pub(crate) fn pop_control(&mut self) -> Option<(Control, u32)> {
+        let c = self.control.pop_front()?;
+        let credit = match &c {
+            Control::Window { stream } => self.windows.remove(stream).unwrap_or(0),
+            Control::Reply { status, .. } if *status != Status::Ok => {
+                self.mux.reply_written();
+                0
+            }
+            _ => 0,
+        };
+        Some((c, credit))
     }
 }
 
 pub(crate) struct Shared {
     state: Mutex<State>,
     pub(crate) writer: Notify,
+    /// Wakes the reader paused on a full control queue.
+    pub(crate) reader: Notify,
+    /// Whether the reader pauses on a full control queue (the server: the
+    /// client always reads, so both ends never wait for each other).
+    pub(crate) backpressure: bool,
     pub(crate) cancel: CancellationToken,
 }
 
@@ -208,6 +249,7 @@ impl Shared {
         }
         st.incoming = None;
         st.control.clear();
+        st.windows.clear();
         st.data_ready.clear();
         drop(st);
         self.cancel.cancel();
@@ -284,12 +326,15 @@ where
             mux,
             slots: HashMap::new(),
             control: VecDeque::new(),
+            windows: HashMap::new(),
             data_ready: VecDeque::new(),
             pong: None,
             incoming: (role == Role::Server).then_some(tx),
             closed: false,
         }),
         writer: Notify::new(),
+        reader: Notify::new(),
+        backpressure: role == Role::Server,
         cancel: CancellationToken::new(),
     });
     // Zero timers would spin or kill the session at once.
@@ -532,4 +577,50 @@ impl Drop for IncomingStream {
 /// For [`Stream`]: the shared state behind a lifeline.
 pub(crate) fn shared_of(life: &Lifeline) -> &Arc<Shared> {
     &life.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wire::tunnel::mux::MuxConfig;
+
+    #[test]
+    fn a_stream_has_at_most_one_window_queued() {
+        let mut st = State {
+            mux: Mux::new(
+                Role::Server,
+                MuxConfig {
+                    window: 4 * INITIAL_WINDOW,
+                    max_streams: 8,
+                },
+            ),
+            slots: HashMap::new(),
+            control: VecDeque::new(),
+            windows: HashMap::new(),
+            data_ready: VecDeque::new(),
+            pong: None,
+            incoming: None,
+            closed: false,
+        };
+        let open = Frame::Open {
+            stream: 1,
+            dest: Destination::Addr(([127, 0, 0, 1], 9).into()),
+            first: &[],
+        };
+        st.mux.handle(open).unwrap();
+        // The top-up to the larger window, then three grants of reading.
+        assert!(st.consumed(1, 0));
+        let mut granted = 3 * INITIAL_WINDOW;
+        for _ in 0..3 {
+            let before = st.windows[&1];
+            st.consumed(1, INITIAL_WINDOW as usize);
+            granted += st.windows[&1] - before;
+        }
+        assert_eq!(st.control.len(), 1, "one WINDOW queued for the stream");
+        let (c, credit) = st.pop_control().unwrap();
+        assert!(matches!(c, Control::Window { stream: 1 }));
+        assert_eq!(credit, granted, "it carries all the credit");
+        assert_eq!(granted, 6 * INITIAL_WINDOW);
+        assert!(st.windows.is_empty());
+    }
 }

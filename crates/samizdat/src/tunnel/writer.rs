@@ -2,7 +2,7 @@
 //! into padded records, seals them outside the lock, writes them; sends
 //! keepalive PINGs when idle.
 
-use super::session::{Control, Shared, State, RECORD_LIMIT, SEND_BUFFER};
+use super::session::{Control, Shared, State, CONTROL_BOUND, RECORD_LIMIT, SEND_BUFFER};
 use super::SessionConfig;
 use std::sync::Arc;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -34,7 +34,11 @@ pub(crate) async fn run<W: AsyncWrite + Unpin>(
             _ = shared.writer.notified() => {}
             _ = sleep_until(last_write + cfg.keepalive) => {
                 pings += 1;
-                shared.lock().push_control(Control::Ping(pings));
+                let mut st = shared.lock();
+                // A peer that lets nothing through gets no pile of PINGs.
+                if st.control.len() < CONTROL_BOUND {
+                    st.push_control(Control::Ping(pings));
+                }
             }
         }
         let mut failed = None;
@@ -104,12 +108,18 @@ fn build_batch(
         let body = start + HEADER_LEN;
         let limit = body + RECORD_LIMIT;
         // Control frames first, so an OPEN precedes its data.
+        let queued = st.control.len();
         while let Some(c) = st.control.front() {
             if out.len() + c.encoded_len() > limit {
                 break;
             }
-            let c = st.control.pop_front().expect("front exists");
-            c.encode(out);
+            let (c, credit) = st.pop_control().expect("front exists");
+            if !matches!(c, Control::Window { .. }) || credit > 0 {
+                c.encode(credit, out);
+            }
+        }
+        if queued > CONTROL_BOUND && st.control.len() <= CONTROL_BOUND {
+            shared.reader.notify_one();
         }
         if let Some(v) = st.pong.take() {
             if out.len() + FRAME_HEADER + 8 <= limit {

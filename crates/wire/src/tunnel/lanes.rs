@@ -67,6 +67,15 @@ pub const ACK_EVERY: u64 = 32 * 1024;
 pub const INNER_PLAINTEXT: usize = MAX_PLAINTEXT - 64;
 /// The smallest budget a lane may be given (smaller ones are raised).
 pub const MIN_BUDGET: u32 = 2048;
+/// What one out-of-order piece costs besides its bytes' allocation: its
+/// map entry, its vector and the allocator's rounding (measured ~96 B).
+pub const PIECE_COST: usize = 96;
+/// Most memory the reorder buffer may hold, pieces charged with
+/// [`PIECE_COST`] plus their allocation: a peer that cuts the window into
+/// tiny pieces is refused ([`LaneError::Fragmented`]) instead of costing
+/// ~100 bytes per byte. Whole pieces (even merged, whose vectors may have
+/// grown to twice their length) never reach it.
+pub const AHEAD_LIMIT: usize = 3 * WINDOW;
 
 const SEG_HEADER: usize = LANE_HEADER + 8;
 const ACK_LEN: usize = LANE_HEADER + 16;
@@ -205,6 +214,10 @@ pub enum LaneError {
     /// A frame for a lane the braid does not have.
     #[error("unknown lane")]
     UnknownLane,
+    /// Out-of-order pieces so small and many that the reorder buffer
+    /// would cost more than [`AHEAD_LIMIT`].
+    #[error("out-of-order pieces too fragmented")]
+    Fragmented,
 }
 
 fn u32_at(b: &[u8], i: usize) -> u32 {
@@ -349,6 +362,11 @@ impl<'a> LaneFrame<'a> {
             LaneFrame::Pad => head(out, PAD, 0),
         }
     }
+}
+
+/// What an out-of-order piece costs: its allocation and [`PIECE_COST`].
+fn charge(piece: &Vec<u8>) -> usize {
+    piece.capacity() + PIECE_COST
 }
 
 /// Iterates over the lane frames of a record plaintext.
@@ -506,9 +524,11 @@ pub struct Braid {
     ready: VecDeque<u8>,
     /// Offset of `ready`'s first byte.
     consumed: u64,
-    /// Out-of-order pieces by offset (all ≥ `received`).
+    /// Out-of-order pieces by offset (all ≥ `received`), never
+    /// overlapping; adjacent ones are merged where that is cheap.
     ahead: BTreeMap<u64, Vec<u8>>,
-    ahead_bytes: usize,
+    /// What `ahead` costs: each piece's allocation plus [`PIECE_COST`].
+    ahead_charge: usize,
     /// What we last told the peer.
     ack_sent: (u64, u64),
     lanes: Vec<Lane>,
@@ -544,7 +564,7 @@ impl Braid {
             ready: VecDeque::new(),
             consumed: 0,
             ahead: BTreeMap::new(),
-            ahead_bytes: 0,
+            ahead_charge: 0,
             ack_sent: (0, 0),
             lanes: Vec::new(),
             dead: Vec::new(),
@@ -903,9 +923,10 @@ impl Braid {
                 gaps.push((at, end));
             }
             for (from, to) in gaps {
-                let piece = &data[(from - offset) as usize..(to - offset) as usize];
-                self.ahead.insert(from, piece.to_vec());
-                self.ahead_bytes += piece.len();
+                self.store(
+                    from,
+                    &data[(from - offset) as usize..(to - offset) as usize],
+                )?;
             }
             return Ok(false);
         }
@@ -918,13 +939,55 @@ impl Braid {
                 break;
             }
             let piece = self.ahead.remove(&off).expect("first key");
-            self.ahead_bytes -= piece.len();
+            self.ahead_charge -= charge(&piece);
             let end = off + piece.len() as u64;
             if end > received {
                 self.ready.extend(&piece[(received - off) as usize..]);
             }
         }
         Ok(true)
+    }
+
+    /// Stores `piece` at `from`, in a gap between stored pieces: appended
+    /// to the piece that ends at `from`, if any, and followed by the piece
+    /// that starts after it if that one is no longer (so no byte is copied
+    /// more than a few times, whatever the order pieces come in). Fails
+    /// when the reorder buffer would cost over [`AHEAD_LIMIT`].
+    fn store(&mut self, from: u64, piece: &[u8]) -> Result<(), LaneError> {
+        let to = from + piece.len() as u64;
+        let mut start = from;
+        let mut merged = match self.ahead.range(..from).next_back() {
+            Some((&o, p)) if o + p.len() as u64 == from => {
+                start = o;
+                let p = self.ahead.remove(&o).expect("just seen");
+                self.ahead_charge -= charge(&p);
+                p
+            }
+            _ => Vec::new(),
+        };
+        merged.extend_from_slice(piece);
+        if self.ahead.get(&to).is_some_and(|n| n.len() <= merged.len()) {
+            let next = self.ahead.remove(&to).expect("just seen");
+            self.ahead_charge -= charge(&next);
+            merged.extend_from_slice(&next);
+        }
+        self.ahead_charge += charge(&merged);
+        self.ahead.insert(start, merged);
+        if self.ahead_charge > AHEAD_LIMIT {
+            return Err(LaneError::Fragmented);
+        }
+        Ok(())
+    }
+
+    /// What the reorder buffer costs now (see [`AHEAD_LIMIT`]).
+    pub fn ahead_charge(&self) -> usize {
+        self.ahead_charge
+    }
+
+    /// Bytes this end holds: unacknowledged and unsent, received and not
+    /// read, and the reorder buffer's charge.
+    pub fn buffered(&self) -> usize {
+        self.out.len() + self.ready.len() + self.ahead_charge
     }
 
     /// The next record plaintext to send on `lane`, if it has anything:
@@ -1240,6 +1303,97 @@ mod tests {
         let mut got = [0u8; 16];
         let n = c.read(&mut got);
         assert_eq!(&got[..n], b"abcdefghijk");
+    }
+
+    fn seg(off: u64, d: &[u8]) -> Vec<u8> {
+        let mut pt = Vec::new();
+        LaneFrame::Seg {
+            offset: off,
+            data: d,
+        }
+        .encode(&mut pt);
+        pt
+    }
+
+    #[test]
+    fn one_byte_pieces_cannot_make_the_reorder_buffer_cost_more_than_its_limit() {
+        let mut s = Braid::new(Role::Server);
+        s.add_lane(0, None);
+        // Byte 0 never comes; one byte at every odd offset of the window.
+        let mut refused = None;
+        for i in 0..(WINDOW as u64 / 2) {
+            match s.receive(0, &seg(2 * i + 1, b"x")) {
+                Ok(_) => assert!(s.ahead_charge() <= AHEAD_LIMIT + PIECE_COST + 8),
+                Err(e) => {
+                    refused = Some((i, e));
+                    break;
+                }
+            }
+        }
+        let (at, e) = refused.expect("a window of one-byte pieces is refused");
+        assert_eq!(e, LaneError::Fragmented);
+        // The limit, not the window, stopped it: about 3 MiB / 97 B.
+        let most = (AHEAD_LIMIT / (PIECE_COST + 1)) as u64;
+        assert!(at <= most + 1, "{at} pieces stored");
+        assert!(at >= most / 2, "only {at} pieces stored");
+    }
+
+    #[test]
+    fn pieces_filling_gaps_merge_into_one() {
+        let mut s = Braid::new(Role::Server);
+        s.add_lane(0, None);
+        for i in 0..1000u64 {
+            s.receive(0, &seg(2 * i + 1, b"o")).unwrap();
+        }
+        assert!(s.ahead_charge() >= 1000 * (PIECE_COST + 1));
+        // One piece over all the gaps: everything merges into one piece.
+        s.receive(0, &seg(2, &[b'e'; 1998])).unwrap();
+        assert!(s.ahead.len() <= 2, "adjacent pieces are merged");
+        assert!(s.ahead_charge() < 4 * 2000 + PIECE_COST);
+        let mut want = vec![b'e'; 2000];
+        for i in 0..1000 {
+            want[2 * i + 1] = b'o';
+        }
+        want[0] = b'z';
+        assert!(s.receive(0, &seg(0, b"z")).unwrap().readable);
+        let mut got = vec![0u8; 4096];
+        let n = s.read(&mut got);
+        assert_eq!(&got[..n], &want[..], "every byte once, in order");
+        assert_eq!(s.ahead_charge(), 0);
+    }
+
+    #[test]
+    fn one_byte_pieces_in_reverse_order_are_refused_quickly() {
+        let mut s = Braid::new(Role::Server);
+        s.add_lane(0, None);
+        let started = std::time::Instant::now();
+        let mut refused = false;
+        for i in (1..WINDOW as u64).rev() {
+            if s.receive(0, &seg(i, b"r")).is_err() {
+                refused = true;
+                break;
+            }
+        }
+        assert!(refused, "a window of one-byte pieces is refused");
+        assert!(s.ahead_charge() <= AHEAD_LIMIT + PIECE_COST + 8);
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_window_of_whole_pieces_out_of_order_is_accepted() {
+        let mut s = Braid::new(Role::Server);
+        s.add_lane(0, None);
+        let piece = 16 * 1024 - 64;
+        let n = WINDOW / piece;
+        // Every piece but the first, in reverse order, then the first.
+        for i in (1..n).rev() {
+            let body = vec![(i % 251) as u8; piece];
+            s.receive(0, &seg((i * piece) as u64, &body)).unwrap();
+        }
+        assert!(s.ahead_charge() <= AHEAD_LIMIT);
+        assert!(s.receive(0, &seg(0, &vec![0u8; piece])).unwrap().readable);
+        assert_eq!(s.readable(), n * piece);
+        assert_eq!(s.ahead_charge(), 0);
     }
 
     #[test]

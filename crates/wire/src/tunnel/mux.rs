@@ -13,7 +13,10 @@
 //! Stream ids: the client opens odd ids in increasing order (the server
 //! opens none). A stream leaves the table when both FINs have passed, on a
 //! RESET either way, or when an open is refused; frames that were already
-//! in flight for a stream that left are ignored.
+//! in flight for a stream that left are ignored. A refused stream still
+//! counts against `max_streams` until the driver reports its REPLY written
+//! ([`Mux::reply_written`]): a peer that never lets us send cannot make
+//! unsent REPLYs pile up beyond `max_streams`.
 
 use super::destination::Destination;
 use super::frame::{Frame, Status};
@@ -173,6 +176,8 @@ pub struct Mux {
     max_remote: u32,
     local_count: usize,
     remote_count: usize,
+    /// Streams we refused whose REPLY is not written yet.
+    refusals: usize,
 }
 
 impl Mux {
@@ -188,6 +193,7 @@ impl Mux {
             max_remote: 0,
             local_count: 0,
             remote_count: 0,
+            refusals: 0,
         }
     }
 
@@ -353,7 +359,7 @@ impl Mux {
         if self.role != Role::Server || stream % 2 != 1 || stream <= self.max_remote {
             return Err(ProtocolError::BadOpen(stream));
         }
-        if self.remote_count >= self.cfg.max_streams {
+        if self.remote_count + self.refusals >= self.cfg.max_streams {
             return Err(ProtocolError::TooManyStreams);
         }
         let mut s = self.new_state(false);
@@ -371,8 +377,10 @@ impl Mux {
         })
     }
 
-    /// Answers a peer's open: `Ok` connects it, anything else removes it.
-    /// Send the REPLY frame. `false` if the stream is not pending.
+    /// Answers a peer's open: `Ok` connects it, anything else removes it
+    /// (it keeps counting against `max_streams` until
+    /// [`Mux::reply_written`]). Send the REPLY frame. `false` if the stream
+    /// is not pending.
     pub fn reply(&mut self, stream: u32, status: Status) -> bool {
         match self.streams.get_mut(&stream) {
             Some(s) if s.phase == Phase::Pending => {
@@ -380,11 +388,23 @@ impl Mux {
                     s.phase = Phase::Open;
                 } else {
                     self.remove(stream);
+                    self.refusals += 1;
                 }
                 true
             }
             _ => false,
         }
+    }
+
+    /// The REPLY of a refused stream was written: it stops counting
+    /// against `max_streams`.
+    pub fn reply_written(&mut self) {
+        self.refusals = self.refusals.saturating_sub(1);
+    }
+
+    /// Refused streams whose REPLY is not written yet.
+    pub fn refusals(&self) -> usize {
+        self.refusals
     }
 
     /// Bytes we may send on `stream` now.
@@ -441,5 +461,41 @@ impl Mux {
         let was = self.streams.contains_key(&stream);
         self.remove(stream);
         was
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(stream: u32) -> Frame<'static> {
+        Frame::Open {
+            stream,
+            dest: Destination::Addr(([127, 0, 0, 1], 9).into()),
+            first: &[],
+        }
+    }
+
+    #[test]
+    fn a_refused_stream_counts_until_its_reply_is_written() {
+        let mut m = Mux::new(
+            Role::Server,
+            MuxConfig {
+                window: INITIAL_WINDOW,
+                max_streams: 2,
+            },
+        );
+        for id in [1, 3] {
+            m.handle(open(id)).unwrap();
+            assert!(m.reply(id, Status::ConnectionRefused));
+        }
+        assert_eq!(m.active(), 0, "refused streams leave the table");
+        assert_eq!(m.refusals(), 2);
+        // Their REPLYs are not written: a third open is one too many.
+        assert_eq!(m.handle(open(5)), Err(ProtocolError::TooManyStreams));
+        m.reply_written();
+        assert!(matches!(m.handle(open(7)), Ok(Event::Opened { .. })));
+        assert!(m.reply(7, Status::Ok), "accepted streams count as streams");
+        assert_eq!(m.refusals(), 1);
     }
 }
