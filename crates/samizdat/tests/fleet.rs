@@ -493,7 +493,11 @@ async fn a_samizdat_hello_captured_at_one_instance_lands_at_the_others_cover() {
     let (ws, path) = b.ws();
     let (_, fresh) = tunnel_hello(&link);
     let ops = over_websocket(ws, &path, &fresh).await;
-    assert_eq!(ops.first(), Some(&2), "a fresh hello gets the flight: {ops:?}");
+    assert_eq!(
+        ops.first(),
+        Some(&2),
+        "a fresh hello gets the flight: {ops:?}"
+    );
     let hello = accepted_tunnel_hello(a.addr, &link).await;
     let ops = over_websocket(ws, &path, &hello).await;
     assert!(
@@ -506,7 +510,11 @@ async fn a_samizdat_hello_captured_at_one_instance_lands_at_the_others_cover() {
         .into_iter()
         .filter(|k| k.starts_with("samizdat:replay:nk:"))
         .collect::<Vec<_>>();
-    assert_eq!(keys.len(), 4, "one key per accepted samizdat hello: {keys:?}");
+    assert_eq!(
+        keys.len(),
+        4,
+        "one key per accepted samizdat hello: {keys:?}"
+    );
     let ttl: i64 = redis.cmd(&["PTTL", &keys[0]]).unwrap().parse().unwrap();
     assert!((600_000..=720_000).contains(&ttl), "ttl {ttl} ms");
 }

@@ -2,12 +2,20 @@
 //!
 //! Each open connection of a user with such a limit holds a lease: a member
 //! `INSTANCE|ID` of the sorted set `PREFIX:conns:USER`, and its address a
-//! member `IP|INSTANCE` of `PREFIX:ips:USER`, each scored with its expiry
+//! member `ADDRESS|INSTANCE` of `PREFIX:ips:USER`, each scored with its expiry
 //! (Redis server time + `lease`). Admission is one Lua script that drops
 //! expired members, counts, and adds. Every instance refreshes its own
 //! leases every `lease`/3 (re-adding any that Redis lost while it was down),
 //! and removes them when connections close; the leases of an instance that
 //! died expire on their own.
+//!
+//! `ADDRESS` is never the client's address itself: Redis (and its
+//! append-only file) would then keep a history of who connected from
+//! where. It is a keyed hash, the first 16 bytes of HMAC-SHA256 under the
+//! fleet's address key (hex), which the script compares for equality only.
+//! The key comes from the transport key file every instance of a fleet
+//! shares ([`address_key`]), never from Redis: whoever reads Redis cannot
+//! test guessed addresses against it.
 
 use super::{DownLimits, Fleet};
 use crate::config::UserLimits;
@@ -76,11 +84,24 @@ const REFRESH_BATCH: usize = 1000;
 /// they are left to expire with their lease.
 const MAX_UNRELEASED: usize = 100_000;
 
+/// The key client addresses are hashed under in Redis, derived from the
+/// transport private key every instance of a fleet shares (domain
+/// separated: it is not the transport key).
+pub fn address_key(transport_secret: &[u8; 32]) -> [u8; 32] {
+    wire::users::hmac_sha256(
+        transport_secret,
+        &[b"samizdat fleet: client address key v1"],
+    )
+}
+
 /// This instance's leases.
 pub struct Leases {
     inner: Mutex<Inner>,
     next: AtomicU64,
     instance: String,
+    /// See [`address_key`]; random until [`Leases::set_address_key`] (so an
+    /// address is never stored in the clear, even by a caller that forgot).
+    address_key: Mutex<[u8; 32]>,
     admit: redis::Script,
     refresh: redis::Script,
 }
@@ -111,11 +132,12 @@ pub struct Lease {
 }
 
 impl Leases {
-    pub(super) fn new(config: &super::FleetConfig) -> Leases {
+    pub(super) fn new(config: &super::FleetConfig, random: [u8; 32]) -> Leases {
         Leases {
             inner: Mutex::new(Inner::default()),
             next: AtomicU64::new(1),
             instance: config.instance.clone(),
+            address_key: Mutex::new(random),
             admit: redis::Script::new(ADMIT),
             refresh: redis::Script::new(REFRESH),
         }
@@ -135,8 +157,25 @@ impl Leases {
         format!("{}|{id}", self.instance)
     }
 
+    /// Sets the key addresses are hashed under ([`address_key`]); every
+    /// instance of the fleet must use the same.
+    pub fn set_address_key(&self, key: [u8; 32]) {
+        *self.address_key.lock().unwrap_or_else(|p| p.into_inner()) = key;
+    }
+
+    /// What Redis holds for `ip`: a keyed hash, never the address.
+    fn address_tag(&self, ip: IpAddr) -> String {
+        let key = *self.address_key.lock().unwrap_or_else(|p| p.into_inner());
+        let (version, octets): (u8, Vec<u8>) = match ip {
+            IpAddr::V4(a) => (4, a.octets().to_vec()),
+            IpAddr::V6(a) => (6, a.octets().to_vec()),
+        };
+        let mac = wire::users::hmac_sha256(&key, &[&[version], &octets]);
+        hex::encode(&mac[..16])
+    }
+
     fn ip_member(&self, ip: IpAddr) -> String {
-        format!("{ip}|{}", self.instance)
+        format!("{}|{}", self.address_tag(ip), self.instance)
     }
 
     fn register(&self, user: &str, ip: IpAddr) -> u64 {
@@ -193,7 +232,7 @@ impl Fleet {
             .arg(limits.max_connections.unwrap_or(0))
             .arg(limits.max_ips.unwrap_or(0))
             .arg(self.leases.conn_member(id))
-            .arg(ip.to_string())
+            .arg(self.leases.address_tag(ip))
             .arg(self.leases.ip_member(ip));
         match self.script::<i64>(inv).await {
             Ok(0) => Ok(Some(lease)),
@@ -357,5 +396,36 @@ impl Drop for Lease {
                 fleet.keep_unreleased(release);
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_members_are_keyed_hashes_that_agree_under_one_key() {
+        let config = super::super::FleetConfig::new("redis://127.0.0.1:1".into());
+        let (a, b) = (Leases::new(&config, [1; 32]), Leases::new(&config, [2; 32]));
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        // Two processes with their own (random) keys disagree...
+        assert_ne!(a.address_tag(ip), b.address_tag(ip));
+        // ...and agree once given the fleet's key.
+        let key = address_key(&[9; 32]);
+        a.set_address_key(key);
+        b.set_address_key(key);
+        let tag = a.address_tag(ip);
+        assert_eq!(tag, b.address_tag(ip));
+        assert_eq!(tag.len(), 32);
+        assert!(tag.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(tag, a.address_tag("192.0.2.8".parse().unwrap()));
+        assert_ne!(tag, a.address_tag("::ffff:192.0.2.7".parse().unwrap()));
+        let member = a.ip_member(ip);
+        assert!(!member.contains("192.0.2.7"), "{member}");
+        assert_ne!(
+            address_key(&[9; 32]),
+            [9; 32],
+            "not the transport key itself"
+        );
     }
 }

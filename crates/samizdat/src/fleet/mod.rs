@@ -177,6 +177,9 @@ pub enum ReplayKind {
     Tls,
     /// Bare obfuscated2 inits (no timestamp: kept for [`BARE_REPLAY_TTL`]).
     Obfuscated2,
+    /// samizdat transport hellos (Noise NK), by the client's ephemeral key;
+    /// bounded by the timestamp window like fake-TLS.
+    Tunnel,
 }
 
 /// How long a bare init is remembered fleet-wide. Bare modes carry no
@@ -218,7 +221,10 @@ impl Fleet {
             redis::aio::ConnectionManager::new_lazy_with_config(client, manager).map_err(|e| {
                 anyhow::anyhow!("--redis {}: {}", redact_url(&config.url), e.kind_name())
             })?;
-        let leases = leases::Leases::new(&config);
+        let mut random = [0u8; 32];
+        getrandom::fill(&mut random)
+            .map_err(|e| anyhow::anyhow!("the system's random number generator failed: {e}"))?;
+        let leases = leases::Leases::new(&config, random);
         Ok(Fleet {
             conn,
             config,
@@ -319,6 +325,7 @@ impl Fleet {
         let name = match kind {
             ReplayKind::Tls => "replay:tls:",
             ReplayKind::Obfuscated2 => "replay:o2:",
+            ReplayKind::Tunnel => "replay:nk:",
         };
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.key(&format!("{name}{}", hex::encode(key))))
