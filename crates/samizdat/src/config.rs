@@ -168,8 +168,9 @@ pub struct ServeArgs {
     pub redis_timeout: Option<Duration>,
 
     /// When Redis is down or slow, a handshake that passed the local replay
-    /// cache is accepted (open) or sent to the cover site (closed)
-    /// [default: open].
+    /// cache is accepted (open) or sent to the cover site (closed; with
+    /// open, a replay to another instance shows that it belongs to the
+    /// fleet) [default: closed].
     #[arg(long, value_enum, value_name = "CHOICE")]
     pub redis_down_replay: Option<crate::fleet::DownReplay>,
 

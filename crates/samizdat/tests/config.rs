@@ -246,7 +246,7 @@ fn the_example_fleet_section_loads_and_keeps_the_password_out_of_debug() {
     let f = c.fleet.expect("fleet configured");
     assert_eq!(f.url, "rediss://:PASSWORD@redis.example.internal:6380/0");
     assert_eq!(f.timeout, Duration::from_millis(100));
-    assert_eq!(f.replay_when_down, samizdat::fleet::DownReplay::Open);
+    assert_eq!(f.replay_when_down, samizdat::fleet::DownReplay::Closed);
     assert_eq!(f.limits_when_down, samizdat::fleet::DownLimits::Local);
     assert!(f.shared_users);
     assert_eq!(f.instance, "proxy-1");

@@ -730,15 +730,15 @@ async fn redis_down_gives_the_chosen_fallback_fast_and_its_return_is_picked_up()
     let Some(mut redis) = Redis::start() else {
         return;
     };
-    // A: the default (fail-open); B: fail-closed.
+    // A: fail-open; B: the default (fail-closed).
     // A deadline short enough that a hung Redis costs a handshake little.
-    let a = instance(&redis.url(), None, &["--redis-timeout", "300ms"]).await;
-    let b = instance(
+    let a = instance(
         &redis.url(),
         None,
-        &["--redis-timeout", "300ms", "--redis-down-replay", "closed"],
+        &["--redis-timeout", "300ms", "--redis-down-replay", "open"],
     )
     .await;
+    let b = instance(&redis.url(), None, &["--redis-timeout", "300ms"]).await;
     for at in [a.addr, b.addr] {
         let mut c = connect(at, &ee(KEY))
             .await
@@ -1014,7 +1014,7 @@ async fn an_instance_started_before_redis_serves_and_then_picks_it_up() {
     // Nothing listens there yet: start-up is not delayed, handshakes pass
     // (fail-open) without waiting.
     let started = Instant::now();
-    let a = instance(&redis.url(), None, &[]).await;
+    let a = instance(&redis.url(), None, &["--redis-down-replay", "open"]).await;
     let mut c = connect(a.addr, &ee(KEY))
         .await
         .expect("serves without Redis");
@@ -1079,7 +1079,9 @@ async fn health_endpoints_report_liveness_readiness_and_redis() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let mut a = instance(&redis.url(), None, &["--metrics", &metrics.to_string()]).await;
+    let metrics_arg = metrics.to_string();
+    let args = ["--metrics", &metrics_arg, "--redis-down-replay", "open"];
+    let mut a = instance(&redis.url(), None, &args).await;
     let (status, body) = http_get(metrics, "/healthz").await.expect("/healthz");
     assert!(status.contains("200"), "{status}");
     assert_eq!(body, "ok\n");
@@ -1143,7 +1145,14 @@ async fn limits_when_down_refuse_refuses_only_users_with_fleet_limits() {
     let a = instance(
         &redis.url(),
         Some(&config),
-        &["--redis-down-limits", "refuse", "--redis-timeout", "300ms"],
+        &[
+            "--redis-down-limits",
+            "refuse",
+            "--redis-timeout",
+            "300ms",
+            "--redis-down-replay",
+            "open",
+        ],
     )
     .await;
     let mut c = connect(a.addr, &ee(CAROL))

@@ -24,15 +24,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Replay check when Redis cannot answer in time.
+///
+/// Closed by default: with `open`, a hello captured at one instance and
+/// replayed to another while Redis is down gets that instance's answer
+/// instead of the cover's, which tells a prober that both addresses are
+/// one fleet (and the fleet is blocked for good); an outage of new
+/// handshakes ends with the outage. Open connections are not affected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DownReplay {
     /// Accept what this instance's own cache accepted (fail-open): clients
-    /// keep working; a replay to another instance may pass meanwhile.
-    #[default]
+    /// keep connecting; a replay to another instance passes meanwhile.
     Open,
     /// Send the handshake to the cover site (fail-closed): no replay passes,
-    /// but nobody connects while Redis is down.
+    /// but nobody new connects while Redis is down.
+    #[default]
     Closed,
 }
 
@@ -90,7 +96,7 @@ impl FleetConfig {
         FleetConfig {
             url,
             timeout: Duration::from_millis(100),
-            replay_when_down: DownReplay::Open,
+            replay_when_down: DownReplay::Closed,
             limits_when_down: DownLimits::Local,
             shared_users: true,
             instance: default_instance(),
