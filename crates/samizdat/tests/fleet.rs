@@ -234,6 +234,16 @@ impl Drop for Instance {
 /// `samizdat serve` with every form, the common key, its own fake DC and
 /// echo cover, `--redis url` and `extra`.
 async fn instance(redis: &str, config: Option<&Path>, extra: &[&str]) -> Instance {
+    instance_logging_to(redis, config, extra, Stdio::inherit()).await
+}
+
+/// [`instance`] with its log (stderr) sent to `log`.
+async fn instance_logging_to(
+    redis: &str,
+    config: Option<&Path>,
+    extra: &[&str],
+    log: Stdio,
+) -> Instance {
     let (dc, _) = fake_dc().await;
     let (cover, _) = fake_cover(CoverKind::Echo).await;
     let state = tempfile::tempdir().unwrap();
@@ -258,7 +268,7 @@ async fn instance(redis: &str, config: Option<&Path>, extra: &[&str]) -> Instanc
         cmd.args(["--redis-timeout", "1s"]);
     }
     cmd.args(extra);
-    let (child, addr, stdout) = spawn(&mut cmd).await;
+    let (child, addr, stdout) = spawn_logging_to(&mut cmd, log).await;
     Instance {
         child,
         addr,
@@ -563,6 +573,56 @@ async fn client_addresses_never_reach_redis_and_max_ips_holds_across_the_fleet()
         }
     }
     echo(&mut held, 1024).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_with_another_transport_key_says_its_address_hashes_differ() {
+    let Some(redis) = Redis::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let shared = transport_key_file(dir.path());
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = transport_key_file(other_dir.path());
+    let log_of = |name: &str| dir.path().join(name);
+    let logged = |name: &str| Stdio::from(std::fs::File::create(log_of(name)).unwrap());
+    let a = instance_logging_to(
+        &redis.url(),
+        None,
+        &["--transport-key", &shared],
+        logged("a"),
+    )
+    .await;
+    let b = instance_logging_to(
+        &redis.url(),
+        None,
+        &["--transport-key", &shared],
+        logged("b"),
+    )
+    .await;
+    let c = instance_logging_to(
+        &redis.url(),
+        None,
+        &["--transport-key", &other],
+        logged("c"),
+    )
+    .await;
+    const WARNING: &str = "different transport key";
+    assert!(
+        eventually(Duration::from_secs(5), || std::fs::read_to_string(log_of(
+            "c"
+        ))
+        .unwrap()
+        .contains(WARNING))
+        .await,
+        "the instance with another key did not warn"
+    );
+    for name in ["a", "b"] {
+        let log = std::fs::read_to_string(log_of(name)).unwrap();
+        assert!(
+            !log.contains(WARNING),
+            "{name} shares the key and warned:\n{log}"
+        );
+    }
+    drop((a, b, c));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

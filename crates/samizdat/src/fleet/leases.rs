@@ -22,7 +22,7 @@ use crate::config::UserLimits;
 use crate::serve::users::Refusal;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 const ADMIT: &str = r#"
@@ -77,6 +77,17 @@ redis.call('PEXPIRE', KEYS[2], lease * 2)
 return 0
 "#;
 
+/// Publishes this instance's address-key id in `KEYS[1]` unless another
+/// one is there: 1 if the fleet agrees with it, 0 if not.
+const KEY_ID: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if (not cur) or cur == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"#;
+
 /// Most leases refreshed in one script call (bounds the request size).
 const REFRESH_BATCH: usize = 1000;
 
@@ -104,6 +115,9 @@ pub struct Leases {
     address_key: Mutex<[u8; 32]>,
     admit: redis::Script,
     refresh: redis::Script,
+    key_id: redis::Script,
+    /// Whether another instance hashes addresses under another key.
+    key_differs: AtomicBool,
 }
 
 #[derive(Default)]
@@ -140,6 +154,8 @@ impl Leases {
             address_key: Mutex::new(random),
             admit: redis::Script::new(ADMIT),
             refresh: redis::Script::new(REFRESH),
+            key_id: redis::Script::new(KEY_ID),
+            key_differs: AtomicBool::new(false),
         }
     }
 
@@ -161,6 +177,13 @@ impl Leases {
     /// instance of the fleet must use the same.
     pub fn set_address_key(&self, key: [u8; 32]) {
         *self.address_key.lock().unwrap_or_else(|p| p.into_inner()) = key;
+    }
+
+    /// A public name of the address key (it tells nothing about the key or
+    /// the addresses): instances compare it in Redis.
+    fn address_key_id(&self) -> String {
+        let key = *self.address_key.lock().unwrap_or_else(|p| p.into_inner());
+        hex::encode(&wire::users::hmac_sha256(&key, &[b"key id"])[..8])
     }
 
     /// What Redis holds for `ip`: a keyed hash, never the address.
@@ -297,8 +320,33 @@ impl Fleet {
         }
     }
 
-    /// Refreshes (and re-adds) every lease of this instance.
+    /// Checks that the fleet's instances hash addresses under one key (the
+    /// one transport key file); warns once when they do not, since
+    /// `max_ips` then counts one client address once per key.
+    async fn check_address_key(&self) {
+        let mut inv = self.leases.key_id.prepare_invoke();
+        inv.key(self.key("address-key"))
+            .arg(self.leases.address_key_id())
+            .arg((self.config.lease.as_millis() as u64).saturating_mul(3));
+        let Ok(agrees) = self.script::<i64>(inv).await else {
+            return;
+        };
+        let differs = agrees == 0;
+        if self.leases.key_differs.swap(differs, Ordering::Relaxed) != differs {
+            if differs {
+                tracing::warn!(
+                    "another instance of this fleet has a different transport key, so client addresses are hashed differently and max_ips counts an address once per key: give every instance the same transport_key file (docs/fleet.md)"
+                );
+            } else {
+                tracing::info!("every instance of this fleet hashes client addresses alike again");
+            }
+        }
+    }
+
+    /// Refreshes (and re-adds) every lease of this instance, after checking
+    /// that the fleet agrees on the address key.
     pub async fn refresh_leases(&self) {
+        self.check_address_key().await;
         let by_user: HashMap<Arc<str>, (Vec<u64>, Vec<IpAddr>)> = {
             let inner = self.leases.inner.lock().unwrap_or_else(|p| p.into_inner());
             let mut m: HashMap<Arc<str>, (Vec<u64>, Vec<IpAddr>)> = HashMap::new();
