@@ -168,8 +168,9 @@ pub struct ServeArgs {
     pub redis_timeout: Option<Duration>,
 
     /// When Redis is down or slow, a handshake that passed the local replay
-    /// cache is accepted (open) or sent to the cover site (closed)
-    /// [default: open].
+    /// cache is accepted (open) or sent to the cover site (closed; with
+    /// open, a replay to another instance shows that it belongs to the
+    /// fleet) [default: closed].
     #[arg(long, value_enum, value_name = "CHOICE")]
     pub redis_down_replay: Option<crate::fleet::DownReplay>,
 
@@ -231,6 +232,17 @@ pub struct ServeArgs {
     /// links then carry it as an alternative server.
     #[arg(long, value_name = "URL")]
     pub ws_public: Option<String>,
+
+    /// Take the client's address from --ws-client-header only when the
+    /// WebSocket connection comes from this prefix (your reverse proxy or
+    /// CDN); repeat for several [default: 127.0.0.0/8 and ::1].
+    #[arg(long = "ws-trusted-proxy", value_name = "CIDR")]
+    pub ws_trusted_proxies: Vec<String>,
+
+    /// The request header in which a trusted front reports the client's
+    /// address, e.g. CF-Connecting-IP [default: X-Real-IP].
+    #[arg(long, value_name = "NAME")]
+    pub ws_client_header: Option<String>,
 }
 
 /// One user: a name for logs and the key.
@@ -409,6 +421,10 @@ pub struct ServeConfig {
     pub ws_public: Option<wire::link::Endpoint>,
     /// What one user's samizdat sessions may hold on this server.
     pub transport_limits: TransportLimits,
+    /// Peers whose `ws_client_header` is believed (the front).
+    pub ws_trusted_proxies: Vec<ipnet::IpNet>,
+    /// The header carrying the client's address from a trusted front.
+    pub ws_client_header: String,
 }
 
 /// A configuration mistake: where it is (a flag, or file, line and key),
@@ -584,6 +600,8 @@ struct ServerSection {
     ws_listen: Option<Spanned<String>>,
     ws_path: Option<Spanned<String>>,
     ws_public: Option<Spanned<String>>,
+    ws_trusted_proxies: Option<Vec<Spanned<String>>>,
+    ws_client_header: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -1155,6 +1173,25 @@ impl ServeConfig {
             (None, None) => crate::proxy::egress::DEFAULT_DENY_PORTS.to_vec(),
         };
 
+        let ws_trusted_proxies = prefixes(
+            &args.ws_trusted_proxies,
+            "--ws-trusted-proxy",
+            server.ws_trusted_proxies.as_deref(),
+            "server.ws_trusted_proxies",
+            loaded,
+        )?
+        .unwrap_or_else(|| vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]);
+        let ws_client_header = match pick_one(
+            args.ws_client_header.as_ref(),
+            "--ws-client-header",
+            server.ws_client_header.as_ref(),
+            "server.ws_client_header",
+            loaded,
+        ) {
+            Some(item) => parse_header_name(&item.value).map_err(|e| item.fail(&item.value, e))?,
+            None => "X-Real-IP".to_string(),
+        };
+
         let ws_listen_flag = args.ws_listen.map(|a| a.to_string());
         let ws_listen = match pick_one(
             ws_listen_flag.as_ref(),
@@ -1235,6 +1272,8 @@ impl ServeConfig {
             ws_path,
             ws_public,
             transport_limits: transport_limits(&args.transport_limits, loaded)?,
+            ws_trusted_proxies,
+            ws_client_header,
         })
     }
 }
@@ -1412,6 +1451,59 @@ fn parse_ports(text: &str) -> Result<Vec<u16>, String> {
             )),
         })
         .collect()
+}
+
+/// A list of prefixes from repeated `flag`s, else from the file's `key`
+/// (`None`: given in neither place).
+fn prefixes(
+    flags: &[String],
+    flag: &'static str,
+    file: Option<&[Spanned<String>]>,
+    key: &str,
+    loaded: Option<&Loaded>,
+) -> Result<Option<Vec<ipnet::IpNet>>, ConfigError> {
+    if !flags.is_empty() {
+        let item = Item {
+            value: (),
+            from: From::Flag(flag),
+            key: String::new(),
+            span: None,
+        };
+        return flags
+            .iter()
+            .map(|t| parse_prefix(t).map_err(|e| item.fail(t, e)))
+            .collect::<Result<_, _>>()
+            .map(Some);
+    }
+    let (Some(l), Some(list)) = (loaded, file) else {
+        return Ok(None);
+    };
+    list.iter()
+        .map(|v| {
+            let item = Item {
+                value: (),
+                from: From::File {
+                    path: &l.path,
+                    text: &l.text,
+                },
+                key: key.into(),
+                span: Some(v.span()),
+            };
+            parse_prefix(v.get_ref()).map_err(|e| item.fail("", e))
+        })
+        .collect::<Result<_, _>>()
+        .map(Some)
+}
+
+/// An HTTP header name (a token: letters, digits and `-`), 1-64 bytes.
+fn parse_header_name(text: &str) -> Result<String, String> {
+    let t = text.trim();
+    if t.is_empty() || t.len() > 64 || !t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(format!(
+            "expected an HTTP header name such as X-Real-IP or CF-Connecting-IP, got {text:?}"
+        ));
+    }
+    Ok(t.to_string())
 }
 
 /// An address prefix such as `10.1.0.0/16`, or one address (a /32 or /128).

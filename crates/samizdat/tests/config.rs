@@ -44,6 +44,47 @@ fn the_example_config_loads_with_its_documented_values() {
 }
 
 #[test]
+fn the_websocket_client_header_is_trusted_from_loopback_unless_configured() {
+    let base = ServeArgs {
+        secret: vec!["0123456789abcdef0123456789abcdef".into()],
+        ..Default::default()
+    };
+    let c = load(&base).unwrap();
+    let loopback: Vec<ipnet::IpNet> =
+        vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
+    assert_eq!(c.ws_trusted_proxies, loopback);
+    assert_eq!(c.ws_client_header, "X-Real-IP");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("samizdat.toml");
+    std::fs::write(
+        &path,
+        "[server]\nws_trusted_proxies = [\"198.51.100.0/24\", \"2001:db8::1\"]\nws_client_header = \"CF-Connecting-IP\"\n",
+    )
+    .unwrap();
+    let file = ServeArgs {
+        config: Some(path),
+        ..base.clone()
+    };
+    let c = load(&file).unwrap();
+    let cdn: Vec<ipnet::IpNet> = vec![
+        "198.51.100.0/24".parse().unwrap(),
+        "2001:db8::1/128".parse().unwrap(),
+    ];
+    assert_eq!(c.ws_trusted_proxies, cdn);
+    assert_eq!(c.ws_client_header, "CF-Connecting-IP");
+    // Flags replace the file's list.
+    let flags = ServeArgs {
+        ws_trusted_proxies: vec!["10.0.0.0/8".into()],
+        ..file
+    };
+    let c = load(&flags).unwrap();
+    assert_eq!(
+        c.ws_trusted_proxies,
+        vec!["10.0.0.0/8".parse::<ipnet::IpNet>().unwrap()]
+    );
+}
+
+#[test]
 fn flags_override_the_file() {
     let args = ServeArgs {
         config: Some(example()),
@@ -91,7 +132,8 @@ fn mistakes_name_file_line_key_and_fix() {
          `cover_connect`, `public_host`, `state_dir`, `unknown_sni`, `max_clock_behind`, `max_clock_ahead`, \
          `handshake_timeout`, `idle_timeout`, `connect_timeout`, `drain_timeout`, `max_connections`, `threads`, \
          `log_client_ips`, `metrics`, `tunnel`, `transport_key`, `egress_allow`, `egress_deny_ports`, \
-         `log_destinations`, `ws_listen`, `ws_path`, `ws_public`"
+         `log_destinations`, `ws_listen`, `ws_path`, `ws_public`, \
+         `ws_trusted_proxies`, `ws_client_header`"
     );
     assert_eq!(
         error_for("[server]\negress_deny_ports = [25, 0]\n"),
@@ -100,6 +142,14 @@ fn mistakes_name_file_line_key_and_fix() {
     assert_eq!(
         error_for("[server]\negress_allow = [\"10.0.0.0/33\"]\n"),
         "samizdat: samizdat.toml:2: server.egress_allow: expected an address prefix such as 10.1.0.0/16 or fd00::/8, got \"10.0.0.0/33\""
+    );
+    assert_eq!(
+        error_for("[server]\nws_trusted_proxies = [\"proxy\"]\n"),
+        "samizdat: samizdat.toml:2: server.ws_trusted_proxies: expected an address prefix such as 10.1.0.0/16 or fd00::/8, got \"proxy\""
+    );
+    assert_eq!(
+        error_for("[server]\nws_client_header = \"X-Real-IP:\"\n"),
+        "samizdat: samizdat.toml:2: server.ws_client_header: expected an HTTP header name such as X-Real-IP or CF-Connecting-IP, got \"X-Real-IP:\""
     );
     assert_eq!(
         error_for("[server]\nmetrics = \"localhost\"\n"),
@@ -201,7 +251,7 @@ fn the_example_fleet_section_loads_and_keeps_the_password_out_of_debug() {
     let f = c.fleet.expect("fleet configured");
     assert_eq!(f.url, "rediss://:PASSWORD@redis.example.internal:6380/0");
     assert_eq!(f.timeout, Duration::from_millis(100));
-    assert_eq!(f.replay_when_down, samizdat::fleet::DownReplay::Open);
+    assert_eq!(f.replay_when_down, samizdat::fleet::DownReplay::Closed);
     assert_eq!(f.limits_when_down, samizdat::fleet::DownLimits::Local);
     assert!(f.shared_users);
     assert_eq!(f.instance, "proxy-1");

@@ -7,16 +7,19 @@
 
 mod common;
 
+use common::apps::tunnel_hello;
+use common::ws::{client_frame, server_frame, upgrade};
 use common::*;
 use std::io::{Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use testkit::client::{Client, Options};
 use testkit::fake_cover::CoverKind;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
+use wire::link::Link;
 use wire::obfuscated2::Tag;
 use wire::secret::Secret;
 
@@ -182,7 +185,43 @@ impl Drop for Redis {
 struct Instance {
     child: Child,
     addr: SocketAddr,
+    /// Its echo cover, to compare the cover's own answer with.
+    cover: SocketAddr,
+    /// What it printed up to its links.
+    stdout: Vec<String>,
     _state: tempfile::TempDir,
+}
+
+impl Instance {
+    /// The samizdat:// link it printed.
+    fn link(&self) -> Link {
+        self.stdout
+            .iter()
+            .find_map(|l| Link::parse(l.trim()).ok())
+            .unwrap_or_else(|| panic!("no samizdat:// link: {:#?}", self.stdout))
+    }
+
+    /// Its WebSocket listener and path (with `--ws-listen`).
+    fn ws(&self) -> (SocketAddr, String) {
+        self.stdout
+            .iter()
+            .find_map(|l| l.strip_prefix("WebSocket listener on http://"))
+            .map(|rest| {
+                let (addr, tail) = rest.split_once('/').unwrap();
+                let path = format!("/{}", tail.split_whitespace().next().unwrap());
+                (addr.parse().unwrap(), path)
+            })
+            .unwrap_or_else(|| panic!("no WebSocket listener line: {:#?}", self.stdout))
+    }
+}
+
+/// A fresh transport key file in `dir`, for the instances of one test to
+/// share (`--transport-key`), as a fleet's instances do.
+fn transport_key_file(dir: &Path) -> String {
+    let path = dir.join("transport.toml");
+    let key: [u8; 32] = testkit::random();
+    std::fs::write(&path, format!("private_key = \"{}\"\n", hex::encode(key))).unwrap();
+    path.display().to_string()
 }
 
 impl Drop for Instance {
@@ -195,6 +234,16 @@ impl Drop for Instance {
 /// `samizdat serve` with every form, the common key, its own fake DC and
 /// echo cover, `--redis url` and `extra`.
 async fn instance(redis: &str, config: Option<&Path>, extra: &[&str]) -> Instance {
+    instance_logging_to(redis, config, extra, Stdio::inherit()).await
+}
+
+/// [`instance`] with its log (stderr) sent to `log`.
+async fn instance_logging_to(
+    redis: &str,
+    config: Option<&Path>,
+    extra: &[&str],
+    log: Stdio,
+) -> Instance {
     let (dc, _) = fake_dc().await;
     let (cover, _) = fake_cover(CoverKind::Echo).await;
     let state = tempfile::tempdir().unwrap();
@@ -219,10 +268,12 @@ async fn instance(redis: &str, config: Option<&Path>, extra: &[&str]) -> Instanc
         cmd.args(["--redis-timeout", "1s"]);
     }
     cmd.args(extra);
-    let (child, addr, _) = spawn(&mut cmd).await;
+    let (child, addr, stdout) = spawn_logging_to(&mut cmd, log).await;
     Instance {
         child,
         addr,
+        cover,
+        stdout,
         _state: state,
     }
 }
@@ -233,12 +284,21 @@ fn ee(key: &str) -> Secret {
 
 /// A handshake, bounded in time; `Err` when refused (closed or covered).
 async fn connect(addr: SocketAddr, secret: &Secret) -> std::io::Result<Client> {
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        Client::connect(addr, secret, &Options::default()),
-    )
-    .await
-    .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+    connect_from(addr, "127.0.0.1", secret).await
+}
+
+/// [`connect`] from the loopback address `from` (127.0.0.0/8 all works).
+async fn connect_from(addr: SocketAddr, from: &str, secret: &Secret) -> std::io::Result<Client> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(format!("{from}:0").parse().unwrap())?;
+    let handshake = async {
+        let stream = socket.connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Client::handshake(stream, secret, &Options::default()).await
+    };
+    tokio::time::timeout(Duration::from_secs(5), handshake)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
 /// Echoes `len` bytes through the DC; `Err` if the relay ended.
@@ -278,6 +338,81 @@ async fn captured_hello(a: SocketAddr) -> Vec<u8> {
     let mut c = connect(a, &ee(KEY)).await.expect("handshake with A");
     echo(&mut c, 1024).await.unwrap();
     c.hello.clone().unwrap()
+}
+
+/// A samizdat client's hello, built as the client builds it, that `addr`
+/// accepted: its flight completed the client's side of the handshake.
+async fn accepted_tunnel_hello(addr: SocketAddr, link: &Link) -> Vec<u8> {
+    use wire::tunnel::handshake::Progress;
+    let (mut hs, hello) = tunnel_hello(link);
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&hello).await.unwrap();
+    let mut flight = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .expect("a flight within 10 s")
+            .unwrap();
+        assert!(n > 0, "closed instead of answering a fresh samizdat hello");
+        flight.extend_from_slice(&chunk[..n]);
+        match hs.read_server_flight(&flight).expect("a samizdat flight") {
+            Progress::NeedMore => continue,
+            Progress::Done { .. } => return hello,
+        }
+    }
+}
+
+/// Sends `hello` in a WebSocket to `ws` (`path`); the opcodes of the frames
+/// that come back until the close or EOF.
+async fn over_websocket(ws: SocketAddr, path: &str, hello: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(ws).await.unwrap();
+    assert_eq!(upgrade(&mut s, path).await, 101);
+    s.write_all(&client_frame(hello)).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let mut ops = Vec::new();
+        while let Some((op, _)) = server_frame(&mut s).await {
+            ops.push(op);
+            if op == 8 || op == 2 {
+                break;
+            }
+        }
+        ops
+    })
+    .await
+    .expect("an answer or a close within 10 s")
+}
+
+/// Every key of the Redis and every value under it (members of sets and
+/// sorted sets, fields and values of hashes), one per line.
+fn redis_dump(redis: &Redis) -> Vec<String> {
+    let cli = |args: &[&str]| -> Vec<String> {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &redis.port.to_string(), "--raw"])
+            .args(args)
+            .output()
+            .expect("redis-cli (installed with redis-server)");
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let mut all = Vec::new();
+    for key in cli(&["KEYS", "*"]) {
+        let kind = cli(&["TYPE", &key]).join("");
+        let values = match kind.as_str() {
+            "string" => cli(&["GET", &key]),
+            "zset" => cli(&["ZRANGE", &key, "0", "-1"]),
+            "set" => cli(&["SMEMBERS", &key]),
+            "hash" => cli(&["HGETALL", &key]),
+            "list" => cli(&["LRANGE", &key, "0", "-1"]),
+            other => panic!("{key}: unexpected type {other}"),
+        };
+        all.push(key);
+        all.extend(values);
+    }
+    all
 }
 
 fn config_file(dir: &Path, users: &str) -> std::path::PathBuf {
@@ -334,6 +469,160 @@ async fn a_replay_captured_at_one_instance_is_refused_by_the_other() {
         .parse()
         .unwrap();
     assert!((600_000..=720_000).contains(&ttl), "ttl {ttl} ms");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_samizdat_hello_captured_at_one_instance_lands_at_the_others_cover() {
+    let Some(redis) = Redis::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let key = transport_key_file(dir.path());
+    let args = ["--transport-key", &key, "--ws-listen", "127.0.0.1:0"];
+    let a = instance(&redis.url(), None, &args).await;
+    let b = instance(&redis.url(), None, &args).await;
+    let link = a.link();
+    assert_eq!(link.server_key, b.link().server_key, "one transport key");
+
+    // Over TCP: B has never seen the hello A accepted, and still answers
+    // exactly as its cover answers those bytes.
+    let hello = accepted_tunnel_hello(a.addr, &link).await;
+    let from_cover = probe(b.cover, &hello).await;
+    assert_eq!(from_cover, hello, "the echo cover answers with the bytes");
+    let from_b = probe(b.addr, &hello).await;
+    assert!(
+        from_b == from_cover,
+        "B must send A's replayed samizdat hello to its cover site; it answered \
+         {} bytes starting {:02x?}",
+        from_b.len(),
+        &from_b[..from_b.len().min(12)]
+    );
+    // A fresh hello still works on B.
+    accepted_tunnel_hello(b.addr, &link).await;
+
+    // Over B's WebSocket listener: a fresh hello gets the flight (binary
+    // frames), one that A accepted is closed without one.
+    let (ws, path) = b.ws();
+    let (_, fresh) = tunnel_hello(&link);
+    let ops = over_websocket(ws, &path, &fresh).await;
+    assert_eq!(
+        ops.first(),
+        Some(&2),
+        "a fresh hello gets the flight: {ops:?}"
+    );
+    let hello = accepted_tunnel_hello(a.addr, &link).await;
+    let ops = over_websocket(ws, &path, &hello).await;
+    assert!(
+        !ops.contains(&2),
+        "no flight for A's hello replayed to B's WebSocket listener: {ops:?}"
+    );
+
+    // The fleet keys expire with the timestamp window (10m + 1m + 1m).
+    let keys = redis_dump(&redis)
+        .into_iter()
+        .filter(|k| k.starts_with("samizdat:replay:nk:"))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        keys.len(),
+        4,
+        "one key per accepted samizdat hello: {keys:?}"
+    );
+    let ttl: i64 = redis.cmd(&["PTTL", &keys[0]]).unwrap().parse().unwrap();
+    assert!((600_000..=720_000).contains(&ttl), "ttl {ttl} ms");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_addresses_never_reach_redis_and_max_ips_holds_across_the_fleet() {
+    let Some(redis) = Redis::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let key = transport_key_file(dir.path());
+    let config = config_file(
+        dir.path(),
+        &format!("[users.carol]\nsecret = \"{CAROL}\"\nmax_ips = 1\n"),
+    );
+    let a = instance(&redis.url(), Some(&config), &["--transport-key", &key]).await;
+    let b = instance(&redis.url(), Some(&config), &["--transport-key", &key]).await;
+    let mut held = connect_from(a.addr, "127.0.0.1", &ee(CAROL))
+        .await
+        .expect("carol on A");
+    echo(&mut held, 1024).await.unwrap();
+    // B knows A's lease: a second address is refused, the same one is not
+    // (both instances hash an address alike).
+    assert!(
+        connect_from(b.addr, "127.0.0.2", &ee(CAROL)).await.is_err(),
+        "B admits a second address while A holds carol's only one"
+    );
+    let mut c = connect_from(b.addr, "127.0.0.1", &ee(CAROL))
+        .await
+        .expect("carol's own address on B");
+    echo(&mut c, 1024).await.unwrap();
+
+    let dump = redis_dump(&redis);
+    assert!(
+        dump.iter().any(|k| k == "samizdat:ips:carol"),
+        "the address leases are in Redis: {dump:?}"
+    );
+    for text in &dump {
+        assert!(
+            !text.contains("127.0.0."),
+            "a client address in Redis: {text}"
+        );
+        for part in text.split(['|', ':']) {
+            assert!(
+                part.parse::<IpAddr>().is_err(),
+                "a client address in Redis: {text}"
+            );
+        }
+    }
+    echo(&mut held, 1024).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_with_another_transport_key_says_its_address_hashes_differ() {
+    let Some(redis) = Redis::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let shared = transport_key_file(dir.path());
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = transport_key_file(other_dir.path());
+    let log_of = |name: &str| dir.path().join(name);
+    let logged = |name: &str| Stdio::from(std::fs::File::create(log_of(name)).unwrap());
+    let a = instance_logging_to(
+        &redis.url(),
+        None,
+        &["--transport-key", &shared],
+        logged("a"),
+    )
+    .await;
+    let b = instance_logging_to(
+        &redis.url(),
+        None,
+        &["--transport-key", &shared],
+        logged("b"),
+    )
+    .await;
+    let c = instance_logging_to(
+        &redis.url(),
+        None,
+        &["--transport-key", &other],
+        logged("c"),
+    )
+    .await;
+    const WARNING: &str = "different transport key";
+    assert!(
+        eventually(Duration::from_secs(5), || std::fs::read_to_string(log_of(
+            "c"
+        ))
+        .unwrap()
+        .contains(WARNING))
+        .await,
+        "the instance with another key did not warn"
+    );
+    for name in ["a", "b"] {
+        let log = std::fs::read_to_string(log_of(name)).unwrap();
+        assert!(
+            !log.contains(WARNING),
+            "{name} shares the key and warned:\n{log}"
+        );
+    }
+    drop((a, b, c));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -501,15 +790,15 @@ async fn redis_down_gives_the_chosen_fallback_fast_and_its_return_is_picked_up()
     let Some(mut redis) = Redis::start() else {
         return;
     };
-    // A: the default (fail-open); B: fail-closed.
+    // A: fail-open; B: the default (fail-closed).
     // A deadline short enough that a hung Redis costs a handshake little.
-    let a = instance(&redis.url(), None, &["--redis-timeout", "300ms"]).await;
-    let b = instance(
+    let a = instance(
         &redis.url(),
         None,
-        &["--redis-timeout", "300ms", "--redis-down-replay", "closed"],
+        &["--redis-timeout", "300ms", "--redis-down-replay", "open"],
     )
     .await;
+    let b = instance(&redis.url(), None, &["--redis-timeout", "300ms"]).await;
     for at in [a.addr, b.addr] {
         let mut c = connect(at, &ee(KEY))
             .await
@@ -753,6 +1042,8 @@ async fn rediss_with_a_password_is_verified_and_the_password_stays_out_of_logs()
     let _server = Instance {
         child,
         addr,
+        cover,
+        stdout: stdout.clone(),
         _state: tempfile::tempdir().unwrap(),
     };
     let mut c = None;
@@ -783,7 +1074,7 @@ async fn an_instance_started_before_redis_serves_and_then_picks_it_up() {
     // Nothing listens there yet: start-up is not delayed, handshakes pass
     // (fail-open) without waiting.
     let started = Instant::now();
-    let a = instance(&redis.url(), None, &[]).await;
+    let a = instance(&redis.url(), None, &["--redis-down-replay", "open"]).await;
     let mut c = connect(a.addr, &ee(KEY))
         .await
         .expect("serves without Redis");
@@ -848,7 +1139,9 @@ async fn health_endpoints_report_liveness_readiness_and_redis() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let mut a = instance(&redis.url(), None, &["--metrics", &metrics.to_string()]).await;
+    let metrics_arg = metrics.to_string();
+    let args = ["--metrics", &metrics_arg, "--redis-down-replay", "open"];
+    let mut a = instance(&redis.url(), None, &args).await;
     let (status, body) = http_get(metrics, "/healthz").await.expect("/healthz");
     assert!(status.contains("200"), "{status}");
     assert_eq!(body, "ok\n");
@@ -912,7 +1205,14 @@ async fn limits_when_down_refuse_refuses_only_users_with_fleet_limits() {
     let a = instance(
         &redis.url(),
         Some(&config),
-        &["--redis-down-limits", "refuse", "--redis-timeout", "300ms"],
+        &[
+            "--redis-down-limits",
+            "refuse",
+            "--redis-timeout",
+            "300ms",
+            "--redis-down-replay",
+            "open",
+        ],
     )
     .await;
     let mut c = connect(a.addr, &ee(CAROL))

@@ -270,7 +270,7 @@ pub fn admit_hello(
     }
     let mut key: ReplayKey = [0; 16];
     key.copy_from_slice(&hello.random[..16]);
-    if !cache.check_and_insert(key, now) {
+    if !cache.check_and_insert_at(key, now, ts) {
         return Verdict::Cover(CoverReason::Replay);
     }
     Verdict::FakeTls(TlsAccepted {
@@ -302,7 +302,7 @@ pub fn admit_tunnel(
     }
     let mut key: ReplayKey = [0; 16];
     key.copy_from_slice(&accepted.replay_key[..16]);
-    if !cache.check_and_insert(key, now) {
+    if !cache.check_and_insert_at(key, now, ts) {
         return Verdict::Cover(CoverReason::Replay);
     }
     Verdict::Tunnel(Box::new(accepted))

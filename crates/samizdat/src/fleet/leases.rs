@@ -2,19 +2,27 @@
 //!
 //! Each open connection of a user with such a limit holds a lease: a member
 //! `INSTANCE|ID` of the sorted set `PREFIX:conns:USER`, and its address a
-//! member `IP|INSTANCE` of `PREFIX:ips:USER`, each scored with its expiry
+//! member `ADDRESS|INSTANCE` of `PREFIX:ips:USER`, each scored with its expiry
 //! (Redis server time + `lease`). Admission is one Lua script that drops
 //! expired members, counts, and adds. Every instance refreshes its own
 //! leases every `lease`/3 (re-adding any that Redis lost while it was down),
 //! and removes them when connections close; the leases of an instance that
 //! died expire on their own.
+//!
+//! `ADDRESS` is never the client's address itself: Redis (and its
+//! append-only file) would then keep a history of who connected from
+//! where. It is a keyed hash, the first 16 bytes of HMAC-SHA256 under the
+//! fleet's address key (hex), which the script compares for equality only.
+//! The key comes from the transport key file every instance of a fleet
+//! shares ([`address_key`]), never from Redis: whoever reads Redis cannot
+//! test guessed addresses against it.
 
 use super::{DownLimits, Fleet};
 use crate::config::UserLimits;
 use crate::serve::users::Refusal;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 const ADMIT: &str = r#"
@@ -69,6 +77,17 @@ redis.call('PEXPIRE', KEYS[2], lease * 2)
 return 0
 "#;
 
+/// Publishes this instance's address-key id in `KEYS[1]` unless another
+/// one is there: 1 if the fleet agrees with it, 0 if not.
+const KEY_ID: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if (not cur) or cur == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"#;
+
 /// Most leases refreshed in one script call (bounds the request size).
 const REFRESH_BATCH: usize = 1000;
 
@@ -76,13 +95,29 @@ const REFRESH_BATCH: usize = 1000;
 /// they are left to expire with their lease.
 const MAX_UNRELEASED: usize = 100_000;
 
+/// The key client addresses are hashed under in Redis, derived from the
+/// transport private key every instance of a fleet shares (domain
+/// separated: it is not the transport key).
+pub fn address_key(transport_secret: &[u8; 32]) -> [u8; 32] {
+    wire::users::hmac_sha256(
+        transport_secret,
+        &[b"samizdat fleet: client address key v1"],
+    )
+}
+
 /// This instance's leases.
 pub struct Leases {
     inner: Mutex<Inner>,
     next: AtomicU64,
     instance: String,
+    /// See [`address_key`]; random until [`Leases::set_address_key`] (so an
+    /// address is never stored in the clear, even by a caller that forgot).
+    address_key: Mutex<[u8; 32]>,
     admit: redis::Script,
     refresh: redis::Script,
+    key_id: redis::Script,
+    /// Whether another instance hashes addresses under another key.
+    key_differs: AtomicBool,
 }
 
 #[derive(Default)]
@@ -111,13 +146,16 @@ pub struct Lease {
 }
 
 impl Leases {
-    pub(super) fn new(config: &super::FleetConfig) -> Leases {
+    pub(super) fn new(config: &super::FleetConfig, random: [u8; 32]) -> Leases {
         Leases {
             inner: Mutex::new(Inner::default()),
             next: AtomicU64::new(1),
             instance: config.instance.clone(),
+            address_key: Mutex::new(random),
             admit: redis::Script::new(ADMIT),
             refresh: redis::Script::new(REFRESH),
+            key_id: redis::Script::new(KEY_ID),
+            key_differs: AtomicBool::new(false),
         }
     }
 
@@ -135,8 +173,32 @@ impl Leases {
         format!("{}|{id}", self.instance)
     }
 
+    /// Sets the key addresses are hashed under ([`address_key`]); every
+    /// instance of the fleet must use the same.
+    pub fn set_address_key(&self, key: [u8; 32]) {
+        *self.address_key.lock().unwrap_or_else(|p| p.into_inner()) = key;
+    }
+
+    /// A public name of the address key (it tells nothing about the key or
+    /// the addresses): instances compare it in Redis.
+    fn address_key_id(&self) -> String {
+        let key = *self.address_key.lock().unwrap_or_else(|p| p.into_inner());
+        hex::encode(&wire::users::hmac_sha256(&key, &[b"key id"])[..8])
+    }
+
+    /// What Redis holds for `ip`: a keyed hash, never the address.
+    fn address_tag(&self, ip: IpAddr) -> String {
+        let key = *self.address_key.lock().unwrap_or_else(|p| p.into_inner());
+        let (version, octets): (u8, Vec<u8>) = match ip {
+            IpAddr::V4(a) => (4, a.octets().to_vec()),
+            IpAddr::V6(a) => (6, a.octets().to_vec()),
+        };
+        let mac = wire::users::hmac_sha256(&key, &[&[version], &octets]);
+        hex::encode(&mac[..16])
+    }
+
     fn ip_member(&self, ip: IpAddr) -> String {
-        format!("{ip}|{}", self.instance)
+        format!("{}|{}", self.address_tag(ip), self.instance)
     }
 
     fn register(&self, user: &str, ip: IpAddr) -> u64 {
@@ -193,7 +255,7 @@ impl Fleet {
             .arg(limits.max_connections.unwrap_or(0))
             .arg(limits.max_ips.unwrap_or(0))
             .arg(self.leases.conn_member(id))
-            .arg(ip.to_string())
+            .arg(self.leases.address_tag(ip))
             .arg(self.leases.ip_member(ip));
         match self.script::<i64>(inv).await {
             Ok(0) => Ok(Some(lease)),
@@ -258,8 +320,33 @@ impl Fleet {
         }
     }
 
-    /// Refreshes (and re-adds) every lease of this instance.
+    /// Checks that the fleet's instances hash addresses under one key (the
+    /// one transport key file); warns once when they do not, since
+    /// `max_ips` then counts one client address once per key.
+    async fn check_address_key(&self) {
+        let mut inv = self.leases.key_id.prepare_invoke();
+        inv.key(self.key("address-key"))
+            .arg(self.leases.address_key_id())
+            .arg((self.config.lease.as_millis() as u64).saturating_mul(3));
+        let Ok(agrees) = self.script::<i64>(inv).await else {
+            return;
+        };
+        let differs = agrees == 0;
+        if self.leases.key_differs.swap(differs, Ordering::Relaxed) != differs {
+            if differs {
+                tracing::warn!(
+                    "another instance of this fleet has a different transport key, so client addresses are hashed differently and max_ips counts an address once per key: give every instance the same transport_key file (docs/fleet.md)"
+                );
+            } else {
+                tracing::info!("every instance of this fleet hashes client addresses alike again");
+            }
+        }
+    }
+
+    /// Refreshes (and re-adds) every lease of this instance, after checking
+    /// that the fleet agrees on the address key.
     pub async fn refresh_leases(&self) {
+        self.check_address_key().await;
         let by_user: HashMap<Arc<str>, (Vec<u64>, Vec<IpAddr>)> = {
             let inner = self.leases.inner.lock().unwrap_or_else(|p| p.into_inner());
             let mut m: HashMap<Arc<str>, (Vec<u64>, Vec<IpAddr>)> = HashMap::new();
@@ -357,5 +444,36 @@ impl Drop for Lease {
                 fleet.keep_unreleased(release);
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_members_are_keyed_hashes_that_agree_under_one_key() {
+        let config = super::super::FleetConfig::new("redis://127.0.0.1:1".into());
+        let (a, b) = (Leases::new(&config, [1; 32]), Leases::new(&config, [2; 32]));
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        // Two processes with their own (random) keys disagree...
+        assert_ne!(a.address_tag(ip), b.address_tag(ip));
+        // ...and agree once given the fleet's key.
+        let key = address_key(&[9; 32]);
+        a.set_address_key(key);
+        b.set_address_key(key);
+        let tag = a.address_tag(ip);
+        assert_eq!(tag, b.address_tag(ip));
+        assert_eq!(tag.len(), 32);
+        assert!(tag.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(tag, a.address_tag("192.0.2.8".parse().unwrap()));
+        assert_ne!(tag, a.address_tag("::ffff:192.0.2.7".parse().unwrap()));
+        let member = a.ip_member(ip);
+        assert!(!member.contains("192.0.2.7"), "{member}");
+        assert_ne!(
+            address_key(&[9; 32]),
+            [9; 32],
+            "not the transport key itself"
+        );
     }
 }

@@ -24,15 +24,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Replay check when Redis cannot answer in time.
+///
+/// Closed by default: with `open`, a hello captured at one instance and
+/// replayed to another while Redis is down gets that instance's answer
+/// instead of the cover's, which tells a prober that both addresses are
+/// one fleet (and the fleet is blocked for good); an outage of new
+/// handshakes ends with the outage. Open connections are not affected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DownReplay {
     /// Accept what this instance's own cache accepted (fail-open): clients
-    /// keep working; a replay to another instance may pass meanwhile.
-    #[default]
+    /// keep connecting; a replay to another instance passes meanwhile.
     Open,
     /// Send the handshake to the cover site (fail-closed): no replay passes,
-    /// but nobody connects while Redis is down.
+    /// but nobody new connects while Redis is down.
+    #[default]
     Closed,
 }
 
@@ -90,7 +96,7 @@ impl FleetConfig {
         FleetConfig {
             url,
             timeout: Duration::from_millis(100),
-            replay_when_down: DownReplay::Open,
+            replay_when_down: DownReplay::Closed,
             limits_when_down: DownLimits::Local,
             shared_users: true,
             instance: default_instance(),
@@ -177,6 +183,9 @@ pub enum ReplayKind {
     Tls,
     /// Bare obfuscated2 inits (no timestamp: kept for [`BARE_REPLAY_TTL`]).
     Obfuscated2,
+    /// samizdat transport hellos (Noise NK), by the client's ephemeral key;
+    /// bounded by the timestamp window like fake-TLS.
+    Tunnel,
 }
 
 /// How long a bare init is remembered fleet-wide. Bare modes carry no
@@ -218,7 +227,10 @@ impl Fleet {
             redis::aio::ConnectionManager::new_lazy_with_config(client, manager).map_err(|e| {
                 anyhow::anyhow!("--redis {}: {}", redact_url(&config.url), e.kind_name())
             })?;
-        let leases = leases::Leases::new(&config);
+        let mut random = [0u8; 32];
+        getrandom::fill(&mut random)
+            .map_err(|e| anyhow::anyhow!("the system's random number generator failed: {e}"))?;
+        let leases = leases::Leases::new(&config, random);
         Ok(Fleet {
             conn,
             config,
@@ -319,6 +331,7 @@ impl Fleet {
         let name = match kind {
             ReplayKind::Tls => "replay:tls:",
             ReplayKind::Obfuscated2 => "replay:o2:",
+            ReplayKind::Tunnel => "replay:nk:",
         };
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.key(&format!("{name}{}", hex::encode(key))))

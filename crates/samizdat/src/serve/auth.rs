@@ -16,8 +16,9 @@
 //! 3. **The lock is short.** Only the final admission (time window, replay
 //!    cache) takes the replay lock; key search runs outside it.
 //!
-//! With a fleet (`--redis`), a handshake the local replay cache accepted is
-//! also checked against the fleet's (one `SET NX PX`, bounded by the Redis
+//! With a fleet (`--redis`), a handshake the local replay cache accepted
+//! (fake-TLS, bare init or samizdat transport hello) is also checked
+//! against the fleet's (one `SET NX PX`, bounded by the Redis
 //! deadline; see [`crate::fleet`] for what happens when Redis is down).
 
 use super::users::Snapshot;
@@ -137,7 +138,7 @@ pub(super) async fn decide(buf: &[u8], shared: &Shared, snap: &Snapshot, peer: I
         Inspected::Cover(reason) => Verdict::Cover(reason),
         Inspected::Hello { hello, record_len } => {
             let record = &buf[..record_len];
-            if let Some(verdict) = tunnel(record, shared, snap) {
+            if let Some(verdict) = tunnel(record, shared, snap).await {
                 return verdict;
             }
             let candidates = snap.auth.candidates(peer, hello.sni.as_deref());
@@ -163,11 +164,11 @@ pub(super) async fn decide(buf: &[u8], shared: &Shared, snap: &Snapshot, peer: I
                 Verdict::FakeTls(acc) => {
                     let mut key = [0u8; 16];
                     key.copy_from_slice(&acc.hello.random[..16]);
-                    // A replay is possible while the timestamp is in the
-                    // window: up to max_past + max_future after acceptance,
-                    // plus a minute for clocks that differ between instances.
-                    let ttl = Duration::from_secs(policy.max_past + policy.max_future + 60);
-                    match shared.state.replay(ReplayKind::Tls, &key, ttl).await {
+                    match shared
+                        .state
+                        .replay(ReplayKind::Tls, &key, fleet_replay_ttl(policy))
+                        .await
+                    {
                         ReplayAnswer::Fresh => Verdict::FakeTls(acc),
                         ReplayAnswer::Replay => Verdict::Cover(CoverReason::Replay),
                     }
@@ -216,17 +217,26 @@ pub(super) async fn decide(buf: &[u8], shared: &Shared, snap: &Snapshot, peer: I
     }
 }
 
+/// How long the fleet remembers a timestamped hello: a replay is possible
+/// while its timestamp is in the window, up to max_past + max_future after
+/// acceptance, plus a minute for clocks that differ between instances.
+fn fleet_replay_ttl(policy: &classify::Policy) -> Duration {
+    Duration::from_secs(policy.max_past + policy.max_future + 60)
+}
+
 /// The samizdat transport's check, tried before any MTProto key: one
-/// X25519 operation and a hash-map lookup (`docs/transport.md`). `None`
-/// when the hello is not a samizdat client's, so the MTProto search runs.
-/// The WebSocket listener runs the same check on the hello it carries.
-pub(super) fn tunnel(record: &[u8], shared: &Shared, snap: &Snapshot) -> Option<Verdict> {
+/// X25519 operation and a hash-map lookup (`docs/transport.md`), then the
+/// same replay admission as fake-TLS: the local cache, then (with a fleet)
+/// Redis, so a hello another instance accepted goes to the cover too.
+/// `None` when the hello is not a samizdat client's, so the MTProto search
+/// runs. The WebSocket listener runs the same check on the hello it carries.
+pub(super) async fn tunnel(record: &[u8], shared: &Shared, snap: &Snapshot) -> Option<Verdict> {
     use wire::tunnel::handshake::{accept, Reject};
     let key = shared.tunnel_key.as_ref().filter(|_| snap.config.tunnel)?;
     let policy = &snap.config.policy;
     let now = unix_now();
     // The window is checked by `admit_tunnel`, with the horizon and skew.
-    match accept(
+    let verdict = match accept(
         record,
         key,
         |id| snap.tunnel.get(id).copied(),
@@ -235,16 +245,28 @@ pub(super) fn tunnel(record: &[u8], shared: &Shared, snap: &Snapshot) -> Option<
     ) {
         Ok(accepted) => {
             let mut replay = shared.replay.lock().unwrap_or_else(|p| p.into_inner());
-            Some(classify::admit_tunnel(
-                accepted,
-                policy,
-                now,
-                &mut replay.tls,
-            ))
+            classify::admit_tunnel(accepted, policy, now, &mut replay.tls)
         }
-        Err(Reject::UnknownUser | Reject::BadMac) => Some(Verdict::Cover(CoverReason::BadHmac)),
-        Err(_) => None,
-    }
+        Err(Reject::UnknownUser | Reject::BadMac) => {
+            return Some(Verdict::Cover(CoverReason::BadHmac))
+        }
+        Err(_) => return None,
+    };
+    Some(match verdict {
+        Verdict::Tunnel(acc) => {
+            let mut key = [0u8; 16];
+            key.copy_from_slice(&acc.replay_key[..16]);
+            match shared
+                .state
+                .replay(ReplayKind::Tunnel, &key, fleet_replay_ttl(policy))
+                .await
+            {
+                ReplayAnswer::Fresh => Verdict::Tunnel(acc),
+                ReplayAnswer::Replay => Verdict::Cover(CoverReason::Replay),
+            }
+        }
+        other => other,
+    })
 }
 
 #[cfg(test)]

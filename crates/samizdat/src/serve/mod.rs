@@ -437,24 +437,34 @@ impl Server {
         let metrics_listener = config.metrics.map(crate::metrics::bind).transpose()?;
         let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
         let metrics = crate::metrics::Metrics::new(config.users.iter().map(|u| u.name.as_str()));
-        let state = match &config.fleet {
-            Some(f) => {
-                crate::fleet::Backend::Redis(Arc::new(crate::fleet::Fleet::start(f.clone())?))
+        // The transport key also keys the fleet's client-address hashes
+        // (`fleet::leases`): loaded for a fleet even without the transport.
+        let transport_secret = if config.tunnel || config.fleet.is_some() {
+            Some(crate::state::transport_key(
+                config.transport_key.as_deref(),
+                &config.state_dir,
+            )?)
+        } else {
+            None
+        };
+        let state = match (&config.fleet, &transport_secret) {
+            (Some(f), Some(secret)) => {
+                let fleet = crate::fleet::Fleet::start(f.clone())?;
+                fleet
+                    .leases
+                    .set_address_key(crate::fleet::leases::address_key(secret));
+                crate::fleet::Backend::Redis(Arc::new(fleet))
             }
-            None => crate::fleet::Backend::InProcess,
+            _ => crate::fleet::Backend::InProcess,
         };
         // With a fleet, usage comes from Redis at start-up (`run`).
         let usage = match state {
             crate::fleet::Backend::InProcess => load_usage(&config.state_dir)?,
             crate::fleet::Backend::Redis(_) => Default::default(),
         };
-        let tunnel_key = if config.tunnel {
-            let secret =
-                crate::state::transport_key(config.transport_key.as_deref(), &config.state_dir)?;
-            Some(wire::tunnel::handshake::ServerKey::from_secret(secret))
-        } else {
-            None
-        };
+        let tunnel_key = transport_secret
+            .filter(|_| config.tunnel)
+            .map(wire::tunnel::handshake::ServerKey::from_secret);
         let tunnel_public = tunnel_key.as_ref().map(|k| k.public());
         let (ws_listener, ws_path) = match (config.ws_listen, &tunnel_public) {
             (Some(a), Some(public)) => {

@@ -8,6 +8,11 @@
 //! and user limits ([`super::auth::tunnel`], [`super::tunnel::run`]), our
 //! flight, then the session. A hello that fails simply closes the
 //! WebSocket: the front is the cover here, there is nothing to splice to.
+//!
+//! Limits and logs apply to the client the front saw: the address in
+//! `ws_client_header` (`X-Real-IP` by default), but only on connections
+//! from `ws_trusted_proxies` (loopback by default). Anyone else could write
+//! any address there, to dodge `max_ips` or to fill logs with chosen ones.
 
 use super::Shared;
 use crate::client::connect::ws::{self, HeadError};
@@ -35,7 +40,7 @@ Connection: close\r\n\r\n";
 #[derive(Debug, PartialEq, Eq)]
 enum Request {
     /// A valid WebSocket upgrade of our path: the accept value to send,
-    /// and the client address the front reported (`X-Real-IP`).
+    /// and the client address the request reported in `client_header`.
     Upgrade {
         accept: String,
         real_ip: Option<IpAddr>,
@@ -46,8 +51,9 @@ enum Request {
     Bad,
 }
 
-/// Decides what a complete request head asks for.
-fn classify(head: &[u8], path: &str) -> Request {
+/// Decides what a complete request head asks for; `client_header` names
+/// the header that may carry the client's address.
+fn classify(head: &[u8], path: &str, client_header: &str) -> Request {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(head) {
@@ -80,7 +86,7 @@ fn classify(head: &[u8], path: &str) -> Request {
     let (true, true, true, Some(key)) = (upgrade, connection, version, key) else {
         return Request::NotFound;
     };
-    let real_ip = header("x-real-ip")
+    let real_ip = header(client_header)
         .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|v| v.trim().parse().ok());
     Request::Upgrade {
@@ -108,7 +114,8 @@ pub(super) async fn handle(
         }
         Ok(Err(HeadError::Io(_))) | Err(_) => return,
     };
-    let (accept, real_ip) = match classify(&head, &path) {
+    let config = &snap.config;
+    let (accept, real_ip) = match classify(&head, &path, &config.ws_client_header) {
         Request::Upgrade { accept, real_ip } => (accept, real_ip),
         other => {
             let answer = if other == Request::Bad {
@@ -128,7 +135,7 @@ pub(super) async fn handle(
         _ => return,
     }
     // Limits apply to the client the front saw, not to the front.
-    let peer = SocketAddr::new(real_ip.unwrap_or(peer.ip()), peer.port());
+    let peer = client_address(peer, real_ip, &config.ws_trusted_proxies);
     let mut carrier = ws::carry(
         ws::Prefixed::new(rest, client),
         fastwebsockets::Role::Server,
@@ -139,6 +146,7 @@ pub(super) async fn handle(
         return;
     };
     let verdict = super::auth::tunnel(&record, &shared, &snap)
+        .await
         .unwrap_or(Verdict::Cover(CoverReason::Unrecognised));
     match verdict {
         Verdict::Tunnel(acc) => {
@@ -146,6 +154,22 @@ pub(super) async fn handle(
             super::tunnel::run(carrier, *acc, leftover, peer, &shared, &snap).await;
         }
         other => refuse(&shared, other),
+    }
+}
+
+/// The address a connection is accounted to: the one the request reported,
+/// if the connection comes from a trusted front; else its own.
+fn client_address(
+    peer: SocketAddr,
+    reported: Option<IpAddr>,
+    trusted: &[ipnet::IpNet],
+) -> SocketAddr {
+    let from = peer.ip().to_canonical();
+    match reported {
+        Some(ip) if trusted.iter().any(|net| net.contains(&from)) => {
+            SocketAddr::new(ip, peer.port())
+        }
+        _ => peer,
     }
 }
 
@@ -238,32 +262,84 @@ mod tests {
     #[test]
     fn only_a_valid_upgrade_of_our_path_is_upgraded() {
         assert_eq!(
-            classify(&upgrade("/p", "X-Real-IP: 192.0.2.7\r\n"), "/p"),
+            classify(
+                &upgrade("/p", "X-Real-IP: 192.0.2.7\r\n"),
+                "/p",
+                "X-Real-IP"
+            ),
             Request::Upgrade {
                 accept: "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".into(),
                 real_ip: Some("192.0.2.7".parse().unwrap()),
             }
         );
         assert!(matches!(
-            classify(&upgrade("/p?x=1", ""), "/p"),
+            classify(&upgrade("/p?x=1", ""), "/p", "X-Real-IP"),
             Request::Upgrade { real_ip: None, .. }
         ));
-        assert_eq!(classify(&upgrade("/q", ""), "/p"), Request::NotFound);
-        assert_eq!(classify(&upgrade("/p/", ""), "/p"), Request::NotFound);
+        assert_eq!(
+            classify(&upgrade("/q", ""), "/p", "X-Real-IP"),
+            Request::NotFound
+        );
+        assert_eq!(
+            classify(&upgrade("/p/", ""), "/p", "X-Real-IP"),
+            Request::NotFound
+        );
         let plain = b"GET /p HTTP/1.1\r\nHost: a.example\r\n\r\n";
-        assert_eq!(classify(plain, "/p"), Request::NotFound);
+        assert_eq!(classify(plain, "/p", "X-Real-IP"), Request::NotFound);
         let post = String::from_utf8(upgrade("/p", ""))
             .unwrap()
             .replacen("GET", "POST", 1);
-        assert_eq!(classify(post.as_bytes(), "/p"), Request::NotFound);
+        assert_eq!(
+            classify(post.as_bytes(), "/p", "X-Real-IP"),
+            Request::NotFound
+        );
         let bad_key = String::from_utf8(upgrade("/p", ""))
             .unwrap()
             .replace(KEY, "short");
-        assert_eq!(classify(bad_key.as_bytes(), "/p"), Request::NotFound);
         assert_eq!(
-            classify(b"\x16\x03\x01\x00\x05hello\r\n\r\n", "/p"),
+            classify(bad_key.as_bytes(), "/p", "X-Real-IP"),
+            Request::NotFound
+        );
+        assert_eq!(
+            classify(b"\x16\x03\x01\x00\x05hello\r\n\r\n", "/p", "X-Real-IP"),
             Request::Bad
         );
+    }
+
+    #[test]
+    fn the_client_header_is_believed_only_from_a_trusted_front() {
+        let loopback: Vec<ipnet::IpNet> =
+            vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
+        let forged: IpAddr = "192.0.2.7".parse().unwrap();
+        let head = upgrade(
+            "/p",
+            "CF-Connecting-IP: 192.0.2.7\r\nX-Real-IP: 198.51.100.1\r\n",
+        );
+        // The configured header, not X-Real-IP, is read.
+        let Request::Upgrade { real_ip, .. } = classify(&head, "/p", "cf-connecting-ip") else {
+            panic!("an upgrade");
+        };
+        assert_eq!(real_ip, Some(forged));
+        // From an untrusted peer: accounted to the peer's own address.
+        let stranger: SocketAddr = "203.0.113.5:40000".parse().unwrap();
+        assert_eq!(client_address(stranger, real_ip, &loopback), stranger);
+        assert_eq!(client_address(stranger, real_ip, &[]), stranger);
+        // From the front on loopback (also as a v4-mapped v6 peer): the header.
+        for front in ["127.0.0.1:40000", "[::1]:40000", "[::ffff:127.0.0.1]:40000"] {
+            let front: SocketAddr = front.parse().unwrap();
+            assert_eq!(
+                client_address(front, real_ip, &loopback).ip(),
+                forged,
+                "{front}"
+            );
+            // No header: the front's own address.
+            assert_eq!(client_address(front, None, &loopback), front);
+        }
+        // A front on another network, once trusted.
+        let cdn: Vec<ipnet::IpNet> = vec!["198.51.100.0/24".parse().unwrap()];
+        let edge: SocketAddr = "198.51.100.9:443".parse().unwrap();
+        assert_eq!(client_address(edge, real_ip, &cdn).ip(), forged);
+        assert_eq!(client_address(edge, real_ip, &loopback), edge);
     }
 
     #[test]

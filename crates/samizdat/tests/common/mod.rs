@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod apps;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
