@@ -47,6 +47,9 @@ pub enum Op {
     Echo = 3,
     /// Read until EOF (idle connections, handshakes).
     Hold = 4,
+    /// Send noise without end while reading and dropping what comes, until
+    /// EOF (connections streaming both ways).
+    Stream = 5,
 }
 
 /// A command to the DC: 24 bytes inside the encrypted stream.
@@ -90,6 +93,7 @@ impl Command {
             2 => Op::Source,
             3 => Op::Echo,
             4 => Op::Hold,
+            5 => Op::Stream,
             _ => return None,
         };
         Some(Command {
@@ -267,6 +271,42 @@ impl Conn {
             } else {
                 n as u64
             };
+        }
+    }
+
+    /// Writes `chunk` (noise, framed for the protocol) without end while
+    /// reading and dropping what comes, until `stop` or an error; adds the
+    /// bytes received to `received`. Yields after each chunk, so that many
+    /// streams share the load generator's threads.
+    pub async fn stream_both(
+        self,
+        chunk: &[u8],
+        stop: &std::sync::atomic::AtomicBool,
+        received: &std::sync::atomic::AtomicU64,
+    ) {
+        use std::sync::atomic::Ordering;
+        let (mut rd, mut wr) = self.stream.into_split();
+        let reading = async {
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n @ 1..) = rd.read(&mut buf).await {
+                received.fetch_add(n as u64, Ordering::Relaxed);
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        };
+        let writing = async {
+            while !stop.load(Ordering::Relaxed) && wr.write_all(chunk).await.is_ok() {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::select! {
+            _ = reading => {}
+            _ = writing => {}
+        }
+        if let Ok(s) = rd.reunite(wr) {
+            let _ = SockRef::from(&s).set_linger(Some(Duration::ZERO));
         }
     }
 

@@ -130,6 +130,23 @@ async fn handle(
             }
             s.write_all(&buf[..n]).await?;
         },
+        Op::Stream => {
+            drop(buf);
+            // On the load runtime when there is one, so that the streams do
+            // not delay this runtime's answers to the connections timed.
+            let load = STREAM_RUNTIME.lock().ok().and_then(|h| h.clone());
+            match load {
+                Some(h) => {
+                    let std = s.into_std()?;
+                    h.spawn(async move {
+                        if let Ok(s) = TcpStream::from_std(std) {
+                            let _ = stream_both(s, noise).await;
+                        }
+                    });
+                }
+                None => stream_both(s, noise).await?,
+            }
+        }
         Op::Hold => {
             drop(buf);
             let mut small = [0u8; 64];
@@ -137,6 +154,33 @@ async fn handle(
         }
     }
     Ok(())
+}
+
+/// Where the DC runs its [`Op::Stream`] connections (`None`: here).
+pub static STREAM_RUNTIME: std::sync::Mutex<Option<tokio::runtime::Handle>> =
+    std::sync::Mutex::new(None);
+
+/// Sends noise without end while reading and dropping what comes, until
+/// EOF or an error; yields after each 64 KiB.
+async fn stream_both(s: TcpStream, noise: Arc<Vec<u8>>) -> io::Result<()> {
+    let (mut rd, mut wr) = s.into_split();
+    let reading = async {
+        let mut b = vec![0u8; 64 * 1024];
+        while rd.read(&mut b).await? > 0 {
+            tokio::task::yield_now().await;
+        }
+        io::Result::Ok(())
+    };
+    let writing = async {
+        loop {
+            wr.write_all(&noise[..64 * 1024]).await?;
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::select! {
+        r = reading => r,
+        r = writing => r,
+    }
 }
 
 /// A cover site that holds each connection until the other side closes.

@@ -61,7 +61,7 @@ struct Cli {
     #[arg(long)]
     pin: bool,
     /// Run only these parts (comma-separated: bulk, latency, handshakes,
-    /// memory, callgrind). The handshakes include samizdat with the Redis
+    /// setup, memory, callgrind). The handshakes include samizdat with the Redis
     /// backend (`--redis`) when `redis-server` is installed.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -100,6 +100,8 @@ struct Sizes {
     idle: usize,
     cg_handshakes: u64,
     cg_bytes: u64,
+    setup_streams: usize,
+    setup_probes: usize,
 }
 
 const MIB: u64 = 1 << 20;
@@ -118,6 +120,8 @@ impl Sizes {
             idle: 10_000,
             cg_handshakes: 100,
             cg_bytes: 16 * MIB,
+            setup_streams: 200,
+            setup_probes: 100,
         }
     }
     fn quick() -> Sizes {
@@ -133,6 +137,8 @@ impl Sizes {
             idle: 1000,
             cg_handshakes: 10,
             cg_bytes: 2 * MIB,
+            setup_streams: 50,
+            setup_probes: 10,
         }
     }
 }
@@ -469,6 +475,36 @@ async fn run(
             ));
         }
         r.handshakes.push((name, w));
+    }
+    // Set-up under load: new dd and ee connections while others stream
+    // both ways, and the same on the idle server.
+    if parts.has("setup") {
+        let probes = [
+            client::Proto::Dd(system::key()),
+            client::Proto::Ee(system::key(), system::DOMAIN.into()),
+        ];
+        let names = ["samizdat dd", "samizdat ee"];
+        for streams in [0, sizes.setup_streams] {
+            let (times, rate) = phases::setup_under_load(
+                &sz,
+                &client::Proto::Dd(system::key()),
+                streams,
+                &probes,
+                sizes.setup_probes,
+            )
+            .await?;
+            for (name, (samples, errors)) in names.into_iter().zip(times) {
+                let l = stats(&samples);
+                say(&format!(
+                    "set-up {name} with {streams} streaming: p50 {:?}, p99 {:?}, {errors} over {:?} (streams {:.0} MB/s)",
+                    l.p50,
+                    l.p99,
+                    phases::SETUP_LIMIT,
+                    rate / 1e6
+                ));
+                r.setup.push((name, streams, l, errors, rate));
+            }
+        }
     }
     r.peak_rss = procfs::peak_rss_kib(sz.pid);
     r.sz_threads = procfs::threads(sz.pid);

@@ -299,3 +299,90 @@ pub async fn settle(sys: &Running, fds: usize, limit: Duration) -> bool {
     }
     false
 }
+
+/// The longest a connection set up while others stream is waited for.
+pub const SETUP_LIMIT: Duration = Duration::from_secs(5);
+
+/// Set-up times under load: `streams` connections (`stream_proto`) stream
+/// both ways at full speed through `sys` while new connections of each of
+/// `probes` are opened one at a time, `n` of each, the kinds taking turns.
+/// Each time runs from connect to the DC's first byte (its acknowledgement)
+/// at the client; one that takes [`SETUP_LIMIT`] or more counts as that
+/// and as an error. Also returns the bytes per second the streams received
+/// while the probes ran. The streams and the DC's side of them run on their
+/// own runtime, so that the load generator's load does not delay what it
+/// times.
+pub async fn setup_under_load(
+    sys: &Running,
+    stream_proto: &Proto,
+    streams: usize,
+    probes: &[Proto],
+    n: usize,
+) -> anyhow::Result<(Vec<(Vec<Duration>, u64)>, f64)> {
+    use std::sync::atomic::AtomicBool;
+    let load = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    if let Ok(mut r) = crate::dc::STREAM_RUNTIME.lock() {
+        *r = Some(load.handle().clone());
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let received = Arc::new(AtomicU64::new(0));
+    let (chunk, _) = client::bulk_chunk(stream_proto);
+    let chunk = Arc::new(chunk);
+    let (addr, proto) = (sys.addr, stream_proto.clone());
+    let (conns, _errors) = load
+        .spawn(async move { open_many(addr, &proto, Command::new(Op::Stream), streams).await })
+        .await?;
+    let started = conns.len();
+    let mut running = Vec::with_capacity(started);
+    for c in conns {
+        let (chunk, stop, received) = (chunk.clone(), stop.clone(), received.clone());
+        running.push(load.spawn(async move { c.stream_both(&chunk, &stop, &received).await }));
+    }
+    // Every stream under way (a buffer's worth each on average).
+    let end = Instant::now() + Duration::from_secs(20);
+    while received.load(Ordering::Relaxed) < started as u64 * 64 * 1024 && Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (t0, bytes0) = (Instant::now(), received.load(Ordering::Relaxed));
+    let mut times: Vec<(Vec<Duration>, u64)> = vec![(Vec::with_capacity(n), 0); probes.len()];
+    let phase_end = Instant::now() + PHASE_LIMIT;
+    'probing: for _ in 0..n {
+        for (proto, (samples, errors)) in probes.iter().zip(times.iter_mut()) {
+            if Instant::now() > phase_end {
+                break 'probing;
+            }
+            let t = Instant::now();
+            let open = client::open(sys.addr, proto, Command::new(Op::Hold));
+            match tokio::time::timeout(SETUP_LIMIT, open).await {
+                Ok(Ok(c)) => {
+                    samples.push(t.elapsed());
+                    c.reset();
+                }
+                _ => {
+                    samples.push(SETUP_LIMIT.max(t.elapsed()));
+                    *errors += 1;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let rate = (received.load(Ordering::Relaxed) - bytes0) as f64 / t0.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for r in running {
+        let _ = tokio::time::timeout(Duration::from_secs(5), r).await;
+    }
+    if let Ok(mut r) = crate::dc::STREAM_RUNTIME.lock() {
+        *r = None;
+    }
+    load.shutdown_background();
+    for (samples, _) in &mut times {
+        samples.sort();
+    }
+    if started < streams {
+        anyhow::bail!("only {started} of {streams} streaming connections opened");
+    }
+    Ok((times, rate))
+}

@@ -48,6 +48,9 @@ pub struct Results {
     pub latency: Vec<(&'static str, Latency)>,
     /// Handshake phases.
     pub handshakes: Vec<(&'static str, Work)>,
+    /// Set-up times: client form, streaming connections, percentiles,
+    /// probes over the limit, bytes per second the streams received.
+    pub setup: Vec<(&'static str, usize, Latency, u64, f64)>,
     /// Idle memory per system.
     pub memory: Vec<(&'static str, Memory)>,
     /// Callgrind totals.
@@ -207,6 +210,30 @@ pub fn render(r: &Results) -> String {
             micros(l.p99.saturating_sub(direct.p99)),
             l.samples,
         );
+    }
+
+    if !r.setup.is_empty() {
+        let _ = writeln!(o, "\n### Set-up under load\n");
+        let _ = writeln!(
+            o,
+            "Time from connect to the DC's first byte at the client (its acknowledgement) for new connections, one at a time, while other `dd` connections stream both ways at full speed through the same samizdat; the streams and the DC's side of them run on a runtime of their own in the bench process. Goal: p99 ≤ 50 ms with 200 streams.\n"
+        );
+        let _ = writeln!(
+            o,
+            "| new connection | streaming | p50 | p99 | samples | over {} s | streams received |",
+            crate::phases::SETUP_LIMIT.as_secs()
+        );
+        let _ = writeln!(o, "|---|---|---|---|---|---|---|");
+        for (name, streams, l, errors, rate) in &r.setup {
+            let _ = writeln!(
+                o,
+                "| {name} | {streams} | {:.1} ms | {:.1} ms | {} | {errors} | {:.0} MB/s |",
+                l.p50.as_secs_f64() * 1e3,
+                l.p99.as_secs_f64() * 1e3,
+                l.samples,
+                rate / 1e6
+            );
+        }
     }
 
     let _ = writeln!(o, "\n### Memory (RSS of the relay process)\n");

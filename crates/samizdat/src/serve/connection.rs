@@ -341,11 +341,7 @@ async fn splice_to_cover(
         Identity,
         Identity,
         &shared.pool,
-        relay::Bounds {
-            idle: None,
-            stop: &shared.shutdown,
-            meter: &relay::Unmetered,
-        },
+        relay::Bounds::splice(&shared.shutdown),
     )
     .await;
     tracing::debug!(
@@ -526,6 +522,7 @@ async fn serve_dc(
         &shared.pool,
         relay::Bounds {
             idle: Some(snap.config.idle_timeout),
+            stall: None,
             stop: &user.ended,
             meter: &*user,
         },

@@ -179,6 +179,9 @@ pub enum End {
     Reset,
     /// No bytes moved for the idle timeout.
     Idle,
+    /// A write made no progress for the send timeout (the peer stopped
+    /// reading).
+    Stalled,
     /// The client broke the record or cipher framing.
     Protocol,
     /// The server is shutting down, or the user was removed or expired.
@@ -194,6 +197,7 @@ impl End {
             End::Closed => "closed",
             End::Reset => "reset",
             End::Idle => "idle_timeout",
+            End::Stalled => "send_timeout",
             End::Protocol => "protocol_error",
             End::Shutdown => "shutdown",
             End::Quota => "quota",
@@ -213,9 +217,24 @@ pub struct Outcome {
 }
 
 /// Writes all of `data` using readiness, so the stream can be shared.
-pub async fn write_all(stream: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+pub async fn write_all(stream: &TcpStream, data: &[u8]) -> io::Result<()> {
+    write_all_within(stream, data, None).await
+}
+
+/// [`write_all`], failing with `TimedOut` when the stream takes no byte
+/// for `stall` (a peer that stopped reading).
+async fn write_all_within(
+    stream: &TcpStream,
+    mut data: &[u8],
+    stall: Option<Duration>,
+) -> io::Result<()> {
     while !data.is_empty() {
-        stream.writable().await?;
+        match stall {
+            None => stream.writable().await?,
+            Some(d) => tokio::time::timeout(d, stream.writable())
+                .await
+                .map_err(|_| io::Error::from(ErrorKind::TimedOut))??,
+        }
         match stream.try_write(data) {
             Ok(0) => return Err(ErrorKind::WriteZero.into()),
             Ok(n) => data = &data[n..],
@@ -243,11 +262,23 @@ fn is_reset(e: &io::Error) -> bool {
     )
 }
 
+/// Bytes a pump moves before it lets the scheduler run something else.
+///
+/// A pump waits only when its source is empty or its destination full; a
+/// connection streaming at full speed meets neither, so without a turn its
+/// task would keep its worker thread for as long as the bytes keep coming,
+/// and the accept loop and new handshakes would wait behind every such
+/// connection (seconds with a hundred of them). One buffer per turn: a
+/// yield costs far less than the 64 KiB of crypto and copying before it,
+/// and the wait of anything new is about one buffer per busy connection.
+const TURN: usize = 64 * 1024;
+
 enum PumpEnd {
     Eof,
     Reset,
     Protocol,
     Quota,
+    Stalled,
 }
 
 /// Milliseconds since the relay started of the last byte moved.
@@ -266,6 +297,8 @@ impl Activity {
     }
 }
 
+// One direction's sockets, transform and shared accounting, each needed.
+#[allow(clippy::too_many_arguments)]
 async fn pump<T: Transform>(
     src: &TcpStream,
     dst: &TcpStream,
@@ -274,8 +307,14 @@ async fn pump<T: Transform>(
     activity: &Activity,
     count: &AtomicU64,
     meter: &dyn Meter,
+    stall: Option<Duration>,
 ) -> PumpEnd {
+    // Bytes moved since this pump last gave the scheduler its turn.
+    let mut turn = 0usize;
     loop {
+        // Readiness futures and `try_*` calls do not count against tokio's
+        // cooperative budget: count each round here.
+        tokio::task::consume_budget().await;
         if src.readable().await.is_err() {
             arm_reset(dst);
             return PumpEnd::Reset;
@@ -309,8 +348,11 @@ async fn pump<T: Transform>(
             }
         };
         let moved = ready.payload;
-        let written = write_all(dst, &buf[ready.write]).await;
+        let written = write_all_within(dst, &buf[ready.write], stall).await;
         pool.give(buf);
+        if matches!(&written, Err(e) if e.kind() == ErrorKind::TimedOut) {
+            return PumpEnd::Stalled;
+        }
         if written.is_err() {
             // The destination reset us: tell the source the same way.
             arm_reset(src);
@@ -326,6 +368,14 @@ async fn pump<T: Transform>(
             Ok(_) => {}
             Err(()) => return PumpEnd::Quota,
         }
+        turn += n;
+        if turn >= TURN {
+            // While the source keeps having bytes and the destination keeps
+            // taking them, nothing here waits: give other connections, the
+            // accept loop and new handshakes their turn (see TURN).
+            turn = 0;
+            tokio::task::yield_now().await;
+        }
     }
 }
 
@@ -333,10 +383,34 @@ async fn pump<T: Transform>(
 pub struct Bounds<'a> {
     /// End after this long without a byte either way (`None`: never).
     pub idle: Option<Duration>,
+    /// End when a write takes no byte for this long (`None`: never).
+    pub stall: Option<Duration>,
     /// End when this fires (server shutdown, user removed or expired).
     pub stop: &'a tokio_util::sync::CancellationToken,
     /// Quota and rate accounting.
     pub meter: &'a dyn Meter,
+}
+
+/// How long a cover splice may go without a byte either way: longer than
+/// the keep-alive and header timeouts of common web servers (nginx 75 s and
+/// 60 s, Apache 5 s and 60 s), so a real cover closes first.
+pub const SPLICE_IDLE: Duration = Duration::from_secs(120);
+/// How long a write into a cover splice may take no byte: nginx's
+/// `send_timeout` (60 s), after which it closes a client that stopped
+/// reading, as this does.
+pub const SPLICE_STALL: Duration = Duration::from_secs(60);
+
+impl<'a> Bounds<'a> {
+    /// The bounds of a cover splice: a web server's idle and send
+    /// timeouts (see `docs/cover.md`), no metering.
+    pub fn splice(stop: &'a tokio_util::sync::CancellationToken) -> Bounds<'a> {
+        Bounds {
+            idle: Some(SPLICE_IDLE),
+            stall: Some(SPLICE_STALL),
+            stop,
+            meter: &Unmetered,
+        }
+    }
 }
 
 /// Relays until both directions have closed, one side resets, the idle
@@ -351,6 +425,7 @@ pub async fn relay<U: Transform, D: Transform>(
 ) -> Outcome {
     let Bounds {
         idle,
+        stall,
         stop: shutdown,
         meter,
     } = bounds;
@@ -359,7 +434,9 @@ pub async fn relay<U: Transform, D: Transform>(
         last_ms: AtomicU64::new(0),
     };
     let (up_bytes, down_bytes) = (AtomicU64::new(0), AtomicU64::new(0));
-    let up_fut = pump(client, server, &mut up, pool, &activity, &up_bytes, meter);
+    let up_fut = pump(
+        client, server, &mut up, pool, &activity, &up_bytes, meter, stall,
+    );
     let down_fut = pump(
         server,
         client,
@@ -368,6 +445,7 @@ pub async fn relay<U: Transform, D: Transform>(
         &activity,
         &down_bytes,
         meter,
+        stall,
     );
     tokio::pin!(up_fut, down_fut);
     let (mut up_done, mut down_done) = (false, false);
@@ -379,12 +457,14 @@ pub async fn relay<U: Transform, D: Transform>(
                 PumpEnd::Reset => break End::Reset,
                 PumpEnd::Protocol => break End::Protocol,
                 PumpEnd::Quota => break End::Quota,
+                PumpEnd::Stalled => break End::Stalled,
             },
             r = &mut down_fut, if !down_done => match r {
                 PumpEnd::Eof => { down_done = true; if up_done { break End::Closed } }
                 PumpEnd::Reset => break End::Reset,
                 PumpEnd::Protocol => break End::Protocol,
                 PumpEnd::Quota => break End::Quota,
+                PumpEnd::Stalled => break End::Stalled,
             },
             // A side that sent FIN is no longer read, yet it can still reset
             // (it had closed completely and we forwarded more bytes to it).
@@ -427,5 +507,86 @@ async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+    use tokio_util::sync::CancellationToken;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (b, _) = l.accept().await.unwrap();
+        (a, b)
+    }
+
+    /// A visitor spliced to the cover who stops reading while the cover
+    /// sends is closed after the send timeout, as nginx's `send_timeout`
+    /// closes it, instead of holding a connection and a buffer for ever.
+    #[tokio::test(start_paused = true)]
+    async fn a_splice_ends_when_the_visitor_stops_reading() {
+        let (visitor, client_side) = pair().await;
+        let (cover_side, mut cover) = pair().await;
+        let sender = tokio::spawn(async move {
+            let chunk = vec![7u8; 64 * 1024];
+            while cover.write_all(&chunk).await.is_ok() {}
+        });
+        let stop = CancellationToken::new();
+        let pool = BufferPool::new(4);
+        let t0 = Instant::now();
+        let out = tokio::time::timeout(
+            Duration::from_secs(3600),
+            relay(
+                &client_side,
+                &cover_side,
+                Identity,
+                Identity,
+                &pool,
+                Bounds::splice(&stop),
+            ),
+        )
+        .await
+        .expect("the splice outlived an hour with a visitor that reads nothing");
+        assert_eq!(out.end, End::Stalled);
+        assert!(
+            out.down > 0,
+            "the cover's bytes were relayed until the stall"
+        );
+        let took = t0.elapsed();
+        assert!(
+            took >= SPLICE_STALL && took < SPLICE_STALL + Duration::from_secs(5),
+            "ended after {took:?}"
+        );
+        sender.abort();
+        drop(visitor);
+    }
+
+    /// A splice where nothing moves either way ends after the idle timeout.
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_splice_ends_after_the_idle_timeout() {
+        let (_visitor, client_side) = pair().await;
+        let (cover_side, _cover) = pair().await;
+        let stop = CancellationToken::new();
+        let pool = BufferPool::new(4);
+        let t0 = Instant::now();
+        let out = tokio::time::timeout(
+            Duration::from_secs(3600),
+            relay(
+                &client_side,
+                &cover_side,
+                Identity,
+                Identity,
+                &pool,
+                Bounds::splice(&stop),
+            ),
+        )
+        .await
+        .expect("an idle splice outlived an hour");
+        assert_eq!(out.end, End::Idle);
+        assert!(t0.elapsed() >= SPLICE_IDLE);
     }
 }
