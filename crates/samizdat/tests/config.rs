@@ -89,8 +89,8 @@ fn mistakes_name_file_line_key_and_fix() {
         error_for("[server]\nlisen = [\"0.0.0.0:443\"]\n"),
         "samizdat: samizdat.toml:2: unknown field `lisen`, expected one of `listen`, `modes`, `domains`, `cover`, \
          `cover_connect`, `public_host`, `state_dir`, `unknown_sni`, `max_clock_behind`, `max_clock_ahead`, \
-         `handshake_timeout`, `idle_timeout`, `connect_timeout`, `drain_timeout`, `max_connections`, `threads`, \
-         `log_client_ips`, `metrics`, `tunnel`, `transport_key`, `egress_allow`, `ws_listen`, `ws_path`, `ws_public`"
+         `handshake_timeout`, `idle_timeout`, `connect_timeout`, `drain_timeout`, `max_connections`, \
+         `max_unauthenticated_per_ip`, `max_unauthenticated_per_subnet`, `threads`, `log_client_ips`, `metrics`, `tunnel`, `transport_key`, `egress_allow`, `ws_listen`, `ws_path`, `ws_public`"
     );
     assert_eq!(
         error_for("[server]\negress_allow = [\"10.0.0.0/33\"]\n"),
