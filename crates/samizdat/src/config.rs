@@ -137,12 +137,12 @@ pub struct ServeArgs {
     /// Most unauthenticated connections (undecided, or spliced to the
     /// cover) from one IPv4 address or IPv6 /64; more are held without
     /// being read and closed at the handshake deadline
-    /// [default: a quarter of --max-connections, at most 64].
+    /// [default: a quarter of --max-connections, at most 256].
     #[arg(long, value_name = "N")]
     pub max_unauthenticated_per_ip: Option<usize>,
 
     /// The same for one IPv4 /24 or IPv6 /48 [default: half of
-    /// --max-connections, at most 512].
+    /// --max-connections, at most 1024].
     #[arg(long, value_name = "N")]
     pub max_unauthenticated_per_subnet: Option<usize>,
 

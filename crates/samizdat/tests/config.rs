@@ -335,3 +335,38 @@ fn the_kubernetes_configmap_holds_a_valid_config() {
     assert!(f.shared_users);
     assert_eq!(f.timeout, Duration::from_millis(100));
 }
+
+#[test]
+fn per_source_caps_follow_max_connections_unless_set() {
+    use samizdat::serve::sources::SourceCaps;
+    let args = ServeArgs {
+        config: Some(example()),
+        max_connections: Some(20),
+        ..Default::default()
+    };
+    let c = load(&args).unwrap();
+    assert_eq!(
+        c.source_caps,
+        SourceCaps {
+            per_ip: 5,
+            per_subnet: 10
+        }
+    );
+    let args = ServeArgs {
+        max_unauthenticated_per_ip: Some(3),
+        max_unauthenticated_per_subnet: Some(7),
+        ..args
+    };
+    let c = load(&args).unwrap();
+    assert_eq!(
+        c.source_caps,
+        SourceCaps {
+            per_ip: 3,
+            per_subnet: 7
+        }
+    );
+    assert_eq!(
+        error_for("[server]\nmax_unauthenticated_per_ip = 0\n"),
+        "samizdat: samizdat.toml:2: server.max_unauthenticated_per_ip: must be at least 1"
+    );
+}

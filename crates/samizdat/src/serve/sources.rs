@@ -37,13 +37,14 @@ pub struct SourceCaps {
 
 impl SourceCaps {
     /// The defaults for a server capped at `max_connections`: one address
-    /// may hold a quarter of the slots (at most 64), one subnet half of
-    /// them (at most 512). Undecided connections last one round trip for a
-    /// real client, so even a busy carrier NAT stays far below these.
+    /// may hold a quarter of the slots (at most 256), one subnet half of
+    /// them (at most 1,024). An undecided connection of a real client lasts
+    /// one round trip, so a carrier NAT's users stay below these unless
+    /// they start hundreds of connections in the same fraction of a second.
     pub fn defaults(max_connections: usize) -> SourceCaps {
         SourceCaps {
-            per_ip: (max_connections / 4).clamp(1, 64),
-            per_subnet: (max_connections / 2).clamp(1, 512),
+            per_ip: (max_connections / 4).clamp(1, 256),
+            per_subnet: (max_connections / 2).clamp(1, 1024),
         }
     }
 }
@@ -349,8 +350,8 @@ mod tests {
         assert_eq!(
             SourceCaps::defaults(20_000),
             SourceCaps {
-                per_ip: 64,
-                per_subnet: 512
+                per_ip: 256,
+                per_subnet: 1024
             }
         );
         assert_eq!(SourceCaps::defaults(1).per_ip, 1);
