@@ -127,6 +127,93 @@ async fn an_over_cap_source_is_held_and_closed_with_fin_even_after_sending() {
     echo_client(proxy.addr, &secret("ee"), Duration::from_secs(5)).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_slot_is_taken_new_connections_wait_instead_of_being_closed() {
+    let proxy = start(&[
+        "--max-connections",
+        "2",
+        "--max-unauthenticated-per-ip",
+        "10",
+        "--max-unauthenticated-per-subnet",
+        "10",
+    ])
+    .await;
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        idle.push(connect_from([127, 0, 0, 2], proxy.addr).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A client now waits in the accept queue: not refused, not served.
+    let addr = proxy.addr;
+    let client =
+        tokio::spawn(
+            async move { echo_client(addr, &secret("ee"), Duration::from_secs(10)).await },
+        );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        !client.is_finished(),
+        "with every slot taken the client was answered at once (closed?)"
+    );
+    // A slot frees: the waiting client is served.
+    drop(idle.pop());
+    client
+        .await
+        .expect("the waiting client is served once a slot frees");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_spliced_to_the_cover_count_against_their_source() {
+    let proxy = start(&["--max-unauthenticated-per-ip", "2"]).await;
+    // Two probes from 127.0.0.4 spliced to the echo cover, kept open.
+    let mut spliced = Vec::new();
+    for _ in 0..2 {
+        let mut s = connect_from([127, 0, 0, 4], proxy.addr).await;
+        s.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut back = [0u8; 18];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back))
+            .await
+            .expect("the cover echoes")
+            .unwrap();
+        spliced.push(s);
+    }
+    // A third from the same address is held: no cover, no answer.
+    let mut third = connect_from([127, 0, 0, 4], proxy.addr).await;
+    third.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    let mut back = [0u8; 1];
+    let r = tokio::time::timeout(Duration::from_millis(800), third.read(&mut back)).await;
+    assert!(
+        r.is_err(),
+        "a third connection from a source at its cap reached the cover: {r:?}"
+    );
+    // Another address is spliced as usual.
+    let mut other = connect_from([127, 0, 0, 5], proxy.addr).await;
+    other.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    let mut back = [0u8; 18];
+    tokio::time::timeout(Duration::from_secs(5), other.read_exact(&mut back))
+        .await
+        .expect("another address reaches the cover")
+        .unwrap();
+    // When a splice ends, the source may splice again.
+    drop(spliced.pop());
+    let mut again = None;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut c = connect_from([127, 0, 0, 4], proxy.addr).await;
+        c.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut back = [0u8; 18];
+        if let Ok(Ok(_)) =
+            tokio::time::timeout(Duration::from_millis(500), c.read_exact(&mut back)).await
+        {
+            again = Some(c);
+            break;
+        }
+    }
+    assert!(
+        again.is_some(),
+        "the source's slot was not freed when its splice ended"
+    );
+}
+
 /// Resident memory of a process, bytes.
 fn rss(pid: u32) -> usize {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
