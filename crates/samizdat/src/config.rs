@@ -129,10 +129,22 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
     pub drain_timeout: Option<Duration>,
 
-    /// Most simultaneous client connections; more are closed at once
-    /// [default: 20000].
+    /// Most simultaneous client connections; more wait in the kernel's
+    /// accept queue [default: 20000].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+
+    /// Most unauthenticated connections (undecided, or spliced to the
+    /// cover) from one IPv4 address or IPv6 /64; more are held without
+    /// being read and closed at the handshake deadline
+    /// [default: a quarter of --max-connections, at most 256].
+    #[arg(long, value_name = "N")]
+    pub max_unauthenticated_per_ip: Option<usize>,
+
+    /// The same for one IPv4 /24 or IPv6 /48 [default: half of
+    /// --max-connections, at most 1024].
+    #[arg(long, value_name = "N")]
+    pub max_unauthenticated_per_subnet: Option<usize>,
 
     /// Runtime worker threads [default: one per core].
     #[arg(long, value_name = "N")]
@@ -388,6 +400,8 @@ pub struct ServeConfig {
     pub drain_timeout: Duration,
     /// Connection cap.
     pub max_connections: usize,
+    /// Caps on unauthenticated connections per source.
+    pub source_caps: crate::serve::sources::SourceCaps,
     /// Runtime worker threads (`None`: one per core).
     pub threads: Option<usize>,
     /// Whether log lines may name client addresses.
@@ -589,6 +603,8 @@ struct ServerSection {
     connect_timeout: Option<Spanned<String>>,
     drain_timeout: Option<Spanned<String>>,
     max_connections: Option<Spanned<usize>>,
+    max_unauthenticated_per_ip: Option<Spanned<usize>>,
+    max_unauthenticated_per_subnet: Option<Spanned<usize>>,
     threads: Option<Spanned<usize>>,
     log_client_ips: Option<bool>,
     metrics: Option<Spanned<String>>,
@@ -1098,6 +1114,31 @@ impl ServeConfig {
             Some(item) => item.value,
             None => 20_000,
         };
+        let mut source_caps = crate::serve::sources::SourceCaps::defaults(max_connections);
+        for (flag, flag_name, file, key, cap) in [
+            (
+                args.max_unauthenticated_per_ip.as_ref(),
+                "--max-unauthenticated-per-ip",
+                server.max_unauthenticated_per_ip.as_ref(),
+                "server.max_unauthenticated_per_ip",
+                &mut source_caps.per_ip,
+            ),
+            (
+                args.max_unauthenticated_per_subnet.as_ref(),
+                "--max-unauthenticated-per-subnet",
+                server.max_unauthenticated_per_subnet.as_ref(),
+                "server.max_unauthenticated_per_subnet",
+                &mut source_caps.per_subnet,
+            ),
+        ] {
+            match pick_one(flag, flag_name, file, key, loaded) {
+                Some(item) if item.value == 0 => {
+                    return Err(item.fail("0", "must be at least 1").into())
+                }
+                Some(item) => *cap = item.value,
+                None => {}
+            }
+        }
         let threads = match pick_one(
             args.threads.as_ref(),
             "--threads",
@@ -1255,6 +1296,7 @@ impl ServeConfig {
             connect_timeout,
             drain_timeout,
             max_connections,
+            source_caps,
             threads,
             log_client_ips: args.log_client_ips || server.log_client_ips.unwrap_or(false),
             state_dir,

@@ -79,8 +79,34 @@ struct UserDirectionLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DcLabels {
-    /// The absolute DC number (media DC -2 counts as 2).
-    dc_id: u16,
+    /// The absolute DC number (media DC -2 counts as 2) when it is one of
+    /// [`DC_LABELS`], else `other`.
+    dc_id: &'static str,
+}
+
+/// The `dc_id` values: Telegram's production DCs 1–5, the CDN DC 203 and
+/// the test DCs 10001–10003 (`serve/dc.rs`). Any other id a client asks
+/// for (which reaches a DC only with `--dc-override` or `--dc`) is counted
+/// as `other`, so a client cannot grow the label set.
+pub const DC_LABELS: [(u16, &str); 9] = [
+    (1, "1"),
+    (2, "2"),
+    (3, "3"),
+    (4, "4"),
+    (5, "5"),
+    (203, "203"),
+    (10001, "10001"),
+    (10002, "10002"),
+    (10003, "10003"),
+];
+
+fn dc_label(dc: i16) -> DcLabels {
+    let abs = dc.unsigned_abs();
+    let dc_id = DC_LABELS
+        .iter()
+        .find(|(id, _)| *id == abs)
+        .map_or("other", |(_, name)| name);
+    DcLabels { dc_id }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -108,7 +134,8 @@ pub struct Metrics {
     pub connections: Counter,
     /// Connections open now.
     pub connections_active: Gauge,
-    /// Connections closed at once because `--max-connections` was reached.
+    /// Connections from a source over its cap on unauthenticated
+    /// connections (held unread, then closed).
     pub connections_refused: Counter,
     /// Connections spliced to the cover site (the cover was reached).
     pub cover_splices: Counter,
@@ -153,7 +180,7 @@ impl Metrics {
         let connections_refused = Counter::default();
         registry.register(
             "connections_refused",
-            "Connections closed at once because --max-connections was reached",
+            "Connections from a source over its cap on unauthenticated connections (held unread, closed at the handshake deadline)",
             connections_refused.clone(),
         );
         let handshakes = Family::<OutcomeLabels, Counter>::default();
@@ -286,19 +313,13 @@ impl Metrics {
     /// Records a successful DC connect that took `took`.
     pub fn dc_connected(&self, dc: i16, took: Duration) {
         self.dc_connect
-            .get_or_create(&DcLabels {
-                dc_id: dc.unsigned_abs(),
-            })
+            .get_or_create(&dc_label(dc))
             .observe(took.as_secs_f64());
     }
 
     /// Counts a failed connect to one of a DC's addresses.
     pub fn dc_connect_failed(&self, dc: i16) {
-        self.dc_connect_errors
-            .get_or_create(&DcLabels {
-                dc_id: dc.unsigned_abs(),
-            })
-            .inc();
+        self.dc_connect_errors.get_or_create(&dc_label(dc)).inc();
     }
 
     /// Sets the replay cache sizes (read at scrape time).
@@ -339,10 +360,19 @@ impl Drop for GaugeGuard {
 
 /// Longest request head read.
 const MAX_REQUEST: usize = 8 * 1024;
-/// Time a scraper has to send its request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Scrapes answered at once; more wait in the accept queue.
-const MAX_SCRAPES: usize = 16;
+/// Time a client has to send its request head (a scraper or a probe sends
+/// it at once).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time to read a request and write its answer, in all.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(20);
+/// Connections served at once; more wait in the kernel's accept queue.
+/// Each holds at most a request head and a read chunk (~9 KiB).
+const MAX_OPEN: usize = 256;
+/// Of those, from one address (IPv4, or IPv6 /64); more from it are closed
+/// at once. A scraper, the kubelet's probes and an operator's curl each
+/// need one or two, and one client with slow connections cannot take the
+/// slots the liveness probe needs.
+const MAX_PER_SOURCE: usize = 8;
 
 /// Serves `GET /metrics` on `listener` until `stop` fires. `body` is called
 /// for each scrape.
@@ -352,8 +382,13 @@ pub async fn serve(
     health: Arc<Health>,
     stop: CancellationToken,
 ) {
+    use crate::serve::sources::{SourceCaps, Sources};
     let tracker = TaskTracker::new();
-    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPES));
+    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_OPEN));
+    let sources = Sources::new(SourceCaps {
+        per_ip: MAX_PER_SOURCE,
+        per_subnet: MAX_OPEN,
+    });
     loop {
         let permit = tokio::select! {
             p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
@@ -363,23 +398,30 @@ pub async fn serve(
             r = listener.accept() => r,
             _ = stop.cancelled() => break,
         };
-        let stream = match accepted {
-            Ok((s, _)) => s,
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
             Err(e) => {
                 tracing::debug!(error = %e, "metrics: accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
+        let Some(counted) = sources.enter(peer.ip()) else {
+            tracing::debug!("metrics: too many open connections from one address; closed one");
+            continue;
+        };
         let body = body.clone();
         let health = health.clone();
         let stop = stop.clone();
         tracker.spawn(async move {
+            // The whole answer is bounded too: a client that sends its
+            // request and never reads the (possibly large) body does not
+            // keep the slot.
             tokio::select! {
-                _ = answer(stream, &*body, &*health) => {}
+                _ = tokio::time::timeout(ANSWER_TIMEOUT, answer(stream, &*body, &*health)) => {}
                 _ = stop.cancelled() => {}
             }
-            drop(permit);
+            drop((counted, permit));
         });
     }
     tracker.close();
@@ -524,6 +566,26 @@ mod tests {
             "405 Method Not Allowed"
         );
         assert_eq!(route(b"junk\r\n\r\n", &body).0, "400 Bad Request");
+    }
+
+    #[test]
+    fn dc_labels_are_the_known_dcs_and_other() {
+        let m = Metrics::new([]);
+        for dc in (i16::MIN..=i16::MAX).step_by(7).chain([2, -2, 203, 10002]) {
+            m.dc_connected(dc, Duration::from_millis(1));
+            m.dc_connect_failed(dc);
+        }
+        let text = m.encode();
+        let mut ids = std::collections::BTreeSet::new();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            if let Some(rest) = line.split("dc_id=\"").nth(1) {
+                ids.insert(rest.split('"').next().unwrap().to_string());
+            }
+        }
+        let allowed: Vec<&str> = DC_LABELS.iter().map(|(_, n)| *n).chain(["other"]).collect();
+        assert!(ids.iter().all(|i| allowed.contains(&i.as_str())), "{ids:?}");
+        assert!(ids.contains("other") && ids.contains("2") && ids.contains("203"));
+        assert!(ids.len() <= allowed.len());
     }
 
     #[test]

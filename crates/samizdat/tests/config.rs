@@ -130,7 +130,8 @@ fn mistakes_name_file_line_key_and_fix() {
         error_for("[server]\nlisen = [\"0.0.0.0:443\"]\n"),
         "samizdat: samizdat.toml:2: unknown field `lisen`, expected one of `listen`, `modes`, `domains`, `cover`, \
          `cover_connect`, `public_host`, `state_dir`, `unknown_sni`, `max_clock_behind`, `max_clock_ahead`, \
-         `handshake_timeout`, `idle_timeout`, `connect_timeout`, `drain_timeout`, `max_connections`, `threads`, \
+         `handshake_timeout`, `idle_timeout`, `connect_timeout`, `drain_timeout`, `max_connections`, \
+         `max_unauthenticated_per_ip`, `max_unauthenticated_per_subnet`, `threads`, \
          `log_client_ips`, `metrics`, `tunnel`, `transport_key`, `egress_allow`, `egress_deny_ports`, \
          `log_destinations`, `ws_listen`, `ws_path`, `ws_public`, \
          `ws_trusted_proxies`, `ws_client_header`"
@@ -490,5 +491,40 @@ fn transport_limits_load_from_file_and_flags() {
     assert!(
         e.contains("transport_limits.sessions_per_user") && e.contains("at least 1"),
         "{e}"
+    );
+}
+
+#[test]
+fn per_source_caps_follow_max_connections_unless_set() {
+    use samizdat::serve::sources::SourceCaps;
+    let args = ServeArgs {
+        config: Some(example()),
+        max_connections: Some(20),
+        ..Default::default()
+    };
+    let c = load(&args).unwrap();
+    assert_eq!(
+        c.source_caps,
+        SourceCaps {
+            per_ip: 5,
+            per_subnet: 10
+        }
+    );
+    let args = ServeArgs {
+        max_unauthenticated_per_ip: Some(3),
+        max_unauthenticated_per_subnet: Some(7),
+        ..args
+    };
+    let c = load(&args).unwrap();
+    assert_eq!(
+        c.source_caps,
+        SourceCaps {
+            per_ip: 3,
+            per_subnet: 7
+        }
+    );
+    assert_eq!(
+        error_for("[server]\nmax_unauthenticated_per_ip = 0\n"),
+        "samizdat: samizdat.toml:2: server.max_unauthenticated_per_ip: must be at least 1"
     );
 }

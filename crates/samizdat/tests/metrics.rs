@@ -222,6 +222,58 @@ async fn get_status(addr: SocketAddr, path: &str) -> String {
     get(addr, path).await.0
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dc_ids_outside_telegrams_are_one_label() {
+    // --dc-override routes every id, so a client picks the label.
+    let (proxy, metrics) = start_with_metrics().await;
+    for dc in [2, 7, 99, -1234, 31_000] {
+        let opts = Options {
+            dc,
+            ..Default::default()
+        };
+        let mut c = Client::connect(proxy.addr, &secret("ee"), &opts)
+            .await
+            .unwrap();
+        c.send(&[1u8; 16]).await.unwrap();
+        assert_eq!(c.recv().await.unwrap(), vec![1u8; 16]);
+    }
+    let (body, _) = scrape(metrics).await;
+    let mut ids = BTreeSet::new();
+    for line in body
+        .lines()
+        .filter(|l| l.starts_with("samizdat_dc_connect"))
+    {
+        if let Some(rest) = line.split("dc_id=\"").nth(1) {
+            ids.insert(rest.split('"').next().unwrap().to_string());
+        }
+    }
+    let want: BTreeSet<String> = ["2", "other"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(ids, want, "dc_id labels");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_connections_from_one_address_do_not_starve_healthz() {
+    let (_proxy, metrics) = start_with_metrics().await;
+    // 40 connections from 127.0.0.2 that start a request and never end it.
+    let mut slow = Vec::new();
+    for _ in 0..40 {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let mut s = s.connect(metrics).await.unwrap();
+        let _ = s.write_all(b"GET /metr").await;
+        slow.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The liveness probe, from 127.0.0.1, is answered at once.
+    let t = std::time::Instant::now();
+    let status = tokio::time::timeout(Duration::from_secs(2), get_status(metrics, "/healthz"))
+        .await
+        .expect("/healthz answered within 2 s beside 40 slow connections");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    drop(slow);
+}
+
 /// Every metric name the endpoint exports, as PromQL sees them, and every
 /// label name.
 fn exported(body: &str) -> (BTreeSet<String>, BTreeSet<String>) {

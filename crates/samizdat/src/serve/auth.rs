@@ -3,7 +3,7 @@
 //! MTProto carries no user id, so the server tries keys: one HMAC (fake-TLS)
 //! or one SHA-256 + AES block (bare obfuscated2) per user, about 0.4 µs each,
 //! so 10,000 users cost about 4 ms for a handshake whose user is found last.
-//! Three things keep that cheap and fair:
+//! Four things keep that cheap and fair:
 //!
 //! 1. **Order.** The user last seen from the client's address is tried
 //!    first (most connections come from a device that connected before),
@@ -12,8 +12,16 @@
 //! 2. **Time slices, not a user budget.** The search runs in chunks; after
 //!    each time slice it yields to the runtime so other connections move.
 //!    It never gives up early: a valid user is never sent to the cover site
-//!    because the server was busy.
-//! 3. **The lock is short.** Only the final admission (time window, replay
+//!    because the server was busy (only because its source is flooding).
+//! 3. **Cold searches are bounded.** A hint hit, or a search of at most
+//!    a few hundred candidates (a domain with few users), runs at once. A
+//!    longer one waits for its source's budget of full searches and for
+//!    one of about one-per-core global slots
+//!    ([`super::sources::SearchBudget`]), so a flood of random hellos from
+//!    one source costs a bounded share of the CPU and does not delay
+//!    others' handshakes. A source that has spent its budget for more than
+//!    a few seconds ahead has its hello treated as a wrong key (the cover).
+//! 4. **The lock is short.** Only the final admission (time window, replay
 //!    cache) takes the replay lock; key search runs outside it.
 //!
 //! With a fleet (`--redis`), a handshake the local replay cache accepted
@@ -88,21 +96,67 @@ impl AuthIndex {
 
     /// Candidates in search order for a hello with `sni` (or a bare init
     /// when `None`). The hint is tried first and not again.
+    #[cfg(test)]
     fn candidates(&self, peer: IpAddr, sni: Option<&str>) -> impl Iterator<Item = usize> + '_ {
+        let (hint, rest, _) = self.order(peer, sni);
+        hint.into_iter().chain(rest)
+    }
+
+    /// The search order in two parts: the hint (if it may hold this SNI),
+    /// then the others without it, and how many those are at most.
+    fn order(
+        &self,
+        peer: IpAddr,
+        sni: Option<&str>,
+    ) -> (Option<usize>, impl Iterator<Item = usize> + '_, usize) {
         let hint = self.hint(peer);
         let bound: &[usize] = match sni {
             Some(s) => self.by_domain.get(s).map(Vec::as_slice).unwrap_or(&[]),
             None => &self.bound,
         };
         let hint_ok = hint.filter(|h| self.any.contains(h) || bound.contains(h));
-        hint_ok.into_iter().chain(
-            bound
-                .iter()
-                .copied()
-                .chain(self.any.iter().copied())
-                .filter(move |&u| Some(u) != hint_ok),
-        )
+        let rest = bound
+            .iter()
+            .copied()
+            .chain(self.any.iter().copied())
+            .filter(move |&u| Some(u) != hint_ok);
+        (hint_ok, rest, bound.len() + self.any.len())
     }
+}
+
+/// Candidates past the hint that a search tries without a cold-search
+/// slot: a domain with a few hundred users costs about 0.1 ms.
+const SMALL_SEARCH: usize = 256;
+
+/// The key search of an MTProto handshake, bounded (`docs/auth-at-scale.md`):
+/// the hint first, for free; then, when more than [`SMALL_SEARCH`]
+/// candidates remain, a cold search that waits for the source's budget and
+/// a global slot ([`super::sources::SearchBudget`]). `None` when no key
+/// matched, or when the source has spent its budget (its hello is then
+/// treated as one with a wrong key).
+async fn bounded_search<T>(
+    shared: &Shared,
+    peer: IpAddr,
+    order: (Option<usize>, impl Iterator<Item = usize>, usize),
+    mut try_chunk: impl FnMut(&[usize]) -> Option<T>,
+) -> Option<T> {
+    let (hint, rest, size) = order;
+    if let Some(h) = hint {
+        if let Some(found) = try_chunk(&[h]) {
+            return Some(found);
+        }
+    }
+    if size <= SMALL_SEARCH {
+        return search(rest, try_chunk).await;
+    }
+    let Ok(_slot) = shared.search_budget.cold(peer).await else {
+        shared
+            .stats
+            .cold_searches_refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return None;
+    };
+    search(rest, try_chunk).await
 }
 
 /// Runs `try_chunk` over the candidates in chunks, yielding to the runtime
@@ -141,8 +195,8 @@ pub(super) async fn decide(buf: &[u8], shared: &Shared, snap: &Snapshot, peer: I
             if let Some(verdict) = tunnel(record, shared, snap).await {
                 return verdict;
             }
-            let candidates = snap.auth.candidates(peer, hello.sni.as_deref());
-            let found = search(candidates, |chunk| {
+            let order = snap.auth.order(peer, hello.sni.as_deref());
+            let found = bounded_search(shared, peer, order, |chunk| {
                 classify::find_hello_user(record, &hello, users, chunk.iter().copied())
             })
             .await;
@@ -181,8 +235,8 @@ pub(super) async fn decide(buf: &[u8], shared: &Shared, snap: &Snapshot, peer: I
             verdict
         }
         Inspected::Init(init) => {
-            let candidates = snap.auth.candidates(peer, None);
-            let found = search(candidates, |chunk| {
+            let order = snap.auth.order(peer, None);
+            let found = bounded_search(shared, peer, order, |chunk| {
                 classify::find_init_user(&init, policy, users, chunk.iter().copied())
             })
             .await;

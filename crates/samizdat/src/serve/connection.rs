@@ -47,8 +47,15 @@ enum Event {
     Shutdown,
 }
 
-/// Serves one accepted connection to its end.
-pub(super) async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+/// Serves one accepted connection to its end. `source` counts it against
+/// its source's cap on unauthenticated connections until it authenticates
+/// (a connection spliced to the cover keeps counting).
+pub(super) async fn handle(
+    client: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    source: Option<super::sources::SourceGuard>,
+) {
     let _ = client.set_nodelay(true);
     // One configuration for the whole connection, even across a reload.
     let snap = shared.snapshot();
@@ -68,6 +75,8 @@ pub(super) async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shar
         cover.pending = Some(Box::pin(async move { target.connect(timeout).await }));
     }
 
+    // Grown as bytes arrive: an idle or one-byte connection holds next to
+    // nothing, a full hello only its own size.
     let decision = loop {
         let verdict = if first.is_empty() {
             Verdict::NeedMore
@@ -149,6 +158,7 @@ pub(super) async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shar
             splice_to_cover(client, first, cover, client_eof, &shared, &snap).await;
         }
         Decision::Tls(acc) => {
+            drop(source);
             // The first flight's buffer (up to 16 KiB) is not needed any
             // more, and an idle relay must not keep it.
             drop((cover, first));
@@ -163,6 +173,7 @@ pub(super) async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shar
             serve_tls(client, acc, deadline, &shared, &snap, admission).await;
         }
         Decision::Tunnel(acc) => {
+            drop(source);
             drop(cover);
             // A client sends nothing after its hello until our flight, but
             // keep whatever did follow the hello record.
@@ -172,6 +183,7 @@ pub(super) async fn handle(client: TcpStream, peer: SocketAddr, shared: Arc<Shar
             super::tunnel::run(client, *acc, leftover, peer, &shared, &snap).await;
         }
         Decision::Bare(acc) => {
+            drop(source);
             drop(cover);
             shared
                 .stats
@@ -241,27 +253,81 @@ fn is_reset(e: &io::Error) -> bool {
     )
 }
 
-/// Reads more bytes into `buf` without growing it past `limit`.
+/// Reads more bytes into `buf` without growing it past `limit` (by at least
+/// one byte). `buf` grows by what arrived, never ahead of it.
 async fn read_some(s: &TcpStream, buf: &mut Vec<u8>, limit: usize) -> io::Result<usize> {
+    let limit = limit.max(buf.len() + 1);
     loop {
         s.readable().await?;
-        let len = buf.len();
         // Everything that has arrived, up to the limit (one record plus a
         // byte): a burst split here would reach the cover in two writes,
         // and a cover that reads in between may close with FIN where the
         // burst sent directly would have left bytes unread (RST).
-        let want = limit.saturating_sub(len).max(1);
-        buf.resize(len + want, 0);
-        match s.try_read(&mut buf[len..]) {
+        match take_ready(s, buf, limit) {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Bytes read from a socket at a time, on the thread's stack (not in the
+/// connection's future, which lives as long as the connection).
+const CHUNK: usize = 8 * 1024;
+
+/// Appends what `s` has received, without waiting, until `buf` holds
+/// `limit` bytes: `Ok(0)` is end of stream, `WouldBlock` that nothing had
+/// arrived. An error after some bytes is left for the next call to find.
+fn take_ready(s: &TcpStream, buf: &mut Vec<u8>, limit: usize) -> io::Result<usize> {
+    let mut chunk = [0u8; CHUNK];
+    let mut total = 0;
+    while buf.len() < limit {
+        let want = (limit - buf.len()).min(CHUNK);
+        match s.try_read(&mut chunk[..want]) {
+            Ok(0) => break,
             Ok(n) => {
-                buf.truncate(len + n);
-                return Ok(n);
+                buf.extend_from_slice(&chunk[..n]);
+                total += n;
             }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => buf.truncate(len),
-            Err(e) => {
-                buf.truncate(len);
-                return Err(e);
+            Err(e) if total == 0 => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(total)
+}
+
+/// Holds a connection whose source is over its cap on unauthenticated
+/// connections: no buffer, no cover connection. What it sends is read on
+/// the stack and discarded, and at the handshake deadline (or its own
+/// end, or shutdown) it is closed: with FIN, since nothing was left
+/// unread, as a web server closes a connection at its header timeout.
+pub(super) async fn hold(client: TcpStream, shared: &Shared) {
+    let deadline = Instant::now() + shared.snapshot().config.handshake_timeout;
+    loop {
+        tokio::select! {
+            r = client.readable() => {
+                if r.is_err() {
+                    return;
+                }
+                if discard_ready(&client) {
+                    return;
+                }
             }
+            _ = tokio::time::sleep_until(deadline) => break,
+            _ = shared.shutdown.cancelled() => break,
+        }
+    }
+}
+
+/// Reads and drops what `s` has received, without waiting. True when the
+/// peer has ended (end of stream or an error).
+fn discard_ready(s: &TcpStream) -> bool {
+    let mut chunk = [0u8; CHUNK];
+    loop {
+        match s.try_read(&mut chunk) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+            Err(_) => return true,
         }
     }
 }
@@ -270,21 +336,14 @@ async fn read_some(s: &TcpStream, buf: &mut Vec<u8>, limit: usize) -> io::Result
 /// more bytes. Returns true if the client's FIN was read. Errors are left
 /// for the relay to find (and mirror).
 fn read_ready(s: &TcpStream, buf: &mut Vec<u8>, max: usize) -> bool {
+    let mut chunk = [0u8; CHUNK];
     let limit = buf.len() + max;
     while buf.len() < limit {
-        let len = buf.len();
-        buf.resize(limit, 0);
-        let r = s.try_read(&mut buf[len..]);
-        match r {
-            Ok(0) => {
-                buf.truncate(len);
-                return true;
-            }
-            Ok(n) => buf.truncate(len + n),
-            Err(_) => {
-                buf.truncate(len);
-                break;
-            }
+        let want = (limit - buf.len()).min(CHUNK);
+        match s.try_read(&mut chunk[..want]) {
+            Ok(0) => return true,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => break,
         }
     }
     false

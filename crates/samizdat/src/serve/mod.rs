@@ -8,6 +8,7 @@ pub mod dc;
 pub mod flight_shape;
 pub mod pool;
 pub mod relay;
+pub mod sources;
 pub mod users;
 
 mod connection;
@@ -70,8 +71,13 @@ const REPLAY_CAP: usize = 1 << 20;
 pub struct Stats {
     /// Connections accepted.
     pub accepted: AtomicU64,
-    /// Connections closed at once because `--max-connections` was reached.
+    /// Connections from a source over its unauthenticated cap
+    /// (`--max-unauthenticated-per-ip`, `--max-unauthenticated-per-subnet`):
+    /// held unread, then closed.
     pub refused_over_limit: AtomicU64,
+    /// Cold key searches not run because their source had spent its
+    /// budget (the hello went to the cover).
+    pub cold_searches_refused: AtomicU64,
     /// Connections open right now.
     pub active: AtomicUsize,
     /// Relays to a DC open right now.
@@ -123,6 +129,13 @@ pub struct Shared {
     /// The samizdat transport's static key (from the state directory), if
     /// the transport is on.
     pub tunnel_key: Option<wire::tunnel::handshake::ServerKey>,
+    /// Unauthenticated connections per source.
+    pub sources: Arc<sources::Sources>,
+    /// Connections of sources over their cap, held unread: at most
+    /// `max_connections` of them, beside the served ones.
+    held: Arc<Semaphore>,
+    /// Cold MTProto key searches: per source and at once.
+    pub search_budget: sources::SearchBudget,
     /// The cover site's TLS answer, as samizdat clients get it.
     pub flight_shape: Arc<flight_shape::LearnedShape>,
     /// samizdat sessions later lanes may join.
@@ -166,6 +179,7 @@ impl Shared {
             || config.threads != old.config.threads
             || config.state_dir != old.config.state_dir
             || config.max_connections != old.config.max_connections
+            || config.source_caps != old.config.source_caps
             || config.fleet != old.config.fleet
             || config.ws_listen != old.config.ws_listen
             || config.transport_key != old.config.transport_key
@@ -173,7 +187,7 @@ impl Shared {
             || config.ws_path != old.config.ws_path
         {
             notes.push(
-                "listen, metrics, threads, state_dir, max_connections, [fleet], ws_listen, ws_path, tunnel and transport_key change only on restart"
+                "listen, metrics, threads, state_dir, max_connections, max_unauthenticated_*, [fleet], ws_listen, ws_path, tunnel and transport_key change only on restart"
                     .to_string(),
             );
         }
@@ -484,6 +498,14 @@ impl Server {
             .map(SocketAddr::port)
             .collect();
         let shutdown = CancellationToken::new();
+        let sources = sources::Sources::new(config.source_caps);
+        let held = Arc::new(Semaphore::new(config.max_connections));
+        // About one cold search per core: more at once only share the
+        // cores, and would let a flood of them delay everyone's.
+        let cores = config.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
+        let search_budget = sources::SearchBudget::new(cores);
         let base = Mutex::new(config.clone());
         let shared = Arc::new(Shared {
             current: arc_swap::ArcSwap::from_pointee(Snapshot::build(
@@ -502,6 +524,9 @@ impl Server {
             stats: Stats::default(),
             metrics,
             tunnel_key,
+            sources,
+            held,
+            search_budget,
             flight_shape: Arc::default(),
             braids: tunnel::Braids::default(),
             egress: crate::proxy::egress::Egress::new(own_ports),
@@ -619,6 +644,17 @@ impl Server {
             let conns = tracker.clone();
             tracker.spawn(async move {
                 loop {
+                    // A slot first: when every slot is taken, connections
+                    // wait in the kernel's accept queue (the listen backlog)
+                    // instead of being accepted and closed, which a prober
+                    // would see and which locks out real clients.
+                    let permit = tokio::select! {
+                        p = limit.clone().acquire_owned() => match p {
+                            Ok(p) => p,
+                            Err(_) => break,
+                        },
+                        _ = stop.cancelled() => break,
+                    };
                     let accepted = tokio::select! {
                         r = listener.accept() => r,
                         _ = stop.cancelled() => break,
@@ -634,14 +670,30 @@ impl Server {
                     };
                     shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
                     shared.metrics.connections.inc();
-                    let Ok(permit) = limit.clone().try_acquire_owned() else {
-                        shared
-                            .stats
-                            .refused_over_limit
-                            .fetch_add(1, Ordering::Relaxed);
-                        shared.metrics.connections_refused.inc();
-                        drop(stream);
-                        continue;
+                    // The per-source caps apply to the TLS listeners; the
+                    // WebSocket listener's peer is usually the front (a
+                    // reverse proxy or CDN), one address for every client.
+                    let source = match ws_path {
+                        Some(_) => None,
+                        None => match shared.sources.enter(peer.ip()) {
+                            Some(g) => Some(g),
+                            None => {
+                                drop(permit);
+                                shared
+                                    .stats
+                                    .refused_over_limit
+                                    .fetch_add(1, Ordering::Relaxed);
+                                shared.metrics.connections_refused.inc();
+                                if let Ok(held) = shared.held.clone().try_acquire_owned() {
+                                    let shared = shared.clone();
+                                    conns.spawn(async move {
+                                        connection::hold(stream, &shared).await;
+                                        drop(held);
+                                    });
+                                }
+                                continue;
+                            }
+                        },
                     };
                     let shared = shared.clone();
                     let ws_path = ws_path.clone();
@@ -650,7 +702,7 @@ impl Server {
                         let open =
                             crate::metrics::GaugeGuard::new(&shared.metrics.connections_active);
                         match ws_path {
-                            None => connection::handle(stream, peer, shared.clone()).await,
+                            None => connection::handle(stream, peer, shared.clone(), source).await,
                             Some(path) => {
                                 websocket::handle(stream, peer, shared.clone(), path).await
                             }
