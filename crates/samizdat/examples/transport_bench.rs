@@ -506,7 +506,7 @@ async fn transport_handshake(port: u16, link: &Link) {
         .unwrap()
         .as_secs();
     let (mut hs, hello) = ClientHandshake::start(
-        &built.record,
+        &built,
         &link.server_key,
         &UserCredential::from_secret(&link.secret.0),
         now,

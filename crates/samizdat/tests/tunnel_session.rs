@@ -42,6 +42,7 @@ async fn client_handshake(
         hello[slot].fill(0);
     }
     let cred = UserCredential::from_secret(&SECRET);
+    let hello = wire::browser::BuiltHello::from_record(hello).unwrap();
     let (mut hs, record) =
         ClientHandshake::start(&hello, &server, &cred, now(), &mut fill).unwrap();
     tcp.write_all(&record).await.unwrap();
@@ -417,6 +418,7 @@ async fn measure_throughput_and_handshake() {
     for slot in at.slots() {
         hello[slot].fill(0);
     }
+    let hello = wire::browser::BuiltHello::from_record(hello).unwrap();
     let n = 500u32;
     let (mut t_start, mut t_accept, mut t_respond, mut t_read) = Default::default();
     for _ in 0..n {

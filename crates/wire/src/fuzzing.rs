@@ -248,9 +248,11 @@ pub fn tunnel_accept(data: &[u8]) {
     }
     // The same bytes as a server flight, for a client that sent `data`
     // (when it is a usable hello template).
-    if let Ok((mut client, _)) =
-        ClientHandshake::start(data, &key.public(), &cred, TUNNEL_NOW, &mut |b| b.fill(3))
-    {
+    let hello = crate::browser::BuiltHello::from_record(data.to_vec());
+    if let Ok((mut client, _)) = hello.map_err(drop).and_then(|h| {
+        ClientHandshake::start(&h, &key.public(), &cred, TUNNEL_NOW, &mut |b| b.fill(3))
+            .map_err(drop)
+    }) {
         let _ = client.read_server_flight(data);
     }
 }

@@ -124,6 +124,9 @@ pub enum LinkError {
     /// `sni=` missing or not a host name.
     #[error("sni= must be the cover site's host name")]
     BadSni,
+    /// `sni=` is an IP address.
+    #[error("sni= is an IP address; it must be the cover site's domain name (browsers send no server name for an IP address)")]
+    IpSni,
     /// A parameter we do not know.
     #[error("unknown link parameter {0:?}")]
     UnknownParameter(String),
@@ -286,7 +289,10 @@ impl Link {
             None => None,
         };
         let sni = sni.ok_or(LinkError::BadSni)?;
-        crate::secret::validate_domain(&sni).map_err(|_| LinkError::BadSni)?;
+        crate::secret::validate_domain(&sni).map_err(|e| match e {
+            crate::secret::SecretError::IpDomain(_) => LinkError::IpSni,
+            _ => LinkError::BadSni,
+        })?;
         Ok(Link {
             secret,
             server_key,
@@ -404,6 +410,14 @@ mod tests {
             (
                 good.replacen("sni=www.example.com", "sni=", 1),
                 LinkError::BadSni,
+            ),
+            (
+                good.replacen("sni=www.example.com", "sni=10.0.0.1", 1),
+                LinkError::IpSni,
+            ),
+            (
+                good.replacen("sni=www.example.com", "sni=%5B2001%3Adb8%3A%3A1%5D", 1),
+                LinkError::IpSni,
             ),
             (
                 format!("{good}&x=1"),

@@ -138,13 +138,25 @@ pub enum SecretError {
         "domain {0:?} is not a valid host name (letters, digits, '-', '.', at most 182 bytes)"
     )]
     BadDomain(String),
+    /// Domain is an IP address: browsers send no server name for one.
+    #[error(
+        "{0:?} is an IP address; a domain name is needed (it is sent as the TLS server name, which browsers never send for an IP address)"
+    )]
+    IpDomain(String),
     /// Unknown mode name.
     #[error("unknown mode {0:?}; expected plain, dd or ee")]
     UnknownMode(String),
 }
 
-/// Checks that `domain` can be used verbatim as a TLS SNI host name.
+/// Checks that `domain` can be used verbatim as a TLS SNI host name: a DNS
+/// name, not an IP address. A browser sends no server name for an IP
+/// address, and takes a name whose last label is a number (`10.0.0.1`,
+/// `1.2.3`, `0x7f.1`) as an IPv4 address (the WHATWG URL rules), so those
+/// are refused too.
 pub fn validate_domain(domain: &str) -> Result<(), SecretError> {
+    if is_ip_literal(domain) {
+        return Err(SecretError::IpDomain(domain.to_string()));
+    }
     let ok = !domain.is_empty()
         && domain.len() <= MAX_DOMAIN_LEN
         && domain
@@ -157,6 +169,22 @@ pub fn validate_domain(domain: &str) -> Result<(), SecretError> {
     } else {
         Err(SecretError::BadDomain(domain.to_string()))
     }
+}
+
+/// An IP address as a browser reads a host: an IPv6 or IPv4 literal (with
+/// or without brackets), or a name whose last label is a decimal or `0x`
+/// hexadecimal number.
+fn is_ip_literal(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let last = host.trim_end_matches('.').rsplit('.').next().unwrap_or("");
+    let hex = last
+        .strip_prefix("0x")
+        .or_else(|| last.strip_prefix("0X"))
+        .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+    !last.is_empty() && (last.bytes().all(|b| b.is_ascii_digit()) || hex)
 }
 
 impl Secret {
@@ -274,5 +302,46 @@ pub fn links(host: &str, port: u16, secret_text: &str) -> Links {
     Links {
         tg: format!("tg://proxy?{query}"),
         tme: format!("https://t.me/proxy?{query}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_addresses_are_not_domains() {
+        for ip in [
+            "10.0.0.1",
+            "127.0.0.1",
+            "1.2.3",
+            "3232235777",
+            "0x7f.1",
+            "a.b.0X1F",
+            "10.0.0.1.",
+            "::1",
+            "[2001:db8::1]",
+        ] {
+            let err = validate_domain(ip).unwrap_err();
+            assert_eq!(err, SecretError::IpDomain(ip.to_string()), "{ip}");
+            assert!(err.to_string().contains("a domain name is needed"), "{err}");
+        }
+        for name in [
+            "www.example.com",
+            "1.example",
+            "10.0.0.1x",
+            "x-1.example.0a",
+            "a_b.c",
+        ] {
+            assert_eq!(validate_domain(name), Ok(()), "{name}");
+        }
+        // The ee secret's domain goes through the same check.
+        let mut raw = vec![0xee];
+        raw.extend_from_slice(&[7; 16]);
+        raw.extend_from_slice(b"10.0.0.1");
+        assert_eq!(
+            Secret::from_bytes(&raw).unwrap_err(),
+            SecretError::IpDomain("10.0.0.1".into())
+        );
     }
 }

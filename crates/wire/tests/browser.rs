@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use wire::browser::{Browser, BuiltHello, Template, TemplateError};
 use wire::censor::ja::{ja3, ja3n, ja4};
 use wire::faketls::{client_hello, is_grease};
+use wire::tunnel::handshake::{accept, ClientHandshake, ServerKey, UserCredential};
 
 /// splitmix64: a deterministic filler, so failures reproduce.
 struct Rng(u64);
@@ -244,39 +245,42 @@ fn chrome_permutes_like_the_captures_and_firefox_does_not() {
     }
 }
 
+/// Every extension's bytes (GREASE by position), the cipher list, the
+/// random and the session id of each hello, as sets of values per field.
+fn profile(hellos: &[Vec<u8>]) -> BTreeMap<String, BTreeSet<Vec<u8>>> {
+    let mut m: BTreeMap<String, BTreeSet<Vec<u8>>> = BTreeMap::new();
+    for rec in hellos {
+        let p = dissect(rec);
+        let mut greases = 0;
+        for &(kind, _, data) in &p.exts {
+            let key = match kind {
+                0x0000 => continue,
+                k if is_grease(k) => {
+                    greases += 1;
+                    format!("grease-ext-{greases}")
+                }
+                k => format!("{k:04x}"),
+            };
+            m.entry(key).or_default().insert(data.to_vec());
+        }
+        let ciphers: Vec<u8> = p.ciphers.iter().flat_map(|c| c.to_be_bytes()).collect();
+        m.entry("ciphers".into()).or_default().insert(ciphers);
+        m.entry("random".into())
+            .or_default()
+            .insert(rec[11..43].to_vec());
+        m.entry("session_id".into())
+            .or_default()
+            .insert(rec[p.session_id_at..p.session_id_at + 32].to_vec());
+    }
+    m
+}
+
 /// The rule behind the test above: an extension whose bytes vary across
 /// the captures (same SNI or not) varies across generated hellos for one
 /// SNI, and one that is fixed stays fixed, byte for byte. This is what
 /// catches a per-connection field nobody anticipated.
 #[test]
 fn per_connection_fields_vary_exactly_where_the_browser_varies() {
-    fn profile(hellos: &[Vec<u8>]) -> BTreeMap<String, BTreeSet<Vec<u8>>> {
-        let mut m: BTreeMap<String, BTreeSet<Vec<u8>>> = BTreeMap::new();
-        for rec in hellos {
-            let p = dissect(rec);
-            let mut greases = 0;
-            for &(kind, _, data) in &p.exts {
-                let key = match kind {
-                    0x0000 => continue,
-                    k if is_grease(k) => {
-                        greases += 1;
-                        format!("grease-ext-{greases}")
-                    }
-                    k => format!("{k:04x}"),
-                };
-                m.entry(key).or_default().insert(data.to_vec());
-            }
-            let ciphers: Vec<u8> = p.ciphers.iter().flat_map(|c| c.to_be_bytes()).collect();
-            m.entry("ciphers".into()).or_default().insert(ciphers);
-            m.entry("random".into())
-                .or_default()
-                .insert(rec[11..43].to_vec());
-            m.entry("session_id".into())
-                .or_default()
-                .insert(rec[p.session_id_at..p.session_id_at + 32].to_vec());
-        }
-        m
-    }
     for b in Browser::ALL {
         let caps = profile(&captures(b));
         let ours: Vec<_> = (0..20)
@@ -649,4 +653,131 @@ fn padding_extension_follows_the_boringssl_rule() {
         padded > 50 && unpadded_seen > 50,
         "{padded} {unpadded_seen}"
     );
+}
+
+/// Whether every capture of `b` repeats its X25519 key as the X25519 half of
+/// the X25519MLKEM768 share (`None` if the captures disagree).
+fn captures_reuse_x25519(b: Browser) -> Option<bool> {
+    let seen: BTreeSet<bool> = captures(b)
+        .iter()
+        .map(|rec| {
+            let p = dissect(rec);
+            share(&p, 0x11ec).1[1184..] == *share(&p, 0x001d).1
+        })
+        .collect();
+    (seen.len() == 1).then(|| seen.into_iter().next().unwrap())
+}
+
+/// `n` hellos as the transport sends them: built from the template, then
+/// filled by `ClientHandshake::start` (Noise `e`, session id, tag, HMAC).
+/// The template test above is about the builder; this is the record on
+/// the wire.
+fn on_the_wire(b: Browser, n: usize, seed: u64, key: &ServerKey) -> Vec<(String, Vec<u8>)> {
+    let cred = UserCredential::from_secret(&[0x5a; 16]);
+    let mut rng = Rng(seed);
+    (0..n)
+        .map(|i| {
+            let name = sni(i);
+            let built = Template::builtin(b).build(&name, &mut |x| rng.fill(x));
+            let (_, record) =
+                ClientHandshake::start(&built, &key.public(), &cred, 1_790_000_000, &mut |x| {
+                    rng.fill(x)
+                })
+                .unwrap();
+            (name, record)
+        })
+        .collect()
+}
+
+#[test]
+fn the_final_hello_on_the_wire_is_the_browsers() {
+    let key = ServerKey::from_secret([0x42; 32]);
+    let cred = UserCredential::from_secret(&[0x5a; 16]);
+    let lookup = |id: &[u8; 8]| (*id == cred.user_id()).then(|| (0, cred.auth_key()));
+    for b in Browser::ALL {
+        let caps = captures(b);
+        let reuse = captures_reuse_x25519(b).expect("the captures agree");
+        let (want_ja4, want_ja3n) = (ja4(&caps[0]).unwrap(), ja3n(&caps[0]).unwrap());
+        let wire = on_the_wire(b, 120, 40, &key);
+        let mut fresh = HashSet::new();
+        for (name, rec) in &wire {
+            // Fingerprints and parse, as the template tests check them.
+            let parsed = client_hello::parse(rec).unwrap();
+            assert_eq!(parsed.sni.as_deref(), Some(name.as_str()));
+            assert_eq!(
+                client_hello::probe(rec),
+                client_hello::Probe::Record { len: rec.len() }
+            );
+            assert_eq!(ja4(rec).unwrap(), want_ja4, "{b:?} {name}");
+            assert_eq!(ja3n(rec).unwrap(), want_ja3n, "{b:?} {name}");
+            // The hybrid share's X25519 half repeats the X25519 share
+            // exactly when the browser's own hellos do.
+            let p = dissect(rec);
+            let (_, x) = share(&p, 0x001d);
+            let (_, hybrid) = share(&p, 0x11ec);
+            assert_eq!(hybrid[1184..] == *x, reuse, "{b:?}: hybrid X25519 half");
+            // Real keys.
+            assert!(valid_mlkem768(&hybrid[..1184]), "{b:?}");
+            assert_eq!((x[31] >> 7, hybrid[1215] >> 7), (0, 0), "{b:?}");
+            if b == Browser::Firefox {
+                assert!(p256::PublicKey::from_sec1_bytes(share(&p, 0x0017).1).is_ok());
+            }
+            // Every key and random field new on every connection (and the
+            // two X25519 keys of a Chrome hello different from each other).
+            let (_, ech) = ext(&p, 0xfe0d).unwrap();
+            let mut fields = vec![
+                rec[11..43].to_vec(),
+                rec[p.session_id_at..p.session_id_at + 32].to_vec(),
+                x.to_vec(),
+                hybrid[..1184].to_vec(),
+                ech[8..40].to_vec(),
+                ech[42..].to_vec(),
+            ];
+            if !reuse {
+                fields.push(hybrid[1184..].to_vec());
+            }
+            if b == Browser::Firefox {
+                fields.push(share(&p, 0x0017).1.to_vec());
+            }
+            for f in fields {
+                assert!(f != vec![0; f.len()], "{b:?}: a zero field");
+                assert!(fresh.insert(f), "{b:?}: bytes repeated across hellos");
+            }
+            // And the server takes it.
+            assert!(
+                accept(rec, &key, lookup, 1_790_000_000, 60).is_ok(),
+                "{b:?}"
+            );
+        }
+        // Extension order and per-connection variability as captured.
+        let orders: HashSet<_> = wire.iter().map(|(_, r)| order(r)).collect();
+        assert_eq!(orders.len() > 1, b == Browser::Chrome, "{b:?} order");
+        let same_name: Vec<Vec<u8>> = (0..20)
+            .map(|i| {
+                let built =
+                    Template::builtin(b).build("www.example.com", &mut |x| Rng(300 + i).fill(x));
+                ClientHandshake::start(&built, &key.public(), &cred, 1_790_000_000, &mut |x| {
+                    Rng(400 + i).fill(x)
+                })
+                .unwrap()
+                .1
+            })
+            .collect();
+        let (theirs, ours) = (profile(&caps), profile(&same_name));
+        assert_eq!(
+            theirs.keys().collect::<Vec<_>>(),
+            ours.keys().collect::<Vec<_>>(),
+            "{b:?}: fields"
+        );
+        for (field, values) in &theirs {
+            let (vary, mine) = (values.len() > 1, ours[field].len() > 1);
+            assert_eq!(
+                vary, mine,
+                "{b:?} {field}: captures vary {vary}, ours {mine}"
+            );
+            if !vary {
+                assert_eq!(values, &ours[field], "{b:?} {field}: fixed bytes differ");
+            }
+        }
+    }
 }

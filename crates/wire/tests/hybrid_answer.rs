@@ -3,7 +3,7 @@
 //! same group and size, with a real ML-KEM-768 encapsulation.
 
 use aws_lc_rs::kem::{Ciphertext, DecapsulationKey, ML_KEM_768};
-use wire::browser::{Browser, Template};
+use wire::browser::{Browser, BuiltHello, Template};
 use wire::faketls::client::{build_hello, HelloShape};
 use wire::faketls::server_shape::server_shape;
 use wire::tunnel::flight::{mlkem768_encapsulate, MLKEM768_CIPHERTEXT_LEN};
@@ -31,8 +31,9 @@ fn rng(seed: u64) -> impl FnMut(&mut [u8]) {
 fn flight_for(hello: &[u8], shape: &FlightShape) -> Vec<u8> {
     let key = ServerKey::from_secret([0x42; 32]);
     let cred = UserCredential::from_secret(&SECRET);
+    let hello = BuiltHello::from_record(hello.to_vec()).expect("a hello the transport can use");
     let (mut client, record) =
-        ClientHandshake::start(hello, &key.public(), &cred, NOW, &mut rng(3)).unwrap();
+        ClientHandshake::start(&hello, &key.public(), &cred, NOW, &mut rng(3)).unwrap();
     let lookup = |id: &[u8; 8]| (*id == cred.user_id()).then(|| (0, cred.auth_key()));
     let acc = accept(&record, &key, lookup, NOW, 60).unwrap();
     let (flight, _) = acc.respond(shape, &mut rng(4));

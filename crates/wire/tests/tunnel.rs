@@ -1,5 +1,6 @@
 //! The samizdat transport handshake, records and mux, end to end in memory.
 
+use wire::browser::BuiltHello;
 use wire::faketls::client::{build_hello, HelloShape};
 use wire::faketls::CCS_RECORD;
 use wire::tunnel::handshake::{
@@ -50,7 +51,7 @@ fn lookup(cred: &UserCredential) -> impl Fn(&[u8; 8]) -> Option<(usize, [u8; 32]
 fn client_hello(seed: u64) -> (ClientHandshake, Vec<u8>) {
     let cred = UserCredential::from_secret(&SECRET);
     ClientHandshake::start(
-        &template(),
+        &BuiltHello::from_record(template()).unwrap(),
         &server_key().public(),
         &cred,
         NOW,
@@ -194,7 +195,7 @@ fn rejects_name_the_cause() {
     let other = ServerKey::from_secret([0x43; 32]);
     assert_eq!(
         accept(&hello, &other, lookup(&cred), NOW, 60).unwrap_err(),
-        Reject::NotOurs
+        Reject::Untagged
     );
     assert_eq!(
         accept(&hello, &key, |_| None, NOW, 60).unwrap_err(),
@@ -720,6 +721,7 @@ fn write_fuzz_seeds() {
         for slot in at.slots() {
             t[slot].fill(0);
         }
+        let t = BuiltHello::from_record(t).unwrap();
         let (_, hello) =
             ClientHandshake::start(&t, &key.public(), &cred, TUNNEL_NOW, &mut rng(12)).unwrap();
         std::fs::write(dir.join(name), &hello).unwrap();

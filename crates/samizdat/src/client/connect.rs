@@ -149,16 +149,13 @@ async fn handshake<S>(mut io: S, link: &Link, template: &Template) -> Result<Lan
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let built = template.build(&link.sni, &mut fill);
+    let built = template
+        .try_build(&link.sni, &mut fill)
+        .map_err(|e| ConnectError::Template(format!("server name {:?}: {e}", link.sni)))?;
     let cred = UserCredential::from_secret(&link.secret.0);
-    let (mut hs, hello) = ClientHandshake::start(
-        &built.record,
-        &link.server_key,
-        &cred,
-        now_unix(),
-        &mut fill,
-    )
-    .map_err(|e| ConnectError::Template(e.to_string()))?;
+    let (mut hs, hello) =
+        ClientHandshake::start(&built, &link.server_key, &cred, now_unix(), &mut fill)
+            .map_err(|e| ConnectError::Template(e.to_string()))?;
     io.write_all(&hello)
         .await
         .map_err(|e| ConnectError::Closed(e.to_string()))?;
@@ -201,5 +198,37 @@ where
             }
             Err(e) => return Err(ConnectError::NotOurServer(e.to_string())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A link made in code (not parsed) with an IP address for its server
+    /// name: the hello builder's error comes back, nothing panics, and
+    /// nothing is sent.
+    #[tokio::test]
+    async fn an_ip_server_name_is_an_error_not_a_panic() {
+        let link = Link {
+            secret: wire::secret::Key([7; 16]),
+            server_key: [9; 32],
+            servers: vec![Endpoint::direct("127.0.0.1", 9)],
+            sni: "10.0.0.1".into(),
+            fingerprint: "chrome".into(),
+            name: None,
+            list_key: None,
+            list_sources: Vec::new(),
+        };
+        let (ours, mut theirs) = tokio::io::duplex(4096);
+        let template = Template::builtin(wire::browser::Browser::Chrome);
+        let err = handshake(ours, &link, template).await.unwrap_err();
+        assert!(
+            matches!(&err, ConnectError::Template(m) if m.contains("10.0.0.1")),
+            "{err}"
+        );
+        let mut sent = Vec::new();
+        theirs.read_to_end(&mut sent).await.unwrap();
+        assert!(sent.is_empty());
     }
 }

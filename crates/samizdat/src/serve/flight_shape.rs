@@ -126,7 +126,9 @@ pub async fn measure(cover: &CoverTarget, sni: &str) -> Result<(FlightShape, Ser
     let mut fill = |b: &mut [u8]| {
         let _ = getrandom::fill(b);
     };
-    let mut hello = Template::builtin(Browser::Chrome).build(sni, &mut fill);
+    let mut hello = Template::builtin(Browser::Chrome)
+        .try_build(sni, &mut fill)
+        .map_err(|e| format!("cannot make a hello for {sni:?}: {e}"))?;
     // The transport's slots are zero in a built hello; a probe fills them
     // with random bytes (any 32 bytes are an X25519 public key).
     let slots = hello.slots;
@@ -261,6 +263,15 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An IP address as the server name is an error from `measure`, before
+    /// anything is sent (it used to panic in the hello builder).
+    #[tokio::test]
+    async fn measuring_with_an_ip_server_name_is_an_error() {
+        let cover = CoverTarget::Addr("127.0.0.1:9".parse().unwrap());
+        let err = measure(&cover, "10.0.0.1").await.unwrap_err();
+        assert!(err.contains("10.0.0.1"), "{err}");
+    }
 
     fn seen(extensions: Vec<u16>, encrypted: Vec<usize>) -> ServerShape {
         ServerShape {

@@ -40,7 +40,7 @@ pub fn tunnel_hello(link: &Link) -> (ClientHandshake, Vec<u8>) {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    ClientHandshake::start(&built.record, &link.server_key, &cred, now, &mut fill).unwrap()
+    ClientHandshake::start(&built, &link.server_key, &cred, now, &mut fill).unwrap()
 }
 
 /// A loopback port nothing listens on (bound once, then released).

@@ -36,6 +36,26 @@ pub struct HelloSlots {
     pub x25519_in_hybrid: Option<usize>,
 }
 
+impl BuiltHello {
+    /// A hello that no template built (a captured or hand-made record), with
+    /// its slots where [`crate::tunnel::locate`] finds them and the
+    /// hybrid share's X25519 half, if any, taken as a repeat of the X25519
+    /// share (as Firefox and Go send it). Hellos a client sends come from
+    /// [`Template::build`], which knows what the browser does there.
+    pub fn from_record(record: Vec<u8>) -> Result<BuiltHello, crate::tunnel::LocateError> {
+        let at = crate::tunnel::locate(&record)?;
+        Ok(BuiltHello {
+            slots: HelloSlots {
+                random: at.random,
+                session_id: at.session_id,
+                x25519: at.x25519,
+                x25519_in_hybrid: at.hybrid_x25519,
+            },
+            record,
+        })
+    }
+}
+
 /// BoringSSL's GREASE indexes (`ssl_grease_index_t`), one random byte each.
 #[derive(Clone, Copy)]
 enum Grease {

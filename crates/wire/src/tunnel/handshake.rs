@@ -2,10 +2,12 @@
 //!
 //! ```text
 //! client                                             server
-//! ClientHello  random     = HMAC(auth_key, hello with random zeroed)
+//! ClientHello  random     = HMAC(auth_key, hello with random zeroed)[..24]
+//!                           || hello tag (HMAC(server public, session_id)[..8])
 //!              session_id = Noise msg 1 payload (user id, time) + tag
-//!              x25519     = Noise e               ──►  accept(): one DH,
-//!                                                      O(1) user lookup,
+//!              x25519     = Noise e               ──►  accept(): the hello
+//!                                                      tag (no DH), then one
+//!                                                      DH, O(1) user lookup,
 //!                                                      one HMAC
 //! ServerHello  random     = Noise msg 2 payload (flight shape) + tag
 //!              x25519     = Noise e          ◄──  respond()
@@ -16,13 +18,30 @@
 //!
 //! The prologue is `b"samizdat/v1"` followed by the ClientHello record
 //! with every slot (random, session id, X25519 share, hybrid X25519 tail)
-//! zeroed, so any change to any byte of the hello fails the handshake.
+//! zeroed, so any change to any byte of the hello fails the handshake (the
+//! hello HMAC covers the hybrid tail, whatever key it holds).
+//!
+//! The hybrid share's X25519 tail follows the browser the hello imitates
+//! ([`crate::browser::HelloSlots::x25519_in_hybrid`]): Firefox repeats its
+//! X25519 key there, so the client writes `e` twice; Chrome draws a second
+//! independent key, which the template builder has already put there and
+//! the client leaves alone. The server accepts either.
+//!
+//! The hello tag lets the server turn away a hello that is not a samizdat
+//! client's (every MTProto fake-TLS hello) for two SHA-256 compressions
+//! instead of an X25519 operation ([`precheck`]). Only a link holder knows
+//! the server's public key, so to anyone else the tag is 8 more random bytes
+//! of the random field (`docs/transport.md`).
 
 use super::flight::{self, finished_record_len, FlightShape, ServerFlightError, ServerShare};
-use super::hello::{locate, LocateError, Located, GROUP_X25519_MLKEM768, MLKEM768_KEY_LEN};
+use super::hello::{
+    locate, LocateError, Located, GROUP_X25519_MLKEM768, MLKEM768_KEY_LEN, SESSION_ID_LEN,
+};
 use super::record::{Opener, Sealer, TAG_LEN};
+use crate::browser::BuiltHello;
 use crate::faketls::{APPLICATION_DATA, CCS_RECORD, RANDOM_LEN};
 use crate::users::hmac_sha256;
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use snow::params::{CipherChoice, DHChoice, HashChoice};
 use snow::resolvers::{CryptoResolver, DefaultResolver};
@@ -89,6 +108,7 @@ impl UserCredential {
 pub struct ServerKey {
     secret: Zeroizing<[u8; 32]>,
     public: [u8; 32],
+    tag: HelloTagKey,
 }
 
 impl fmt::Debug for ServerKey {
@@ -110,13 +130,80 @@ impl ServerKey {
         dh.set(&secret[..]);
         let mut public = [0u8; 32];
         public.copy_from_slice(dh.pubkey());
-        ServerKey { secret, public }
+        ServerKey {
+            secret,
+            public,
+            tag: HelloTagKey::new(&public),
+        }
     }
 
     /// The public key that goes into users' links.
     pub fn public(&self) -> [u8; 32] {
         self.public
     }
+}
+
+// === the hello tag ===
+
+/// Bytes of the hello tag, at the end of the ClientHello random.
+pub const TAG_BYTES: usize = 8;
+/// Bytes of the hello HMAC kept in the random, before the tag.
+const MAC_BYTES: usize = RANDOM_LEN - TAG_BYTES;
+/// Where the random starts in a ClientHello record (5-byte record header,
+/// 4-byte handshake header, 2-byte legacy_version).
+const RANDOM_AT: usize = 11;
+/// Where the legacy_session_id contents start (after its length byte).
+const SESSION_ID_AT: usize = RANDOM_AT + RANDOM_LEN + 1;
+
+/// The key of the hello tag: HMAC-SHA256 keyed with the server's public
+/// key, its pads hashed once (so one tag is two SHA-256 compressions).
+#[derive(Clone)]
+struct HelloTagKey(Hmac<Sha256>);
+
+impl HelloTagKey {
+    fn new(server_public: &[u8; 32]) -> HelloTagKey {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(server_public)
+            .expect("HMAC takes any key length");
+        mac.update(b"samizdat/v1 hello tag");
+        HelloTagKey(mac)
+    }
+
+    /// `HMAC(server public, "samizdat/v1 hello tag" || session_id)[..8]`.
+    fn tag(&self, session_id: &[u8]) -> [u8; TAG_BYTES] {
+        let mut mac = self.0.clone();
+        mac.update(session_id);
+        let full = mac.finalize().into_bytes();
+        let mut out = [0u8; TAG_BYTES];
+        out.copy_from_slice(&full[..TAG_BYTES]);
+        out
+    }
+}
+
+/// The check [`accept`] makes before any Diffie-Hellman: does `record`
+/// start like a ClientHello with a 32-byte session id, and do the last
+/// [`TAG_BYTES`] bytes of its random hold the tag of that session id under
+/// this server's public key? Fixed offsets, no parse, no allocation: two
+/// SHA-256 compressions and a constant-time compare. Every hello that is
+/// not a samizdat client's for this server fails it (but for a 2^-64
+/// chance), and so goes on to the MTProto checks at no cost of ours.
+pub fn precheck(record: &[u8], key: &ServerKey) -> bool {
+    let Some(session_id) = record.get(SESSION_ID_AT..SESSION_ID_AT + SESSION_ID_LEN) else {
+        return false;
+    };
+    if record[0] != crate::faketls::HANDSHAKE
+        || record[5] != 0x01
+        || usize::from(record[SESSION_ID_AT - 1]) != SESSION_ID_LEN
+    {
+        return false;
+    }
+    let tag = key.tag.tag(session_id);
+    bool::from(tag.ct_eq(&record[RANDOM_AT + MAC_BYTES..RANDOM_AT + RANDOM_LEN]))
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Diffie-Hellman setups [`accept`] began on this thread (tests only).
+    static DH_ATTEMPTS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 // === snow plumbing: our randomness, snow's primitives ===
@@ -261,6 +348,9 @@ pub enum StartError {
     /// The server public key is not usable.
     #[error("Noise handshake setup failed")]
     Noise,
+    /// The hello's slots are not where its own parse finds the fields.
+    #[error("hello slots do not match the record")]
+    Slots,
 }
 
 /// The client half of a handshake in progress.
@@ -299,18 +389,34 @@ pub enum Progress {
 }
 
 impl ClientHandshake {
-    /// Fills a ClientHello template (slots may hold anything; they are
-    /// zeroed first) with Noise message 1 and the user's HMAC. Returns the
-    /// handshake state and the record to send.
+    /// Fills a hello made by [`crate::browser::Template::build`] (slots may
+    /// hold anything; they are zeroed first) with Noise message 1, the
+    /// hello tag and the user's HMAC. The X25519 share gets `e`, and so does
+    /// the hybrid share's X25519 half when the browser repeats its key there
+    /// (`hello.slots.x25519_in_hybrid`); otherwise the builder's own key
+    /// stays there. Returns the handshake state and the record to send.
     pub fn start(
-        hello: &[u8],
+        hello: &BuiltHello,
         server_public: &[u8; 32],
         cred: &UserCredential,
         now_unix: u64,
         rng: Rng<'_>,
     ) -> Result<(ClientHandshake, Vec<u8>), StartError> {
-        let at = locate(hello)?;
-        let prologue = prologue(hello, &at);
+        let at = locate(&hello.record)?;
+        let slots = &hello.slots;
+        let hybrid_ok = match slots.x25519_in_hybrid {
+            None => true,
+            Some(h) => at.hybrid_x25519 == Some(h),
+        };
+        if at.random != RANDOM_AT
+            || slots.random != at.random
+            || slots.session_id != at.session_id
+            || slots.x25519 != at.x25519
+            || !hybrid_ok
+        {
+            return Err(StartError::Slots);
+        }
+        let prologue = prologue(&hello.record, &at);
         let slot: Slot = Arc::default();
         seed(&slot, rng);
         let mut hs = builder(&slot)
@@ -327,13 +433,21 @@ impl ClientHandshake {
             .write_message(&payload, &mut msg)
             .map_err(|_| StartError::Noise)?;
         debug_assert_eq!(n, 64);
-        let mut record = prologue[PROLOGUE_PREFIX.len()..].to_vec();
-        for x in [Some(at.x25519), at.hybrid_x25519].into_iter().flatten() {
+        // The record as built, with the slots we own zeroed: a browser
+        // that draws its own hybrid X25519 key keeps the builder's key.
+        let mut record = hello.record.clone();
+        record[at.random..at.random + RANDOM_LEN].fill(0);
+        for x in [Some(at.x25519), slots.x25519_in_hybrid]
+            .into_iter()
+            .flatten()
+        {
             record[x..x + 32].copy_from_slice(&msg[..32]);
         }
         record[at.session_id..at.session_id + 32].copy_from_slice(&msg[32..]);
+        let tag = HelloTagKey::new(server_public).tag(&msg[32..]);
         let mac = hello_mac(&cred.auth_key, &record, at.random);
-        record[at.random..at.random + RANDOM_LEN].copy_from_slice(&mac);
+        record[at.random..at.random + MAC_BYTES].copy_from_slice(&mac[..MAC_BYTES]);
+        record[at.random + MAC_BYTES..at.random + RANDOM_LEN].copy_from_slice(&tag);
         let suites = at.suites(&record).collect();
         Ok((
             ClientHandshake {
@@ -416,6 +530,10 @@ impl ClientHandshake {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Reject {
+    /// No hello tag for this server (see [`precheck`]): every hello
+    /// that is not a samizdat client's. No Diffie-Hellman was done.
+    #[error("no hello tag")]
+    Untagged,
     /// Not a ClientHello with the slots we need.
     #[error("not a usable ClientHello: {0}")]
     Malformed(LocateError),
@@ -460,8 +578,10 @@ impl fmt::Debug for Accepted {
     }
 }
 
-/// Authenticates a ClientHello record: one DH, one HMAC and one lookup by
-/// user id (`lookup` returns the user index and auth key).
+/// Authenticates a ClientHello record: the hello tag ([`precheck`], no
+/// DH), then one DH, one HMAC and one lookup by user id (`lookup` returns
+/// the user index and auth key). The hybrid share's X25519 half may repeat
+/// the X25519 share (Firefox) or hold another key (Chrome).
 pub fn accept(
     record: &[u8],
     key: &ServerKey,
@@ -469,15 +589,15 @@ pub fn accept(
     now_unix: u64,
     window_secs: u64,
 ) -> Result<Accepted, Reject> {
+    if !precheck(record, key) {
+        return Err(Reject::Untagged);
+    }
     let at = locate(record).map_err(Reject::Malformed)?;
     let e: [u8; 32] = record[at.x25519..at.x25519 + 32]
         .try_into()
         .expect("32 bytes");
-    if let Some(h) = at.hybrid_x25519 {
-        if record[h..h + 32] != e {
-            return Err(Reject::NotOurs);
-        }
-    }
+    #[cfg(test)]
+    DH_ATTEMPTS.with(|n| n.set(n.get() + 1));
     let prologue = prologue(record, &at);
     let slot: Slot = Arc::default();
     let mut hs = builder(&slot)
@@ -499,7 +619,7 @@ pub fn accept(
     let (user, auth_key) = lookup(&user_id).ok_or(Reject::UnknownUser)?;
     let auth_key = Zeroizing::new(auth_key);
     let mac = hello_mac(&auth_key, record, at.random);
-    if !bool::from(mac.ct_eq(&record[at.random..at.random + RANDOM_LEN])) {
+    if !bool::from(mac[..MAC_BYTES].ct_eq(&record[at.random..at.random + MAC_BYTES])) {
         return Err(Reject::BadMac);
     }
     let client_time = u32::from_be_bytes(payload[8..12].try_into().expect("4")) as u64;
@@ -588,5 +708,152 @@ impl Accepted {
             opener: Opener::new(&keys.c2s, Some((confirmation(&keys.hash, size), size))),
         };
         (out, established)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::browser::{Browser, Template};
+    use crate::faketls::client::{build_hello, HelloShape};
+
+    const NOW: u64 = 1_790_000_000;
+
+    fn fill(seed: u64) -> impl FnMut(&mut [u8]) {
+        let mut s = seed | 1;
+        move |buf: &mut [u8]| {
+            for b in buf {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                *b = s as u8;
+            }
+        }
+    }
+
+    fn dh_attempts() -> usize {
+        DH_ATTEMPTS.with(|n| n.get())
+    }
+
+    fn transport_hello(browser: Browser, key: &ServerKey, cred: &UserCredential) -> Vec<u8> {
+        let built = Template::builtin(browser).build("cover.example", &mut fill(3));
+        ClientHandshake::start(&built, &key.public(), cred, NOW, &mut fill(4))
+            .unwrap()
+            .1
+    }
+
+    /// What every MTProto `ee` client sends, and a browser's own hello: the
+    /// precheck turns both away before any Diffie-Hellman.
+    #[test]
+    fn a_hello_that_is_not_a_transport_hello_costs_no_dh() {
+        let key = ServerKey::from_secret([0x42; 32]);
+        let cred = UserCredential::from_secret(&[9; 16]);
+        let lookup = |id: &[u8; 8]| (*id == cred.user_id()).then(|| (0, cred.auth_key()));
+        let ee = build_hello(
+            &[7; 16],
+            "cover.example",
+            NOW as u32,
+            HelloShape::Classic517,
+            &mut fill(1),
+        );
+        let mut chrome = Template::builtin(Browser::Chrome)
+            .build("cover.example", &mut fill(2))
+            .record;
+        fill(5)(&mut chrome[RANDOM_AT..SESSION_ID_AT + SESSION_ID_LEN]);
+        chrome[SESSION_ID_AT - 1] = 32;
+        for (what, hello) in [("ee", &ee), ("chrome", &chrome)] {
+            assert!(locate(hello).is_ok(), "{what}: a usable hello shape");
+            assert!(!precheck(hello, &key), "{what}");
+            let before = dh_attempts();
+            assert_eq!(
+                accept(hello, &key, lookup, NOW, 60).unwrap_err(),
+                Reject::Untagged,
+                "{what}"
+            );
+            assert_eq!(dh_attempts(), before, "{what}: no DH");
+        }
+        // Short, empty and non-TLS input.
+        for junk in [&[][..], &[0x16; 75][..], &[0u8; 2000][..]] {
+            assert!(!precheck(junk, &key));
+        }
+        // A real transport hello does reach the DH, and is accepted.
+        let good = transport_hello(Browser::Chrome, &key, &cred);
+        assert!(precheck(&good, &key));
+        let before = dh_attempts();
+        assert!(accept(&good, &key, lookup, NOW, 60).is_ok());
+        assert_eq!(dh_attempts(), before + 1);
+    }
+
+    /// A samizdat client's hello with a wrong tag (any bit of it, or one
+    /// meant for another server) is turned away by the precheck, without
+    /// a DH: a prober's tampered replay gets the same answer as random bytes.
+    #[test]
+    fn a_wrong_tag_is_rejected_before_the_dh() {
+        let key = ServerKey::from_secret([0x42; 32]);
+        let other = ServerKey::from_secret([0x43; 32]);
+        let cred = UserCredential::from_secret(&[9; 16]);
+        let lookup = |id: &[u8; 8]| (*id == cred.user_id()).then(|| (0, cred.auth_key()));
+        for browser in Browser::ALL {
+            let good = transport_hello(browser, &key, &cred);
+            assert!(accept(&good, &key, lookup, NOW, 60).is_ok());
+            let before = dh_attempts();
+            assert_eq!(
+                accept(&good, &other, lookup, NOW, 60).unwrap_err(),
+                Reject::Untagged
+            );
+            for bit in 0..TAG_BYTES * 8 {
+                let mut bad = good.clone();
+                bad[RANDOM_AT + MAC_BYTES + bit / 8] ^= 1 << (bit % 8);
+                assert_eq!(
+                    accept(&bad, &key, lookup, NOW, 60).unwrap_err(),
+                    Reject::Untagged
+                );
+            }
+            // The tag covers the session id: change it and the tag is wrong.
+            let mut bad = good.clone();
+            bad[SESSION_ID_AT + 5] ^= 0x20;
+            assert_eq!(
+                accept(&bad, &key, lookup, NOW, 60).unwrap_err(),
+                Reject::Untagged
+            );
+            assert_eq!(dh_attempts(), before, "{browser:?}: no DH");
+        }
+    }
+
+    /// The hybrid share's X25519 half on the wire: Chrome's own key, not
+    /// `e`; Firefox's `e`. The server accepts both.
+    #[test]
+    fn the_hybrid_x25519_half_follows_the_browser_and_both_are_accepted() {
+        let key = ServerKey::from_secret([0x42; 32]);
+        let cred = UserCredential::from_secret(&[9; 16]);
+        let lookup = |id: &[u8; 8]| (*id == cred.user_id()).then(|| (0, cred.auth_key()));
+        for browser in Browser::ALL {
+            let hello = transport_hello(browser, &key, &cred);
+            let at = locate(&hello).unwrap();
+            let tail = at.hybrid_x25519.unwrap();
+            let same = hello[tail..tail + 32] == hello[at.x25519..at.x25519 + 32];
+            assert_eq!(same, browser == Browser::Firefox, "{browser:?}");
+            let acc = accept(&hello, &key, lookup, NOW, 60).unwrap();
+            assert_eq!(acc.replay_key[..], hello[at.x25519..at.x25519 + 32]);
+            // The hello HMAC covers the hybrid half.
+            let mut bad = hello.clone();
+            bad[tail + 7] ^= 1;
+            assert_eq!(
+                accept(&bad, &key, lookup, NOW, 60).unwrap_err(),
+                Reject::BadMac
+            );
+        }
+    }
+
+    #[test]
+    fn slots_that_disagree_with_the_record_are_refused() {
+        let key = ServerKey::from_secret([0x42; 32]);
+        let cred = UserCredential::from_secret(&[9; 16]);
+        let mut built = Template::builtin(Browser::Firefox).build("a.example", &mut fill(3));
+        built.slots.x25519_in_hybrid = Some(built.slots.x25519_in_hybrid.unwrap() - 1);
+        assert_eq!(
+            ClientHandshake::start(&built, &key.public(), &cred, NOW, &mut fill(4)).unwrap_err(),
+            StartError::Slots
+        );
     }
 }

@@ -29,7 +29,8 @@ pub mod record;
 pub use destination::Destination;
 pub use flight::{ExtOrder, FlightShape, ServerFlightError};
 pub use handshake::{
-    accept, Accepted, ClientHandshake, Established, Progress, Reject, ServerKey, UserCredential,
+    accept, precheck, Accepted, ClientHandshake, Established, Progress, Reject, ServerKey,
+    UserCredential,
 };
 pub use hello::{locate, LocateError, Located};
 pub use record::{Opener, RecordError, Sealer};
