@@ -64,7 +64,7 @@ pub fn load_or_create_key(dir: &Path) -> anyhow::Result<(Key, bool)> {
             // starting with 0xdd or 0xee fails there (1 key in 128): avoid them.
             let mut bytes = [0xddu8; 16];
             while bytes[0] == 0xdd || bytes[0] == 0xee {
-                getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+                crate::random::fill(&mut bytes);
             }
             let key = Key(bytes);
             let text = format!(
@@ -97,7 +97,7 @@ pub fn load_or_create_transport_key(dir: &Path) -> anyhow::Result<[u8; 32]> {
         Ok(text) => parse_transport_key(&text, &path),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut key = [0u8; 32];
-            getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+            crate::random::fill(&mut key);
             let text = format!(
                 "# Written by `samizdat serve`: the private key of the samizdat transport.\n# Keep it private; its public half is in every samizdat:// link.\n{}",
                 toml::to_string(&TransportFile {

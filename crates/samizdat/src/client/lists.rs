@@ -680,7 +680,7 @@ pub fn usable_servers(link: &Link, list: Option<&ServerList>) -> Vec<Endpoint> {
 /// Random wait in `[0, max)`.
 fn jitter(max: Duration) -> Duration {
     let mut b = [0u8; 8];
-    let _ = getrandom::fill(&mut b);
+    crate::random::fill(&mut b);
     let ms = max.as_millis().max(1) as u64;
     Duration::from_millis(u64::from_le_bytes(b) % ms)
 }

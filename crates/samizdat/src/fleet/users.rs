@@ -236,8 +236,7 @@ pub fn run(args: &UsersArgs) -> anyhow::Result<()> {
                         .map_err(|e| anyhow::anyhow!("--key: {e}"))?,
                     None => {
                         let mut b = [0u8; 16];
-                        getrandom::fill(&mut b)
-                            .map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+                        crate::random::fill(&mut b);
                         wire::secret::Key(b)
                     }
                 };

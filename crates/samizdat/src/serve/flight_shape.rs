@@ -119,7 +119,7 @@ pub fn flight_shape(s: &ServerShape) -> Result<FlightShape, String> {
 /// Sends the cover a Chrome ClientHello for `sni` and reads its flight.
 pub async fn measure(cover: &CoverTarget, sni: &str) -> Result<(FlightShape, ServerShape), String> {
     let mut fill = |b: &mut [u8]| {
-        let _ = getrandom::fill(b);
+        crate::random::fill(b);
     };
     let mut hello = Template::builtin(Browser::Chrome).build(sni, &mut fill);
     // The transport's slots are zero in a built hello; a probe fills them
