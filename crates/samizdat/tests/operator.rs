@@ -176,3 +176,98 @@ async fn no_links_keeps_secrets_off_stdout() {
     // The server itself is unchanged.
     round_trip(without.addr).await.unwrap();
 }
+
+fn set_mode(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn mode_of(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// `samizdat link` with the zero-config secret: writes state.toml and
+/// transport.toml into `dir`, like `serve`, without a server.
+fn link_in(dir: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    Command::new(bin())
+        .args(["link", "--listen", "127.0.0.1:443", "--state-dir"])
+        .arg(dir)
+        .args(extra)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+/// A symlink planted at a state file's temporary name does not redirect
+/// the write (its target stays as it was), and a stale file there does not
+/// lend the new file its mode: both files end up regular and 0600.
+#[test]
+fn planted_temporary_files_do_not_redirect_or_loosen_state_files() {
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("victim");
+    std::fs::write(&target, "untouched\n").unwrap();
+    let state = tempfile::tempdir().unwrap();
+    set_mode(state.path(), 0o700);
+    std::os::unix::fs::symlink(&target, state.path().join("state.toml.tmp")).unwrap();
+    let stale = state.path().join("transport.toml.tmp");
+    std::fs::write(&stale, "stale\n").unwrap();
+    set_mode(&stale, 0o666);
+
+    let out = link_in(state.path(), &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched\n");
+    for name in ["state.toml", "transport.toml"] {
+        let path = state.path().join(name);
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(meta.file_type().is_file(), "{name} is not a regular file");
+        assert_eq!(mode_of(&path), 0o600, "{name}");
+        assert!(!state.path().join(format!("{name}.tmp")).exists());
+    }
+    // The links printed are the ones the saved files hold.
+    let again = link_in(state.path(), &[]);
+    assert_eq!(out.stdout, again.stdout);
+}
+
+/// A state directory other users can read and a transport key file
+/// broader than 0600 are each named in one warning with the fix.
+#[test]
+fn loose_modes_on_state_and_key_files_are_warned_about() {
+    let made = tempfile::tempdir().unwrap();
+    set_mode(made.path(), 0o700);
+    let out = link_in(made.path(), &[]);
+    assert!(out.status.success());
+    let quiet = String::from_utf8_lossy(&out.stderr);
+    assert!(!quiet.contains("has mode"), "warned on 0700/0600: {quiet}");
+
+    let key = made.path().join("shared-transport.toml");
+    std::fs::copy(made.path().join("transport.toml"), &key).unwrap();
+    set_mode(&key, 0o644);
+    let state = tempfile::tempdir().unwrap();
+    set_mode(state.path(), 0o755);
+    let key_arg = key.display().to_string();
+    let out = link_in(state.path(), &["--transport-key", &key_arg]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    let dir_warning = format!("state directory {} has mode 0755", state.path().display());
+    let key_warning = format!("transport key file {key_arg} has mode 0644");
+    assert_eq!(err.matches(&dir_warning).count(), 1, "{err}");
+    assert_eq!(err.matches(&key_warning).count(), 1, "{err}");
+    assert!(err.contains(&format!("chmod 600 {key_arg}")), "{err}");
+    assert!(
+        err.contains(&format!("chmod 700 {}", state.path().display())),
+        "{err}"
+    );
+}
