@@ -30,7 +30,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use wire::link::Link;
 
-const KEY: &str = "5a0123456789abcdef0123456789abcd";
+const KEY: &str = "b9a20c6e2fe21c83cc5a5e73d48be47a";
 const DOMAIN: &str = "bench.localhost";
 
 /// CPU time of a process (user + system, all threads), from /proc.
