@@ -271,3 +271,71 @@ fn loose_modes_on_state_and_key_files_are_warned_about() {
         "{err}"
     );
 }
+
+/// `samizdat client | head -1`: the client's banner into a closed pipe
+/// does not stop it either (it used to panic, exit code 101), and SIGTERM
+/// still ends it cleanly.
+#[tokio::test]
+async fn a_closed_stdout_does_not_stop_the_client() {
+    // A samizdat:// link to a loopback port nothing listens on: the client
+    // starts, prints its banner and keeps trying that server.
+    let state = tempfile::tempdir().unwrap();
+    let port = apps::free_port();
+    let out = Command::new(bin())
+        .args([
+            "link",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--state-dir",
+        ])
+        .arg(state.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let link = stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("samizdat://"))
+        .expect("a samizdat:// link")
+        .to_string();
+    let socks = apps::free_port();
+    let mut child = Command::new(bin())
+        .args(["client", &link, "--socks", &format!("127.0.0.1:{socks}")])
+        .args(["--http", "off", "--telegram", "off", "--state-dir"])
+        .arg(state.path().join("client"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    // Serving: the SOCKS5 port takes connections.
+    let start = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", socks))
+        .await
+        .is_err()
+    {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("samizdat client exited with {status}");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no SOCKS5 port after 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "samizdat client exited"
+    );
+    kill(&child, libc::SIGTERM);
+    let status = exit_within(&mut child, Duration::from_secs(5))
+        .await
+        .expect("no exit 5 s after SIGTERM");
+    assert_eq!(status.code(), Some(0), "{status}");
+}
