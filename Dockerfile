@@ -37,4 +37,6 @@ USER 65532:65532
 # the container's own network namespace, so 443 needs no capability here.
 EXPOSE 443
 ENTRYPOINT ["/samizdat"]
-CMD ["serve"]
+# --no-links: standard output ends up in `docker logs`; print the links
+# with `docker exec CONTAINER /samizdat link` (same options) instead.
+CMD ["serve", "--no-links"]

@@ -12,7 +12,7 @@ use std::time::Duration;
 use wire::secret::Key;
 
 /// The key every system and client uses.
-pub const KEY: &str = "0123456789abcdef0123456789abcdef";
+pub const KEY: &str = "91e4a973be97fee5db4b1752eb03586c";
 /// The fake-TLS domain.
 pub const DOMAIN: &str = "bench.localhost";
 

@@ -32,9 +32,11 @@ fn now() -> u32 {
 fn keys(n: usize) -> Vec<Key> {
     (0..n)
         .map(|i| {
+            // Distinct and random-looking: `serve` refuses patterned keys.
+            let n = i as u64 + 1;
             let mut k = [0u8; 16];
-            k[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
-            k[8] = 0x5a;
+            k[..8].copy_from_slice(&n.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes());
+            k[8..].copy_from_slice(&n.wrapping_mul(0xbf58_476d_1ce4_e5b9).to_le_bytes());
             Key(k)
         })
         .collect()

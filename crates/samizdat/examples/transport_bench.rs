@@ -30,7 +30,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use wire::link::Link;
 
-const KEY: &str = "5a0123456789abcdef0123456789abcd";
+const KEY: &str = "b9a20c6e2fe21c83cc5a5e73d48be47a";
 const DOMAIN: &str = "bench.localhost";
 
 /// CPU time of a process (user + system, all threads), from /proc.
@@ -500,7 +500,7 @@ async fn delayed(
 async fn transport_handshake(port: u16, link: &Link) {
     use wire::tunnel::handshake::{ClientHandshake, Progress, UserCredential};
     let built = wire::browser::Template::builtin(wire::browser::Browser::Chrome)
-        .build(&link.sni, &mut |b| getrandom::fill(b).unwrap());
+        .build(&link.sni, &mut |b| samizdat::random::fill(b));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -510,7 +510,7 @@ async fn transport_handshake(port: u16, link: &Link) {
         &link.server_key,
         &UserCredential::from_secret(&link.secret.0),
         now,
-        &mut |b| getrandom::fill(b).unwrap(),
+        &mut |b| samizdat::random::fill(b),
     )
     .unwrap();
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();

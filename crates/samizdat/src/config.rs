@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
 use wire::classify::{Policy, SniPolicy};
-use wire::secret::{validate_domain, Key, Mode, Secret};
+use wire::secret::{validate_domain, weak_key, Key, Mode, Secret};
 
 /// Port used when `--listen` is not given; 443 is what a cover site uses.
 pub const DEFAULT_PORT: u16 = 443;
@@ -503,6 +503,37 @@ impl<T> Item<'_, T> {
     }
 }
 
+/// How to make a key, for error messages.
+pub const MAKE_A_KEY: &str =
+    "make a new one with `openssl rand -hex 16` (or `head -c16 /dev/urandom | xxd -p`)";
+
+/// [`parse_secret`] for a user who will be served, refusing what others
+/// can guess: the placeholder of samizdat.example.toml, a key published in
+/// samizdat's docs and example config, an obvious pattern ([`weak_key`]).
+pub fn parse_user_secret(user: &str, text: &str) -> Result<Secret, String> {
+    let t = text.trim().to_ascii_lowercase();
+    if t.contains("replace") || t.contains("change-me") || t.contains("changeme") {
+        return Err(format!(
+            "user {user}: replace {:?} with the user's own key; {MAKE_A_KEY}",
+            text.trim()
+        ));
+    }
+    let secret = parse_secret(text)?;
+    check_key(user, &secret.key)?;
+    Ok(secret)
+}
+
+/// Refuses `key` for `user` if [`weak_key`] does, saying why and how to
+/// make a good one.
+pub fn check_key(user: &str, key: &Key) -> Result<(), String> {
+    match weak_key(key) {
+        None => Ok(()),
+        Some(why) => Err(format!(
+            "user {user}'s key is {why}: anyone could guess it and use this proxy; {MAKE_A_KEY}"
+        )),
+    }
+}
+
 /// Parses a secret as given to `--secret` or `users.NAME.secret`: 32 hex
 /// digits are a key; longer text is a full dd…/ee… secret.
 pub fn parse_secret(text: &str) -> Result<Secret, String> {
@@ -871,7 +902,8 @@ impl ServeConfig {
                 if !valid_user_name(name) {
                     return Err(item.fail("", format!("user name {name:?}: use 1-64 letters, digits, '-', '_', '.' or '@'")).into());
                 }
-                let secret = parse_secret(user.secret.get_ref()).map_err(|e| item.fail("", e))?;
+                let secret =
+                    parse_user_secret(name, user.secret.get_ref()).map_err(|e| item.fail("", e))?;
                 let at = |key: &str, span: std::ops::Range<usize>| Item {
                     value: (),
                     from,
@@ -922,12 +954,12 @@ impl ServeConfig {
                 key: String::new(),
                 span: None,
             };
-            let secret = parse_secret(text).map_err(|e| item.fail(&redact(text), e))?;
             let name = match (from_file, args.secret.len()) {
                 (0, 1) => "default".to_string(),
                 (0, _) => format!("user{}", i + 1),
                 _ => format!("cli{}", i + 1),
             };
+            let secret = parse_user_secret(&name, text).map_err(|e| item.fail(&redact(text), e))?;
             add_user(name, secret, UserLimits::default(), &mut domains);
         }
         // A fleet that shares its user table generates no user of its own:

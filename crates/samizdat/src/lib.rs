@@ -13,6 +13,7 @@
 //! | [`fleet`] | state shared by several instances through Redis; `samizdat users` |
 //! | [`metrics`] | Prometheus metrics and the `--metrics` endpoint |
 //! | [`proxy`] | local SOCKS5 / HTTP / Telegram front-ends, the [`proxy::Dialer`] trait, the server's egress policy |
+//! | [`random`] | the one way to take bytes from the OS generator (fails loudly) |
 //! | [`state`] | the state directory (the zero-config secret) |
 //! | [`duration`] | `10s`-style durations |
 //!
@@ -30,6 +31,7 @@ pub mod links;
 pub mod list_cmd;
 pub mod metrics;
 pub mod proxy;
+pub mod random;
 pub mod serve;
 pub mod state;
 pub mod tunnel;

@@ -106,7 +106,7 @@ struct KeyFile {
 
 fn keygen(out: &Path) -> anyhow::Result<()> {
     let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    crate::random::fill(&mut secret);
     let public = server_list::public_key(&secret);
     let text = format!(
         "# samizdat server-list signing key (Ed25519), made by `samizdat list keygen`.\n\

@@ -20,7 +20,7 @@ struct Cli {
 enum Command {
     /// Run an MTProto proxy for Telegram apps (plain, dd and ee secrets);
     /// everything that fails authentication is spliced to a cover site.
-    Serve(ServeArgs),
+    Serve(ServeCmd),
     /// Run a local proxy (SOCKS5, HTTP, and an endpoint for the Telegram
     /// app) that carries every app through a samizdat server, given the
     /// samizdat:// link its operator printed.
@@ -44,6 +44,17 @@ enum Command {
     Lab(LabCommand),
 }
 
+#[derive(clap::Args)]
+struct ServeCmd {
+    #[command(flatten)]
+    serve: ServeArgs,
+    /// Do not print the users' links at start: they hold the secrets, and
+    /// container runtimes keep standard output (`docker logs`). Get them
+    /// with `samizdat link` and the same options instead.
+    #[arg(long)]
+    no_links: bool,
+}
+
 #[derive(Subcommand)]
 enum LabCommand {
     /// Every subject (samizdat ee/dd/plain, SOCKS5) against every technique:
@@ -65,7 +76,10 @@ fn main() -> std::process::ExitCode {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
+        // A log line that cannot be written is dropped: a closed or full
+        // stderr must never stop the server (or its shutdown).
+        .with_writer(|| QuietStderr)
+        .log_internal_errors(false)
         // Colours only on a terminal: journals and log files get plain text.
         .with_ansi(
             std::io::IsTerminal::is_terminal(&std::io::stderr())
@@ -73,7 +87,10 @@ fn main() -> std::process::ExitCode {
         )
         .init();
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(ServeCmd {
+            serve: args,
+            no_links,
+        }) => serve(args, no_links),
         Command::Client(args) => client(args),
         Command::Link(args) => samizdat::link_cmd::run(&args),
         Command::List(command) => samizdat::list_cmd::run(&command),
@@ -87,13 +104,47 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("samizdat: {e:#}");
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "samizdat: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
+/// Standard error for log lines, swallowing write errors: with nobody
+/// reading it (a closed pipe, a full disk), logs are lost but nothing panics.
+struct QuietStderr;
+
+impl std::io::Write for QuietStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
+}
+
+/// The start-up banner on standard output. It is informational: when
+/// stdout is closed (`samizdat serve | head -3`) or full, the rest is
+/// dropped and the server keeps serving.
+struct Banner(Option<std::io::Stdout>);
+
+impl Banner {
+    fn say(&mut self, text: std::fmt::Arguments) {
+        use std::io::Write;
+        if let Some(out) = &mut self.0 {
+            if out.write_fmt(text).and_then(|()| out.flush()).is_err() {
+                // Nobody reads any more: stop writing.
+                self.0 = None;
+            }
+        }
+    }
+}
+
+fn serve(args: ServeArgs, no_links: bool) -> anyhow::Result<()> {
     // Each connection needs two descriptors; the usual soft limit of 1024
     // would cap a server at ~500 users. Raise it to the hard limit.
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
@@ -112,19 +163,20 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let server = Server::bind(config.clone())?;
         let bound = server.addrs[0];
         let (host, hint) = samizdat::links::link_host(&config, bound);
-        println!(
-            "samizdat serving on {}",
+        let mut out = Banner(Some(std::io::stdout()));
+        out.say(format_args!(
+            "samizdat serving on {}\n",
             server
                 .addrs
                 .iter()
                 .map(|a| a.to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
-        );
+        ));
         if let (Some(addr), Some(path)) = (server.ws_addr, &server.ws_path) {
-            println!(
-                "WebSocket listener on http://{addr}{path} (for a TLS reverse proxy or CDN in front: docs/fronting.md)"
-            );
+            out.say(format_args!(
+                "WebSocket listener on http://{addr}{path} (for a TLS reverse proxy or CDN in front: docs/fronting.md)\n"
+            ));
         }
         if config.generated {
             let verb = if created {
@@ -132,34 +184,43 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             } else {
                 "using the secret saved"
             };
-            println!("{verb} in {}", state_dir.join("state.toml").display());
+            out.say(format_args!(
+                "{verb} in {}\n",
+                state_dir.join("state.toml").display()
+            ));
         }
-        print!(
-            "{}",
-            samizdat::links::render(&config, &host, bound.port(), server.tunnel_public.as_ref())
-        );
-        if let Some(h) = hint {
-            println!("note: {h}");
+        if no_links {
+            out.say(format_args!(
+                "links not printed (--no-links); `samizdat link` with the same options prints them\n"
+            ));
+        } else {
+            out.say(format_args!(
+                "{}",
+                samizdat::links::render(&config, &host, bound.port(), server.tunnel_public.as_ref())
+            ));
+            if let Some(h) = hint {
+                out.say(format_args!("note: {h}\n"));
+            }
         }
         if config.users.is_empty() {
-            println!(
+            out.say(format_args!(
                 "note: no users yet; add them to the fleet's shared table with \
-                 `samizdat users add NAME --redis URL` (every instance serves them within seconds)"
-            );
+                 `samizdat users add NAME --redis URL` (every instance serves them within seconds)\n"
+            ));
         }
-        println!(
-            "cover site: {} (connections that fail authentication go there)",
+        out.say(format_args!(
+            "cover site: {} (connections that fail authentication go there)\n",
             config.cover
-        );
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
+        ));
         tokio::spawn(reload_on_change(args.clone(), server.shared()));
         let stop = CancellationToken::new();
         let signals = stop.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
-            tracing::info!("shutting down");
+            // Stop first: shutting down must not wait on (or fail with) a
+            // log line.
             signals.cancel();
+            tracing::info!("shutting down");
         });
         tokio::spawn(release_memory_after_crowds(server.shared()));
         server.run(stop).await;

@@ -46,9 +46,11 @@ struct StateFile {
 /// Loads the generated key from `dir`, or makes and saves a new one. The
 /// file is created readable by its owner only: it holds the proxy's key.
 pub fn load_or_create_key(dir: &Path) -> anyhow::Result<(Key, bool)> {
+    warn_if_exposed(dir, "state directory");
     let path = dir.join(FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
+            warn_if_exposed(&path, "state file");
             let state: StateFile = toml::from_str(&text).map_err(|e| {
                 anyhow::anyhow!(
                     "{}: {e}; fix or delete the file to generate a new secret",
@@ -64,7 +66,7 @@ pub fn load_or_create_key(dir: &Path) -> anyhow::Result<(Key, bool)> {
             // starting with 0xdd or 0xee fails there (1 key in 128): avoid them.
             let mut bytes = [0xddu8; 16];
             while bytes[0] == 0xdd || bytes[0] == 0xee {
-                getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+                crate::random::fill(&mut bytes);
             }
             let key = Key(bytes);
             let text = format!(
@@ -92,12 +94,16 @@ struct TransportFile {
 /// Loads the transport's static private key from `dir`, or makes and saves
 /// a new one (owner-only file). Changing it invalidates every samizdat link.
 pub fn load_or_create_transport_key(dir: &Path) -> anyhow::Result<[u8; 32]> {
+    warn_if_exposed(dir, "state directory");
     let path = dir.join(TRANSPORT_FILE);
     match std::fs::read_to_string(&path) {
-        Ok(text) => parse_transport_key(&text, &path),
+        Ok(text) => {
+            warn_if_exposed(&path, "transport key file");
+            parse_transport_key(&text, &path)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut key = [0u8; 32];
-            getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+            crate::random::fill(&mut key);
             let text = format!(
                 "# Written by `samizdat serve`: the private key of the samizdat transport.\n# Keep it private; its public half is in every samizdat:// link.\n{}",
                 toml::to_string(&TransportFile {
@@ -122,6 +128,7 @@ pub fn transport_key(file: Option<&Path>, dir: &Path) -> anyhow::Result<[u8; 32]
                     path.display()
                 )
             })?;
+            warn_if_exposed(path, "transport key file");
             parse_transport_key(&text, path)
         }
         None => load_or_create_transport_key(dir),
@@ -161,16 +168,86 @@ fn write_private(dir: &Path, name: &str, text: &str) -> anyhow::Result<()> {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
     }
-    let tmp = dir.join(format!("{name}.tmp"));
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts
-        .open(&tmp)
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.join(name))?;
+    let path = dir.join(name);
+    replace_private(&path, text.as_bytes())
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+}
+
+/// Replaces `path` with `bytes` atomically, the new file readable by its
+/// owner only (0600). The bytes go to `path` + `.tmp`, created exclusively
+/// and without following links, so that a file or symlink planted there
+/// (in a shared or attacker-writable directory) can neither redirect the
+/// write nor lend the file its mode; a stale one left by a crash is
+/// removed first (`unlink` removes a link, never its target). The rename
+/// then replaces `path` itself, even if `path` is a symlink.
+pub fn replace_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let open = || {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+        }
+        opts.open(&tmp)
+    };
+    let mut f = match open() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(&tmp)?;
+            // Planted again in between: give up rather than follow it.
+            open()?
+        }
+        other => other?,
+    };
+    let written = f.write_all(bytes).and_then(|()| f.sync_all());
+    drop(f);
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     Ok(())
+}
+
+/// Warns, once per path and process, when the state directory or a key
+/// file can be read (or, for the directory, written) by other users:
+/// group or world bits on a directory, anything beyond 0600 on a file.
+/// Returns the warning (also logged), for tests.
+pub fn warn_if_exposed(path: &Path, what: &str) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        use std::sync::Mutex;
+        static WARNED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+        let meta = std::fs::metadata(path).ok()?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 == 0 {
+            return None;
+        }
+        let (want, fix) = if meta.is_dir() {
+            ("0700", format!("chmod 700 {}", path.display()))
+        } else {
+            ("0600", format!("chmod 600 {}", path.display()))
+        };
+        let text =
+            format!(
+            "{what} {} has mode {mode:04o}: other users on this machine can {} it, and it holds \
+             the proxy's keys; make it {want} ({fix})",
+            path.display(),
+            if meta.is_dir() { "read or change what is in" } else { "read" }
+        );
+        let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+        if !warned.iter().any(|p| p == path) {
+            warned.push(path.to_path_buf());
+            tracing::warn!("{text}");
+        }
+        Some(text)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, what);
+        None
+    }
 }

@@ -10,14 +10,39 @@ fn example() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../samizdat.example.toml")
 }
 
+/// Keys for the example's users, as an operator makes them
+/// (`openssl rand -hex 16`).
+const ALICE: &str = "c41e07a9d2b86f35e09a7b1c4d2f6e83";
+const BOB: &str = "7b2d9e04a61fc853d7e0b2a94c6f1835";
+
+/// The example as an operator uses it: each REPLACE_ME filled in.
+fn filled(text: &str) -> String {
+    let filled = text
+        .replacen("\"REPLACE_ME\"", &format!("\"{ALICE}\""), 1)
+        .replacen("\"REPLACE_ME\"", &format!("\"{BOB}\""), 1);
+    assert!(
+        !filled.contains("\"REPLACE_ME\""),
+        "more placeholders than users"
+    );
+    filled
+}
+
+/// [`filled`] example, written into `dir`.
+fn filled_example(dir: &std::path::Path) -> PathBuf {
+    let path = dir.join("samizdat.toml");
+    std::fs::write(&path, filled(&std::fs::read_to_string(example()).unwrap())).unwrap();
+    path
+}
+
 fn load(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
     ServeConfig::from_args(args, || panic!("users are configured: nothing to generate"))
 }
 
 #[test]
 fn the_example_config_loads_with_its_documented_values() {
+    let dir = tempfile::tempdir().unwrap();
     let args = ServeArgs {
-        config: Some(example()),
+        config: Some(filled_example(dir.path())),
         ..Default::default()
     };
     let c = load(&args).unwrap();
@@ -25,7 +50,8 @@ fn the_example_config_loads_with_its_documented_values() {
         c.users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
         ["alice", "bob"]
     );
-    assert_eq!(c.users[0].key.to_hex(), "00112233445566778899aabbccddeeff");
+    assert_eq!(c.users[0].key.to_hex(), ALICE);
+    assert_eq!(c.users[1].key.to_hex(), BOB);
     assert_eq!(c.policy.domains, ["www.example.org"]);
     assert_eq!(c.cover.to_string(), "127.0.0.1:8443");
     assert_eq!(c.listen, Some(vec!["0.0.0.0:443".parse().unwrap()]));
@@ -86,12 +112,13 @@ fn the_websocket_client_header_is_trusted_from_loopback_unless_configured() {
 
 #[test]
 fn flags_override_the_file() {
+    let dir = tempfile::tempdir().unwrap();
     let args = ServeArgs {
-        config: Some(example()),
+        config: Some(filled_example(dir.path())),
         listen: vec!["127.0.0.1:9999".parse().unwrap()],
         domain: vec!["other.example".into()],
         idle_timeout: Some(Duration::from_secs(5)),
-        secret: vec!["0123456789abcdef0123456789abcdef".into()],
+        secret: vec!["f676c5cef2858ccdfd54ff1cc54d92e9".into()],
         ..Default::default()
     };
     let c = load(&args).unwrap();
@@ -173,11 +200,11 @@ fn mistakes_name_file_line_key_and_fix() {
         "samizdat: samizdat.toml:2: dc.routes.\"two\": the DC id must be a number such as 2, -2 or 10002"
     );
     assert_eq!(
-        error_for("[users.\"al ice\"]\nsecret = \"0123456789abcdef0123456789abcdef\"\n"),
+        error_for("[users.\"al ice\"]\nsecret = \"f676c5cef2858ccdfd54ff1cc54d92e9\"\n"),
         "samizdat: samizdat.toml:2: users.al ice.secret: user name \"al ice\": use 1-64 letters, digits, '-', '_', '.' or '@'"
     );
     assert_eq!(
-        error_for("[users.a]\nsecret = \"0123456789abcdef0123456789abcdef\"\n[users.b]\nsecret = \"0123456789abcdef0123456789abcdef\"\n"),
+        error_for("[users.a]\nsecret = \"f676c5cef2858ccdfd54ff1cc54d92e9\"\n[users.b]\nsecret = \"f676c5cef2858ccdfd54ff1cc54d92e9\"\n"),
         "samizdat: user b: has the same key as another user; give every user a key of their own"
     );
     assert_eq!(
@@ -185,7 +212,7 @@ fn mistakes_name_file_line_key_and_fix() {
         "samizdat: samizdat.toml:2: server.max_connections: must be at least 1"
     );
     let user = |line: &str| {
-        format!("[users.alice]\nsecret = \"0123456789abcdef0123456789abcdef\"\n{line}\n")
+        format!("[users.alice]\nsecret = \"f676c5cef2858ccdfd54ff1cc54d92e9\"\n{line}\n")
     };
     assert_eq!(
         error_for(&user("quota = \"10 parsecs\"")),
@@ -229,7 +256,7 @@ fn a_missing_file_is_named() {
 
 /// The example's `[fleet]` section, uncommented, in a file of its own.
 fn example_with_fleet(dir: &std::path::Path) -> PathBuf {
-    let text = std::fs::read_to_string(example()).unwrap();
+    let text = filled(&std::fs::read_to_string(example()).unwrap());
     let (head, tail) = text.split_at(text.find("# [fleet]").expect("a [fleet] example"));
     let tail: String = tail
         .lines()
@@ -261,7 +288,7 @@ fn the_example_fleet_section_loads_and_keeps_the_password_out_of_debug() {
     assert!(!format!("{f:?}").contains("PASSWORD"));
     // Without the section: in-process.
     let c = load(&ServeArgs {
-        config: Some(example()),
+        config: Some(filled_example(dir.path())),
         ..Default::default()
     })
     .unwrap();
@@ -302,7 +329,7 @@ fn fleet_mistakes_name_the_place_and_never_the_password() {
     for (fleet, place, reason) in cases {
         std::fs::write(
             &path,
-            format!("[users.a]\nsecret = \"0123456789abcdef0123456789abcdef\"\n[fleet]\n{fleet}\n"),
+            format!("[users.a]\nsecret = \"f676c5cef2858ccdfd54ff1cc54d92e9\"\n[fleet]\n{fleet}\n"),
         )
         .unwrap();
         let err = load(&ServeArgs {
@@ -320,7 +347,7 @@ fn fleet_mistakes_name_the_place_and_never_the_password() {
     // Settings without a URL: an error, not a silent single server.
     std::fs::write(
         &path,
-        "[users.a]\nsecret = \"0123456789abcdef0123456789abcdef\"\n[fleet]\ntimeout = \"100ms\"\n",
+        "[users.a]\nsecret = \"f676c5cef2858ccdfd54ff1cc54d92e9\"\n[fleet]\ntimeout = \"100ms\"\n",
     )
     .unwrap();
     let err = load(&ServeArgs {
@@ -335,7 +362,7 @@ fn fleet_mistakes_name_the_place_and_never_the_password() {
     );
     let err = load(&ServeArgs {
         redis: Some("redis://:hunter2@".into()),
-        secret: vec!["0123456789abcdef0123456789abcdef".into()],
+        secret: vec!["f676c5cef2858ccdfd54ff1cc54d92e9".into()],
         ..Default::default()
     })
     .unwrap_err()
@@ -527,4 +554,159 @@ fn per_source_caps_follow_max_connections_unless_set() {
         error_for("[server]\nmax_unauthenticated_per_ip = 0\n"),
         "samizdat: samizdat.toml:2: server.max_unauthenticated_per_ip: must be at least 1"
     );
+}
+
+/// Runs `samizdat CMD --config FILE` and returns its exit code and
+/// output. A refused config ends it at once; one that is taken would start
+/// a server (on a port of the kernel's choice), so it is stopped after 10 s
+/// and the code is `None`.
+fn run_on(cmd: &str, config: &std::path::Path, extra: &[&str]) -> (Option<i32>, String) {
+    use std::io::Read;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_samizdat"))
+        .arg(cmd)
+        .arg("--config")
+        .arg(config)
+        // `link` needs a fixed port; `serve` must never get one here.
+        .args([
+            "--listen",
+            if cmd == "link" {
+                "127.0.0.1:443"
+            } else {
+                "127.0.0.1:0"
+            },
+        ])
+        .args(["--state-dir"])
+        .arg(config.with_extension("state"))
+        .args(extra)
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut text = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    (code, text)
+}
+
+/// The example config, copied and started unedited, is refused by `serve`
+/// and `doctor` with the place, the user and how to make a key: its users'
+/// keys are placeholders.
+#[test]
+fn the_unedited_example_is_refused_with_how_to_make_a_key() {
+    for cmd in ["serve", "doctor"] {
+        let (code, out) = run_on(cmd, &example(), &[]);
+        assert_eq!(code, Some(1), "{cmd}: {out}");
+        assert!(
+            out.contains("samizdat.example.toml:")
+                && out.contains("users.alice.secret: user alice: replace \"REPLACE_ME\" with")
+                && out.contains("openssl rand -hex 16"),
+            "{cmd}: {out}"
+        );
+    }
+}
+
+/// Keys published in samizdat's docs and example config (the example's
+/// old keys, the README's) and patterned keys are refused by `serve`,
+/// `doctor` and `link`, naming the user and how to make a key; a key from
+/// a random generator is taken.
+#[test]
+fn published_and_patterned_keys_are_refused_and_random_ones_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("samizdat.toml");
+    let cases = [
+        (
+            "00112233445566778899aabbccddeeff",
+            "published in samizdat's README or example config",
+        ),
+        ("ffeeddccbbaa99887766554433221100", "published"),
+        ("0123456789abcdef0123456789abcdef", "published"),
+        (
+            "77777777777777777777777777777777",
+            "a short pattern repeated",
+        ),
+        (
+            "cafebabecafebabecafebabecafebabe",
+            "a short pattern repeated",
+        ),
+        ("0102030405060708090a0b0c0d0e0f10", "counting up or down"),
+        (
+            "a11ce000000000000000000000000001",
+            "mostly the same few hex digits",
+        ),
+        (
+            "19355391159313595195331939513591",
+            "mostly the same few hex digits",
+        ),
+    ];
+    for (key, why) in cases {
+        std::fs::write(
+            &path,
+            format!("[users.alice]\nsecret = \"{BOB}\"\n[users.carol]\nsecret = \"{key}\"\n"),
+        )
+        .unwrap();
+        for cmd in ["serve", "doctor", "link"] {
+            let (code, out) = run_on(cmd, &path, &[]);
+            assert_eq!(code, Some(1), "{cmd} took {key}: {out}");
+            assert!(
+                out.contains(&format!(
+                    "samizdat.toml:4: users.carol.secret: user carol's key is {why}"
+                )) && out.contains("openssl rand -hex 16"),
+                "{cmd} {key}: {out}"
+            );
+            assert!(!out.contains(key), "the key is quoted: {out}");
+        }
+        // The same key as a full ee secret, and on the command line.
+        let ee = format!("ee{key}{}", hex::encode("example.com"));
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_samizdat"))
+            .args(["link", "--listen", "127.0.0.1:443", "--secret", &ee])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "--secret {ee} taken");
+        assert!(
+            err.contains(&format!("user default's key is {why}")),
+            "{err}"
+        );
+        // `users add --key` refuses it before reaching Redis (nothing
+        // listens on port 1: the refusal must come first).
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_samizdat"))
+            .args(["users", "add", "carol", "--key", key])
+            .args(["--redis", "redis://127.0.0.1:1/0"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("--key: user carol's key is {why}"))
+                && err.contains("leave out --key"),
+            "{err}"
+        );
+    }
+    // A key from `openssl rand -hex 16` is taken.
+    std::fs::write(&path, format!("[users.alice]\nsecret = \"{ALICE}\"\n")).unwrap();
+    let (code, out) = run_on("link", &path, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(ALICE), "{out}");
 }

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls::{self, pki_types};
 
-const KEY: &str = "0123456789abcdef0123456789abcdef";
+const KEY: &str = "b53714b6bbbe90582f59732f40858926";
 
 /// A local HTTPS cover: a self-signed certificate for `localhost`, the
 /// given TLS versions, and an answer to `GET /` whose `Date:` is off by

@@ -334,7 +334,7 @@ fn one_users_silent_lookups_do_not_stall_anothers() {
         let web = web_server().await;
         let proxy = start(&[
             "--secret",
-            "fedcba9876543210fedcba9876543210",
+            "48dd9dc2d67ef128ac8213b820414476",
             "--egress-allow",
             "127.0.0.0/8",
         ])

@@ -23,9 +23,9 @@ use wire::link::Link;
 use wire::obfuscated2::Tag;
 use wire::secret::Secret;
 
-const ALICE: &str = "a11ce000000000000000000000000001";
-const BOB: &str = "b0b00000000000000000000000000002";
-const CAROL: &str = "ca201000000000000000000000000003";
+const ALICE: &str = "b8fceb1cd98001d9089a53e9d6cd3e77";
+const BOB: &str = "a77ae1508e507ef848128d2c83c72f26";
+const CAROL: &str = "abec222375c47b0e8e44f4c0b8c159c6";
 
 // === Redis ===
 

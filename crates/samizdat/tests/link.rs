@@ -10,10 +10,10 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use wire::secret::{Key, Secret};
 
-const KEY1: &str = "0123456789abcdef0123456789abcdef";
-const KEY2: &str = "fedcba9876543210fedcba9876543210";
+const KEY1: &str = "1694ecf7cd1f462ac8ff00a26bb35a6b";
+const KEY2: &str = "135dc03c8644080e42dde6fa614db2a8";
 /// An ee secret for KEY2 with the domain b.example.
-const EE2: &str = "eefedcba9876543210fedcba9876543210622e6578616d706c65";
+const EE2: &str = "ee135dc03c8644080e42dde6fa614db2a8622e6578616d706c65";
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_samizdat")

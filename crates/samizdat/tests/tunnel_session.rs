@@ -15,7 +15,7 @@ use wire::tunnel::{locate, Destination, FlightShape};
 const SECRET: [u8; 16] = *b"session-test-key";
 
 fn fill(buf: &mut [u8]) {
-    getrandom::fill(buf).unwrap();
+    samizdat::random::fill(buf);
 }
 
 fn now() -> u64 {

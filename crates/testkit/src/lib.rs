@@ -15,14 +15,16 @@ pub mod fake_cover;
 pub mod fake_dc;
 pub mod res_pq;
 
-/// Random bytes from the OS.
+/// Random bytes from the OS (panics if the OS generator fails).
+#[allow(clippy::disallowed_methods)]
 pub fn random<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
     getrandom::fill(&mut b).expect("OS randomness");
     b
 }
 
-/// Fills a slice with random bytes.
+/// Fills a slice with random bytes (panics if the OS generator fails).
+#[allow(clippy::disallowed_methods)]
 pub fn fill(buf: &mut [u8]) {
     getrandom::fill(buf).expect("OS randomness");
 }

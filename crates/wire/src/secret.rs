@@ -187,6 +187,71 @@ fn is_ip_literal(host: &str) -> bool {
     !last.is_empty() && (last.bytes().all(|b| b.is_ascii_digit()) || hex)
 }
 
+/// Keys printed in samizdat's own README, docs and example config (now or
+/// in earlier versions). Anyone who read them could use a proxy that kept
+/// one, so [`weak_key`] refuses them.
+pub const PUBLISHED_KEYS: [&str; 4] = [
+    "00112233445566778899aabbccddeeff",
+    "ffeeddccbbaa99887766554433221100",
+    "0123456789abcdef0123456789abcdef",
+    "fedcba9876543210fedcba9876543210",
+];
+
+/// Why `key` must not be a proxy key (a phrase: "the key is …"), or `None` for a key that looks like
+/// one made by a random generator.
+///
+/// Refused: the [`PUBLISHED_KEYS`], and keys with a pattern a person types
+/// or a guesser tries first: one byte or hex digit repeated, counting up or
+/// down by bytes or by hex digits, a pattern of up to 8 bytes or 16 hex
+/// digits repeated, or too few distinct hex digits. Every test is set so
+/// that a key from a random generator trips one with a probability below
+/// 10^-12 (at most 5 distinct hex digits of 32: 3·10^-13; one hex digit
+/// 18 times or more: 7·10^-13; the same step between neighbouring hex
+/// digits in 20 of 31 places: 6·10^-16, the same size of step either way in
+/// 24: 2·10^-15; between bytes in 10 of 15: 3·10^-16).
+pub fn weak_key(key: &Key) -> Option<&'static str> {
+    let hex = key.to_hex();
+    if PUBLISHED_KEYS.contains(&hex.as_str()) {
+        return Some("published in samizdat's README or example config");
+    }
+    let bytes = &key.0;
+    let nibbles: Vec<u8> = bytes.iter().flat_map(|b| [b >> 4, b & 15]).collect();
+    // Repeats with a short period: one byte, "abab…", "deadbeefdeadbeef".
+    if (1..=16).any(|p| nibbles.iter().skip(p).zip(&nibbles).all(|(a, b)| a == b)) {
+        return Some("a short pattern repeated");
+    }
+    let mut counts = [0usize; 16];
+    for n in &nibbles {
+        counts[usize::from(*n)] += 1;
+    }
+    let distinct = counts.iter().filter(|&&c| c > 0).count();
+    if distinct <= 5 || counts.iter().any(|&c| c >= 18) {
+        return Some("mostly the same few hex digits (a random key has about 14 different ones)");
+    }
+    // Steps between neighbours: 00 11 22 … (+0x11), ff ee dd … (-0x11),
+    // 01 23 45 … and 0123456789abcdef… (+1 hex digit), or up then down
+    // (0123…fedc…: +1 and -1). The most common step, and the most common
+    // step size either way.
+    let steps = |values: &[u8], modulus: usize| -> (usize, usize) {
+        let mut counts = vec![0usize; modulus];
+        for w in values.windows(2) {
+            counts[(usize::from(w[1]) + modulus - usize::from(w[0])) % modulus] += 1;
+        }
+        let one_way = counts.iter().copied().max().unwrap_or(0);
+        let both_ways = (1..modulus / 2)
+            .map(|d| counts[d] + counts[modulus - d])
+            .max()
+            .unwrap_or(0);
+        (one_way, both_ways)
+    };
+    let (byte_steps, byte_sizes) = steps(bytes, 256);
+    let (digit_steps, digit_sizes) = steps(&nibbles, 16);
+    if byte_steps >= 10 || byte_sizes >= 10 || digit_steps >= 20 || digit_sizes >= 24 {
+        return Some("counting up or down");
+    }
+    None
+}
+
 impl Secret {
     /// Decodes secret text the way clients do: hex first, then base64url
     /// (we also tolerate `=` padding and the standard `+/` alphabet).
@@ -343,5 +408,61 @@ mod tests {
             Secret::from_bytes(&raw).unwrap_err(),
             SecretError::IpDomain("10.0.0.1".into())
         );
+    }
+}
+
+#[cfg(test)]
+mod weak_key_tests {
+    use super::{weak_key, Key, PUBLISHED_KEYS};
+
+    fn key(hex: &str) -> Key {
+        Key::from_hex(hex).unwrap()
+    }
+
+    #[test]
+    fn published_and_patterned_keys_are_refused() {
+        for k in PUBLISHED_KEYS {
+            assert!(weak_key(&key(k)).unwrap().contains("published"), "{k}");
+        }
+        for k in [
+            "00000000000000000000000000000000",
+            "ffffffffffffffffffffffffffffffff",
+            "abababababababababababababababab",
+            "deadbeefdeadbeefdeadbeefdeadbeef",
+            "0123456789abcdeffedcba9876543210",
+            "5a0123456789abcdef0123456789abcd",
+            "0102030405060708090a0b0c0d0e0f10",
+            "a11ce000000000000000000000000001",
+            "11112222333344441111222233334444",
+        ] {
+            assert!(weak_key(&key(k)).is_some(), "{k} accepted");
+        }
+    }
+
+    #[test]
+    fn keys_from_a_random_generator_pass() {
+        // Fixed keys made with `openssl rand -hex 16`, and a deterministic
+        // stream of 100,000 more (splitmix64).
+        for k in [
+            "9f3c27d1e84b6a05c2f17e9d40ab8356",
+            "5e81c0a4f7392bd66d0e1f8a2c947b3e",
+        ] {
+            assert_eq!(weak_key(&key(k)), None, "{k}");
+        }
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        for _ in 0..100_000 {
+            let mut b = [0u8; 16];
+            b[..8].copy_from_slice(&next().to_le_bytes());
+            b[8..].copy_from_slice(&next().to_le_bytes());
+            let k = Key(b);
+            assert_eq!(weak_key(&k), None, "{}", k.to_hex());
+        }
     }
 }

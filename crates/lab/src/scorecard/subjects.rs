@@ -20,7 +20,7 @@ use wire::obfuscated2::{self, Tag};
 use wire::secret::Secret;
 
 /// The key every samizdat subject serves.
-pub const KEY: &str = "0123456789abcdef0123456789abcdef";
+pub const KEY: &str = "91e4a973be97fee5db4b1752eb03586c";
 /// The cover's name (the SNI of `ee` clients).
 pub const DOMAIN: &str = "cover.localhost";
 

@@ -87,7 +87,7 @@ fn now_unix() -> u64 {
 }
 
 fn fill(b: &mut [u8]) {
-    let _ = getrandom::fill(b);
+    crate::random::fill(b);
 }
 
 /// Connects to `endpoint` and runs the handshake within `timeout`.

@@ -101,7 +101,7 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Uniform in `[0, 1)`, for the backoff's jitter.
 pub(super) fn jitter() -> f64 {
     let mut b = [0u8; 8];
-    let _ = getrandom::fill(&mut b);
+    crate::random::fill(&mut b);
     (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
 }
 

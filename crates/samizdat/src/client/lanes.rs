@@ -88,7 +88,7 @@ pub(super) fn start(
     stop: CancellationToken,
 ) -> Session {
     let mut bytes = [0u8; 32];
-    let _ = getrandom::fill(&mut bytes);
+    crate::random::fill(&mut bytes);
     let secret = SessionSecret::new(bytes);
     let (tx, rx) = BraidHandle::event_channel();
     let braid = BraidHandle::new(Role::Client, Some(tx));

@@ -19,7 +19,6 @@ use crate::proxy::Dialer;
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use std::fmt;
-use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -239,19 +238,8 @@ pub fn store(
         let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
     }
     let path = saved_path(state_dir, key);
-    let tmp = path.with_extension("list.tmp");
-    let write = || -> std::io::Result<()> {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts.open(&tmp)?;
-        f.write_all(text.trim().as_bytes())?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    };
-    write().map_err(|e| format!("cannot write {}: {e}", path.display()))
+    crate::state::replace_private(&path, format!("{}\n", text.trim()).as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// The servers to use: the link's, then the list's (without repeats).
@@ -680,7 +668,7 @@ pub fn usable_servers(link: &Link, list: Option<&ServerList>) -> Vec<Endpoint> {
 /// Random wait in `[0, max)`.
 fn jitter(max: Duration) -> Duration {
     let mut b = [0u8; 8];
-    let _ = getrandom::fill(&mut b);
+    crate::random::fill(&mut b);
     let ms = max.as_millis().max(1) as u64;
     Duration::from_millis(u64::from_le_bytes(b) % ms)
 }

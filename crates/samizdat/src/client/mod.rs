@@ -176,6 +176,16 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     })
 }
 
+/// A line of the start-up banner on standard output. It is informational:
+/// a closed or full stdout (`samizdat client | head -3`) loses it and never
+/// panics.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Runs the client until `stop` fires. Prints where apps should connect.
 pub async fn run(config: ClientConfig, stop: CancellationToken) -> anyhow::Result<()> {
     let browser = Browser::parse(&config.link.fingerprint).unwrap_or(Browser::Chrome);
@@ -222,7 +232,7 @@ pub async fn run(config: ClientConfig, stop: CancellationToken) -> anyhow::Resul
     }
     let mut tasks = tokio::task::JoinSet::new();
     let servers: Vec<String> = config.link.servers.iter().map(|s| s.to_string()).collect();
-    println!(
+    say!(
         "samizdat client: servers {} as {} ({} hello)",
         servers.join(", "),
         config.link.sni,
@@ -230,7 +240,7 @@ pub async fn run(config: ClientConfig, stop: CancellationToken) -> anyhow::Resul
     );
     if let Some(addr) = config.socks {
         let l = bind(addr, "socks").await?;
-        println!("SOCKS5 proxy on {}", l.local_addr()?);
+        say!("SOCKS5 proxy on {}", l.local_addr()?);
         tasks.spawn(proxy::socks5::serve_socks5(
             l,
             dialer.clone() as Arc<dyn Dialer>,
@@ -240,7 +250,7 @@ pub async fn run(config: ClientConfig, stop: CancellationToken) -> anyhow::Resul
     }
     if let Some(addr) = config.http {
         let l = bind(addr, "http").await?;
-        println!("HTTP proxy on {}", l.local_addr()?);
+        say!("HTTP proxy on {}", l.local_addr()?);
         tasks.spawn(proxy::http::serve_http(
             l,
             dialer.clone() as Arc<dyn Dialer>,
@@ -251,7 +261,7 @@ pub async fn run(config: ClientConfig, stop: CancellationToken) -> anyhow::Resul
         let l = bind(addr, "telegram").await?;
         let port = l.local_addr()?.port();
         let (key, _) = crate::state::load_or_create_key(&config.state_dir)?;
-        println!(
+        say!(
             "Telegram: open this link on this device (it points the app at this client):\n  {}",
             proxy::telegram::telegram_link(port, &key)
         );

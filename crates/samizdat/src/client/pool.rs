@@ -355,17 +355,8 @@ impl Pool {
 
     /// Writes `dir/pool.toml` (mode 0600, replaced atomically).
     pub fn save(&self, dir: &Path) -> std::io::Result<()> {
-        use std::io::Write;
         std::fs::create_dir_all(dir)?;
-        let tmp = dir.join(format!(".{FILE}.tmp"));
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts.open(&tmp)?;
-        f.write_all(self.to_toml().as_bytes())?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, dir.join(FILE))
+        crate::state::replace_private(&dir.join(FILE), self.to_toml().as_bytes())
     }
 }
 

@@ -374,7 +374,7 @@ pub(crate) async fn open(
         .await
         .map_err(tls_error)?;
     let mut nonce = [0u8; 16];
-    let _ = getrandom::fill(&mut nonce);
+    crate::random::fill(&mut nonce);
     let key = base64::engine::general_purpose::STANDARD.encode(nonce);
     let req = request(endpoint, path, &link.fingerprint, &key);
     tls.write_all(req.as_bytes())

@@ -117,7 +117,7 @@ fn default_instance() -> String {
     RANDOM
         .get_or_init(|| {
             let mut r = [0u8; 6];
-            let _ = getrandom::fill(&mut r);
+            crate::random::fill(&mut r);
             format!("samizdat-{}", hex::encode(r))
         })
         .clone()

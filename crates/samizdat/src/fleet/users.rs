@@ -232,12 +232,20 @@ pub fn run(args: &UsersArgs) -> anyhow::Result<()> {
                 ..
             } => {
                 let key = match key {
-                    Some(k) => wire::secret::Key::from_hex(k)
-                        .map_err(|e| anyhow::anyhow!("--key: {e}"))?,
+                    Some(k) => {
+                        let key = wire::secret::Key::from_hex(k)
+                            .map_err(|e| anyhow::anyhow!("--key: {e}"))?;
+                        if let Some(why) = wire::secret::weak_key(&key) {
+                            anyhow::bail!(
+                                "--key: user {name}'s key is {why}: anyone could guess it and use \
+                                 this proxy; leave out --key for a new random key"
+                            );
+                        }
+                        key
+                    }
                     None => {
                         let mut b = [0u8; 16];
-                        getrandom::fill(&mut b)
-                            .map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+                        crate::random::fill(&mut b);
                         wire::secret::Key(b)
                     }
                 };

@@ -422,13 +422,13 @@ async fn serve_tls(
     admission: Admission,
 ) {
     let mut secret = [0u8; 32];
-    let _ = getrandom::fill(&mut secret);
+    crate::random::fill(&mut secret);
     let key_share = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(secret));
     let mut len_noise = [0u8; 2];
-    let _ = getrandom::fill(&mut len_noise);
+    crate::random::fill(&mut len_noise);
     let cert_len = 2500 + (u16::from_le_bytes(len_noise) as usize % 1120);
     let mut cert = vec![0u8; cert_len];
-    let _ = getrandom::fill(&mut cert);
+    crate::random::fill(&mut cert);
     let flight = server_flight::build(
         &snap.users,
         acc.user,
@@ -620,7 +620,7 @@ async fn serve_dc(
 pub(super) fn safe_random() -> [u8; INIT_LEN] {
     let mut r = [0u8; INIT_LEN];
     loop {
-        let _ = getrandom::fill(&mut r);
+        crate::random::fill(&mut r);
         if obfuscated2::is_safe_bare_prefix(&r) {
             return r;
         }

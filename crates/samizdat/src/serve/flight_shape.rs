@@ -124,7 +124,7 @@ pub fn flight_shape(s: &ServerShape) -> Result<FlightShape, String> {
 /// Sends the cover a Chrome ClientHello for `sni` and reads its flight.
 pub async fn measure(cover: &CoverTarget, sni: &str) -> Result<(FlightShape, ServerShape), String> {
     let mut fill = |b: &mut [u8]| {
-        let _ = getrandom::fill(b);
+        crate::random::fill(b);
     };
     let mut hello = Template::builtin(Browser::Chrome)
         .try_build(sni, &mut fill)

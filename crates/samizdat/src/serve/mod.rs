@@ -304,9 +304,7 @@ impl Shared {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, text)?;
-        std::fs::rename(tmp, path)
+        crate::state::replace_private(&path, text.as_bytes())
     }
 
     fn rate_limited(slot: &AtomicU64) -> bool {

@@ -189,7 +189,7 @@ pub(super) async fn run<S>(
     };
     let shape = shared.flight_shape.ready().await;
     let mut fill = |b: &mut [u8]| {
-        let _ = getrandom::fill(b);
+        crate::random::fill(b);
     };
     let (flight, established) = acc.respond(&shape, &mut fill);
     let sent = async {

@@ -447,7 +447,7 @@ impl BraidHandle {
         opening: Option<&Opening>,
     ) -> &'static str {
         let mut seed = [0u8; 8];
-        let _ = getrandom::fill(&mut seed);
+        crate::random::fill(&mut seed);
         let mut rng = u64::from_le_bytes(seed) | 1;
         let mut out = Vec::with_capacity(BATCH + 20 * 1024);
         if let Some(opening) = opening {

@@ -22,7 +22,7 @@ pub(crate) async fn run<W: AsyncWrite + Unpin>(
     cfg: SessionConfig,
 ) {
     let mut seed = [0u8; 8];
-    let _ = getrandom::fill(&mut seed);
+    crate::random::fill(&mut seed);
     let mut rng = u64::from_le_bytes(seed) | 1;
     let mut out = Vec::with_capacity(BATCH + MAX_PLAINTEXT + 64);
     let mut records: Vec<std::ops::Range<usize>> = Vec::with_capacity(BATCH / 256 + 2);

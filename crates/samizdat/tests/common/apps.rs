@@ -32,7 +32,7 @@ pub fn printed_link(proxy: &Proxy) -> Link {
 /// A fresh samizdat hello for `link`, built as the client builds it
 /// (Chrome's), and the handshake that checks the server's answer to it.
 pub fn tunnel_hello(link: &Link) -> (ClientHandshake, Vec<u8>) {
-    let mut fill = |b: &mut [u8]| getrandom::fill(b).unwrap();
+    let mut fill = |b: &mut [u8]| samizdat::random::fill(b);
     let template = wire::browser::Template::builtin(wire::browser::Browser::Chrome);
     let built = template.build(&link.sni, &mut fill);
     let cred = UserCredential::from_secret(&link.secret.0);

@@ -13,7 +13,7 @@ use testkit::fake_cover::{self, CoverKind, Received};
 use testkit::fake_dc::{self, Events};
 use tokio::net::TcpListener;
 
-pub const KEY: &str = "0123456789abcdef0123456789abcdef";
+pub const KEY: &str = "19a31a279e164085398129e8ec40976b";
 pub const DOMAIN: &str = "cover.localhost";
 
 pub struct Proxy {
