@@ -163,7 +163,7 @@ impl Attacker {
         .expect("the attacker's handshake");
         let (mut lane, opener) = conn.established.into_split();
         let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).unwrap();
+        samizdat::random::fill(&mut bytes);
         let secret = SessionSecret::new(bytes);
         let (inner, _) = secret.inner_keys(Role::Client).into_split();
         let (rd, mut wr) = tokio::io::split(conn.io);

@@ -228,8 +228,7 @@ impl Fleet {
                 anyhow::anyhow!("--redis {}: {}", redact_url(&config.url), e.kind_name())
             })?;
         let mut random = [0u8; 32];
-        getrandom::fill(&mut random)
-            .map_err(|e| anyhow::anyhow!("the system's random number generator failed: {e}"))?;
+        crate::random::fill(&mut random);
         let leases = leases::Leases::new(&config, random);
         Ok(Fleet {
             conn,
