@@ -72,7 +72,7 @@ fn the_example_config_loads_with_its_documented_values() {
 #[test]
 fn the_websocket_client_header_is_trusted_from_loopback_unless_configured() {
     let base = ServeArgs {
-        secret: vec!["0123456789abcdef0123456789abcdef".into()],
+        secret: vec![ALICE.into()],
         ..Default::default()
     };
     let c = load(&base).unwrap();
@@ -467,8 +467,9 @@ fn egress_deny_ports_and_log_destinations_from_file_and_flags() {
 fn transport_limits_load_from_file_and_flags() {
     use samizdat::config::TransportLimits;
     // The example documents the defaults.
+    let dir = tempfile::tempdir().unwrap();
     let args = ServeArgs {
-        config: Some(example()),
+        config: Some(filled_example(dir.path())),
         ..Default::default()
     };
     assert_eq!(
@@ -524,8 +525,9 @@ fn transport_limits_load_from_file_and_flags() {
 #[test]
 fn per_source_caps_follow_max_connections_unless_set() {
     use samizdat::serve::sources::SourceCaps;
+    let dir = tempfile::tempdir().unwrap();
     let args = ServeArgs {
-        config: Some(example()),
+        config: Some(filled_example(dir.path())),
         max_connections: Some(20),
         ..Default::default()
     };

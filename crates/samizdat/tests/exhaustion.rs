@@ -285,12 +285,17 @@ async fn a_flood_of_random_hellos_from_one_source_does_not_delay_another() {
     let (cover_addr, _) = fake_cover(CoverKind::Echo).await;
     let dir = tempfile::tempdir().unwrap();
     // Users found last: cold searches through every other key. Keys are
-    // derived from the index so they differ.
+    // derived from the index by a mixing function (splitmix64), so they
+    // differ and look random (serve refuses patterned keys).
     let key = |i: usize| {
-        format!(
-            "{:032x}",
-            0x5a5a_0000_0000_0000_0000_0000_0000_0000u128 + i as u128 * 7919
-        )
+        let mix = |x: u64| {
+            let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let i = i as u64;
+        format!("{:016x}{:016x}", mix(2 * i), mix(2 * i + 1))
     };
     let mut toml = format!("[server]\nmodes = [\"ee\"]\ndomains = [\"{DOMAIN}\"]\n");
     for i in 0..USERS - LEGIT {

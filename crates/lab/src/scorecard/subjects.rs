@@ -107,6 +107,10 @@ impl Samizdat {
             .args(["--dc-override", &dc.to_string()])
             // `samizdat client` subjects reach the echo server on loopback.
             .args(["--egress-allow", "127.0.0.0/8"])
+            // Every client cell runs at once under the one user: each
+            // stands for a user of its own, so none may end another's
+            // session (the default is 4 sessions per user).
+            .args(["--transport-sessions-per-user", "64"])
             .arg("--state-dir")
             .arg(&state)
             .stdin(Stdio::null())
