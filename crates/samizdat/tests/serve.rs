@@ -466,3 +466,40 @@ async fn a_cover_named_by_host_is_resolved_and_reached() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The `ee` ServerHello's X25519 key share, as it goes on the wire, is a
+/// point of the curve (a random 32-byte string is on the twist about half
+/// the time, which anyone can test with one field exponentiation) and a new
+/// one on every connection, as a TLS server's would be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fake_tls_key_share_is_a_fresh_curve_point() {
+    use curve25519_dalek::montgomery::MontgomeryPoint;
+    /// key_share extension: type 0x0033, length 36, group x25519, key length 32.
+    const KEY_SHARE_X25519: [u8; 8] = [0x00, 0x33, 0x00, 0x24, 0x00, 0x1d, 0x00, 0x20];
+    let proxy = start(&[]).await;
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..16 {
+        let c = Client::connect(proxy.addr, &secret("ee"), &Options::default())
+            .await
+            .unwrap();
+        let flight = c
+            .flight
+            .clone()
+            .expect("a fake-TLS client keeps the flight");
+        // The ServerHello is the first record; its extensions end it.
+        let hello_len = usize::from(u16::from_be_bytes([flight[3], flight[4]]));
+        let server_hello = &flight[5..5 + hello_len];
+        let at = server_hello
+            .windows(KEY_SHARE_X25519.len())
+            .position(|w| w == KEY_SHARE_X25519)
+            .expect("an X25519 key share in the ServerHello")
+            + KEY_SHARE_X25519.len();
+        let key: [u8; 32] = server_hello[at..at + 32].try_into().unwrap();
+        assert!(
+            MontgomeryPoint(key).to_edwards(0).is_some(),
+            "key share {} is not on curve25519",
+            hex::encode(key)
+        );
+        assert!(seen.insert(key), "a key share was sent twice");
+    }
+}

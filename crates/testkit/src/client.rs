@@ -58,6 +58,9 @@ pub struct Client {
     inbox: Vec<u8>,
     /// The ClientHello sent (for replay tests).
     pub hello: Option<Vec<u8>>,
+    /// The server's fake-TLS flight as received (ServerHello, CCS and the
+    /// fake certificate record), for tests of what a censor sees.
+    pub flight: Option<Vec<u8>>,
 }
 
 fn now() -> u32 {
@@ -113,6 +116,7 @@ impl Client {
                     records: RecordDecoder::new(),
                     inbox: Vec::new(),
                     hello: None,
+                    flight: None,
                 })
             }
             Mode::FakeTls => {
@@ -153,6 +157,7 @@ impl Client {
                 stream.write_all(&out).await?;
                 let mut records = RecordDecoder::new();
                 let mut inbox = flight.split_off(total);
+                let server_flight = flight;
                 let n = records
                     .decode_in_place(&mut inbox)
                     .map_err(io::Error::other)?;
@@ -168,6 +173,7 @@ impl Client {
                     records,
                     inbox,
                     hello: Some(hello),
+                    flight: Some(server_flight),
                 })
             }
         }

@@ -411,6 +411,25 @@ async fn splice_to_cover(
     );
 }
 
+/// The ServerHello's X25519 key share: a real public key of a fresh
+/// private key, as a TLS server sends (a random string would be off the
+/// curve half the time, which a prober can test). No one ever uses the
+/// private key. aws-lc-rs's fixed-base multiplication costs about 91,000
+/// instructions under callgrind, half of x25519-dalek's: this was the
+/// `ee` handshake's largest single cost (BENCHMARKS.md, issue 14 item 9).
+/// Its generator is seeded once, at start ([`super::Server::bind`]).
+pub(super) fn fresh_key_share() -> [u8; 32] {
+    use aws_lc_rs::agreement::{PrivateKey, X25519};
+    let public = PrivateKey::generate(&X25519)
+        .and_then(|key| key.compute_public_key())
+        // Only a failing system random generator gets here; a key share
+        // from a broken generator must not be sent (as random::fill).
+        .expect("aws-lc-rs could not make an X25519 key: the system's random generator failed");
+    let mut out = [0u8; 32];
+    out.copy_from_slice(public.as_ref());
+    out
+}
+
 /// After an authenticated ClientHello: answer with the server flight, then
 /// read the obfuscated2 init from inside the records.
 async fn serve_tls(
@@ -421,9 +440,7 @@ async fn serve_tls(
     snap: &Snapshot,
     admission: Admission,
 ) {
-    let mut secret = [0u8; 32];
-    crate::random::fill(&mut secret);
-    let key_share = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(secret));
+    let key_share = fresh_key_share();
     let mut len_noise = [0u8; 2];
     crate::random::fill(&mut len_noise);
     let cert_len = 2500 + (u16::from_le_bytes(len_noise) as usize % 1120);
@@ -436,7 +453,7 @@ async fn serve_tls(
             client_random: &acc.hello.random,
             session_id: &acc.hello.session_id,
             cipher_suite: acc.hello.cipher_suite,
-            key_share: key_share.as_bytes(),
+            key_share: &key_share,
             fake_certificate: &cert,
             order: ExtensionOrder::VersionsFirst,
         },
