@@ -274,42 +274,6 @@ impl Conn {
         }
     }
 
-    /// Writes `chunk` (noise, framed for the protocol) without end while
-    /// reading and dropping what comes, until `stop` or an error; adds the
-    /// bytes received to `received`. Yields after each chunk, so that many
-    /// streams share the load generator's threads.
-    pub async fn stream_both(
-        self,
-        chunk: &[u8],
-        stop: &std::sync::atomic::AtomicBool,
-        received: &std::sync::atomic::AtomicU64,
-    ) {
-        use std::sync::atomic::Ordering;
-        let (mut rd, mut wr) = self.stream.into_split();
-        let reading = async {
-            let mut buf = vec![0u8; 64 * 1024];
-            while let Ok(n @ 1..) = rd.read(&mut buf).await {
-                received.fetch_add(n as u64, Ordering::Relaxed);
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                tokio::task::yield_now().await;
-            }
-        };
-        let writing = async {
-            while !stop.load(Ordering::Relaxed) && wr.write_all(chunk).await.is_ok() {
-                tokio::task::yield_now().await;
-            }
-        };
-        tokio::select! {
-            _ = reading => {}
-            _ = writing => {}
-        }
-        if let Ok(s) = rd.reunite(wr) {
-            let _ = SockRef::from(&s).set_linger(Some(Duration::ZERO));
-        }
-    }
-
     /// Sends `msg` (noise) and waits until as many payload bytes came back.
     pub async fn round_trip(&mut self, msg: &[u8], scratch: &mut [u8]) -> io::Result<()> {
         let mut counter = RecordCounter::default();
@@ -340,6 +304,134 @@ impl Conn {
         let _ = SockRef::from(&self.stream).set_linger(Some(Duration::ZERO));
     }
 }
+
+/// Writes `chunk` (noise, framed for the protocol) without end while
+/// reading and dropping what comes, until `stop` or an error; adds the
+/// bytes received to `received`, and closes with RST. Yields after each
+/// chunk, so that many streams share the load generator's threads.
+pub async fn stream_both(
+    stream: TcpStream,
+    chunk: &[u8],
+    stop: &std::sync::atomic::AtomicBool,
+    received: &std::sync::atomic::AtomicU64,
+) {
+    use std::sync::atomic::Ordering;
+    let (mut rd, mut wr) = stream.into_split();
+    let reading = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n @ 1..) = rd.read(&mut buf).await {
+            received.fetch_add(n as u64, Ordering::Relaxed);
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    let writing = async {
+        while !stop.load(Ordering::Relaxed) && wr.write_all(chunk).await.is_ok() {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::select! {
+        _ = reading => {}
+        _ = writing => {}
+    }
+    if let Ok(s) = rd.reunite(wr) {
+        let _ = SockRef::from(&s).set_linger(Some(Duration::ZERO));
+    }
+}
+
+/// Connects to the SOCKS5 proxy at `proxy` and asks it (no
+/// authentication) to CONNECT to `dest`, an IPv4 address; returns the
+/// socket once the proxy answered success.
+pub async fn socks_connect(proxy: SocketAddr, dest: SocketAddr) -> io::Result<TcpStream> {
+    let SocketAddr::V4(dest) = dest else {
+        return Err(invalid("SOCKS5 destinations here are IPv4"));
+    };
+    let mut s = TcpStream::connect(proxy).await?;
+    s.set_nodelay(true)?;
+    // Greeting and request at once: the proxy reads them in turn.
+    let mut hello = vec![5, 1, 0, 5, 1, 0, 1];
+    hello.extend_from_slice(&dest.ip().octets());
+    hello.extend_from_slice(&dest.port().to_be_bytes());
+    s.write_all(&hello).await?;
+    let mut method = [0u8; 2];
+    s.read_exact(&mut method).await?;
+    if method != [5, 0] {
+        return Err(invalid("the SOCKS5 proxy refused no-authentication"));
+    }
+    let mut head = [0u8; 4];
+    s.read_exact(&mut head).await?;
+    if head[0] != 5 || head[1] != 0 {
+        return Err(io::Error::other(format!(
+            "SOCKS5 CONNECT failed with reply {}",
+            head[1]
+        )));
+    }
+    // The bound address: IPv4, a name or IPv6, then the port.
+    let rest = match head[3] {
+        1 => 4 + 2,
+        4 => 16 + 2,
+        3 => {
+            let mut len = [0u8; 1];
+            s.read_exact(&mut len).await?;
+            len[0] as usize + 2
+        }
+        _ => return Err(invalid("bad SOCKS5 address type")),
+    };
+    let mut skip = [0u8; 258];
+    s.read_exact(&mut skip[..rest]).await?;
+    Ok(s)
+}
+
+/// Where a connection of the load generator goes.
+#[derive(Clone, Debug)]
+pub enum Route {
+    /// As a Telegram app to the bench DC through the proxy at this address.
+    Mtproto(SocketAddr, Proto),
+    /// Through the SOCKS5 proxy at `.0` (a `samizdat client`) to the
+    /// bench's greeter at `.1` ([`crate::dc::greeter`]).
+    Socks(SocketAddr, SocketAddr),
+}
+
+impl Route {
+    /// Opens a connection and waits for the far end's first byte (the DC's
+    /// acknowledgement or the greeter's greeting). With `stream` the far
+    /// end then streams noise both ways; otherwise it holds.
+    pub async fn open(&self, stream: bool) -> io::Result<TcpStream> {
+        match self {
+            Route::Mtproto(addr, proto) => {
+                let op = if stream { Op::Stream } else { Op::Hold };
+                Ok(open(*addr, proto, Command::new(op)).await?.stream)
+            }
+            Route::Socks(proxy, dest) => {
+                let mut s = socks_connect(*proxy, *dest).await?;
+                let mut greeting = [0u8; 1];
+                s.read_exact(&mut greeting).await?;
+                if greeting != GREETING {
+                    return Err(invalid("the greeter's first byte is wrong"));
+                }
+                s.write_all(if stream { &STREAM } else { &HOLD }).await?;
+                Ok(s)
+            }
+        }
+    }
+
+    /// The noise chunk its streams write ([`bulk_chunk`]).
+    pub fn chunk(&self) -> (Vec<u8>, usize) {
+        match self {
+            Route::Mtproto(_, proto) => bulk_chunk(proto),
+            Route::Socks(..) => bulk_chunk(&Proto::Raw),
+        }
+    }
+}
+
+/// The greeter's first byte, sent at once on accept.
+pub const GREETING: [u8; 1] = *b"G";
+/// Asks the greeter to stream both ways.
+pub const STREAM: [u8; 1] = *b"S";
+/// Asks the greeter to hold until EOF.
+pub const HOLD: [u8; 1] = *b"H";
 
 /// Counts ApplicationData payload bytes in a record stream without copying.
 #[derive(Default)]

@@ -1,9 +1,10 @@
 //! The bench's Telegram DC and cover site, on loopback in the bench
 //! process. The DC accepts the relay's obfuscated2 init (no key, as a real
 //! DC), reads one command, acknowledges it encrypted and then sinks,
-//! sources, echoes or holds bytes without crypto.
+//! sources, echoes or holds bytes without crypto. The greeter is the
+//! destination of streams through a `samizdat client`.
 
-use crate::client::{Command, Op, ACK};
+use crate::client::{Command, Op, ACK, GREETING, STREAM};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -132,20 +133,7 @@ async fn handle(
         },
         Op::Stream => {
             drop(buf);
-            // On the load runtime when there is one, so that the streams do
-            // not delay this runtime's answers to the connections timed.
-            let load = STREAM_RUNTIME.lock().ok().and_then(|h| h.clone());
-            match load {
-                Some(h) => {
-                    let std = s.into_std()?;
-                    h.spawn(async move {
-                        if let Ok(s) = TcpStream::from_std(std) {
-                            let _ = stream_both(s, noise).await;
-                        }
-                    });
-                }
-                None => stream_both(s, noise).await?,
-            }
+            stream_on_load_runtime(s, noise).await?;
         }
         Op::Hold => {
             drop(buf);
@@ -153,6 +141,64 @@ async fn handle(
             while s.read(&mut small).await? > 0 {}
         }
     }
+    Ok(())
+}
+
+/// Streams both ways ([`stream_both`]) on the load runtime when there is
+/// one, so that the streams do not delay this runtime's answers to the
+/// connections timed; here otherwise.
+async fn stream_on_load_runtime(s: TcpStream, noise: Arc<Vec<u8>>) -> io::Result<()> {
+    let load = STREAM_RUNTIME.lock().ok().and_then(|h| h.clone());
+    match load {
+        Some(h) => {
+            let std = s.into_std()?;
+            h.spawn(async move {
+                if let Ok(s) = TcpStream::from_std(std) {
+                    let _ = stream_both(s, noise).await;
+                }
+            });
+            Ok(())
+        }
+        None => stream_both(s, noise).await,
+    }
+}
+
+/// Starts the greeter on the current runtime: the destination of streams
+/// through a `samizdat client` ([`crate::client::Route::Socks`]). It sends
+/// [`GREETING`] at once on accept, as a server speaking first would, so the
+/// client's first byte marks the stream's set-up; then one byte from the
+/// client picks: [`STREAM`] streams noise both ways, anything else holds
+/// until EOF. Returns its address.
+pub fn greeter() -> io::Result<SocketAddr> {
+    let listener = listen()?;
+    let addr = listener.local_addr()?;
+    let mut noise = vec![0u8; 64 * 1024];
+    getrandom::fill(&mut noise).expect("OS randomness");
+    let noise = Arc::new(noise);
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                continue;
+            };
+            let noise = noise.clone();
+            tokio::spawn(async move {
+                let _ = greet(s, noise).await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+async fn greet(mut s: TcpStream, noise: Arc<Vec<u8>>) -> io::Result<()> {
+    s.set_nodelay(true)?;
+    s.write_all(&GREETING).await?;
+    let mut pick = [0u8; 1];
+    s.read_exact(&mut pick).await?;
+    if pick == STREAM {
+        return stream_on_load_runtime(s, noise).await;
+    }
+    let mut small = [0u8; 64];
+    while s.read(&mut small).await? > 0 {}
     Ok(())
 }
 

@@ -1,10 +1,11 @@
 //! The measurements: bulk throughput, handshake rate, round-trip latency
 //! and idle memory. Every loop is bounded in count and time.
 
-use crate::client::{self, Command, Conn, Op, Proto};
+use crate::client::{self, Command, Conn, Op, Proto, Route};
 use crate::dc::Dc;
 use crate::procfs;
 use crate::system::Running;
+use socket2::SockRef;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -57,14 +58,30 @@ pub async fn open_many(
     cmd: Command,
     n: usize,
 ) -> (Vec<Conn>, u64) {
+    let proto = proto.clone();
+    open_many_with(n, move || {
+        let proto = proto.clone();
+        async move { client::open(addr, &proto, cmd).await }
+    })
+    .await
+}
+
+/// Runs `open` `n` times, at most [`OPEN_CONCURRENCY`] at once and each
+/// for at most 20 s; returns what opened and the count that failed.
+async fn open_many_with<T, F, Fut>(n: usize, open: F) -> (Vec<T>, u64)
+where
+    T: Send + 'static,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<T>> + Send + 'static,
+{
     let gate = Arc::new(Semaphore::new(OPEN_CONCURRENCY));
     let mut set = JoinSet::new();
     for _ in 0..n {
         let gate = gate.clone();
-        let proto = proto.clone();
+        let opening = open();
         set.spawn(async move {
             let _permit = gate.acquire_owned().await.expect("open gate");
-            tokio::time::timeout(Duration::from_secs(20), client::open(addr, &proto, cmd)).await
+            tokio::time::timeout(Duration::from_secs(20), opening).await
         });
     }
     let mut conns = Vec::with_capacity(n);
@@ -303,20 +320,19 @@ pub async fn settle(sys: &Running, fds: usize, limit: Duration) -> bool {
 /// The longest a connection set up while others stream is waited for.
 pub const SETUP_LIMIT: Duration = Duration::from_secs(5);
 
-/// Set-up times under load: `streams` connections (`stream_proto`) stream
-/// both ways at full speed through `sys` while new connections of each of
-/// `probes` are opened one at a time, `n` of each, the kinds taking turns.
-/// Each time runs from connect to the DC's first byte (its acknowledgement)
-/// at the client; one that takes [`SETUP_LIMIT`] or more counts as that
-/// and as an error. Also returns the bytes per second the streams received
-/// while the probes ran. The streams and the DC's side of them run on their
-/// own runtime, so that the load generator's load does not delay what it
-/// times.
+/// Set-up times under load: `streams` connections along `stream_route`
+/// stream both ways at full speed while new connections along each of
+/// `probes` are opened one at a time, `n` of each, the routes taking turns.
+/// Each time runs from connect to the far end's first byte at the client
+/// (the DC's acknowledgement, the greeter's greeting); one that takes
+/// [`SETUP_LIMIT`] or more counts as that and as an error. Also returns the
+/// bytes per second the streams received while the probes ran. The streams
+/// and the far end's side of them run on their own runtime, so that the
+/// load generator's load does not delay what it times.
 pub async fn setup_under_load(
-    sys: &Running,
-    stream_proto: &Proto,
+    stream_route: &Route,
     streams: usize,
-    probes: &[Proto],
+    probes: &[Route],
     n: usize,
 ) -> anyhow::Result<(Vec<(Vec<Duration>, u64)>, f64)> {
     use std::sync::atomic::AtomicBool;
@@ -329,17 +345,25 @@ pub async fn setup_under_load(
     }
     let stop = Arc::new(AtomicBool::new(false));
     let received = Arc::new(AtomicU64::new(0));
-    let (chunk, _) = client::bulk_chunk(stream_proto);
+    let (chunk, _) = stream_route.chunk();
     let chunk = Arc::new(chunk);
-    let (addr, proto) = (sys.addr, stream_proto.clone());
+    let route = stream_route.clone();
     let (conns, _errors) = load
-        .spawn(async move { open_many(addr, &proto, Command::new(Op::Stream), streams).await })
+        .spawn(async move {
+            open_many_with(streams, move || {
+                let route = route.clone();
+                async move { route.open(true).await }
+            })
+            .await
+        })
         .await?;
     let started = conns.len();
     let mut running = Vec::with_capacity(started);
     for c in conns {
         let (chunk, stop, received) = (chunk.clone(), stop.clone(), received.clone());
-        running.push(load.spawn(async move { c.stream_both(&chunk, &stop, &received).await }));
+        running.push(
+            load.spawn(async move { client::stream_both(c, &chunk, &stop, &received).await }),
+        );
     }
     // Every stream under way (a buffer's worth each on average).
     let end = Instant::now() + Duration::from_secs(20);
@@ -350,16 +374,15 @@ pub async fn setup_under_load(
     let mut times: Vec<(Vec<Duration>, u64)> = vec![(Vec::with_capacity(n), 0); probes.len()];
     let phase_end = Instant::now() + PHASE_LIMIT;
     'probing: for _ in 0..n {
-        for (proto, (samples, errors)) in probes.iter().zip(times.iter_mut()) {
+        for (route, (samples, errors)) in probes.iter().zip(times.iter_mut()) {
             if Instant::now() > phase_end {
                 break 'probing;
             }
             let t = Instant::now();
-            let open = client::open(sys.addr, proto, Command::new(Op::Hold));
-            match tokio::time::timeout(SETUP_LIMIT, open).await {
-                Ok(Ok(c)) => {
+            match tokio::time::timeout(SETUP_LIMIT, route.open(false)).await {
+                Ok(Ok(s)) => {
                     samples.push(t.elapsed());
-                    c.reset();
+                    let _ = SockRef::from(&s).set_linger(Some(Duration::ZERO));
                 }
                 _ => {
                     samples.push(SETUP_LIMIT.max(t.elapsed()));

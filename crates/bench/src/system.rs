@@ -1,6 +1,6 @@
 //! Systems under test, each its own process: `samizdat serve` (the real
-//! release binary), or a baseline relay (this binary's `relay` command),
-//! optionally under callgrind.
+//! release binary), `samizdat client` in front of it, or a baseline relay
+//! (this binary's `relay` command), optionally under callgrind.
 
 use crate::client::Proto;
 use std::io::{BufRead, BufReader};
@@ -28,6 +28,8 @@ pub enum Spec {
     Baseline(crate::baseline::Kind),
     /// `samizdat serve`, with extra arguments.
     Samizdat(Vec<String>),
+    /// `samizdat client` with this `samizdat://` link: SOCKS5 only.
+    Client(String),
 }
 
 /// Where the binaries are and how to run them.
@@ -52,6 +54,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// Its process id (valgrind's when under callgrind: same process).
     pub pid: u32,
+    /// The `samizdat://` link `samizdat serve` printed, if any.
+    pub link: Option<String>,
 }
 
 impl Drop for Running {
@@ -142,6 +146,17 @@ pub fn start(
             a.extend(extra.iter().cloned());
             (env.samizdat.clone(), a, "samizdat serving on ")
         }
+        Spec::Client(link) => {
+            let state = env.scratch.join(format!("client-{}", unique()));
+            std::fs::create_dir_all(&state)?;
+            let mut a: Vec<String> = ["client", link, "--socks", "127.0.0.1:0"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            a.extend(["--http", "off", "--telegram", "off", "--log", "warn"].map(String::from));
+            a.extend(["--state-dir".into(), state.display().to_string()]);
+            (env.samizdat.clone(), a, "SOCKS5 proxy on ")
+        }
     };
     let mut cmd = match callgrind {
         None => match env.pin {
@@ -186,6 +201,7 @@ pub fn start(
         child,
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         pid,
+        link: None,
     };
     loop {
         let line = rx
@@ -194,8 +210,11 @@ pub fn start(
         if let Some(rest) = line.strip_prefix(marker) {
             addr = rest.split(',').next().and_then(|a| a.trim().parse().ok());
         }
+        if line.trim().starts_with("samizdat://") {
+            running.link = Some(line.trim().to_string());
+        }
         let done = match spec {
-            Spec::Baseline(_) => addr.is_some(),
+            Spec::Baseline(_) | Spec::Client(_) => addr.is_some(),
             Spec::Samizdat(_) => line.starts_with("cover site:"),
         };
         if done {
@@ -222,5 +241,6 @@ pub fn proto(spec: &Spec, tls: bool) -> Proto {
         Spec::Baseline(crate::baseline::Kind::Floor) => Proto::Dd(key()),
         Spec::Samizdat(_) if tls => Proto::Ee(key(), DOMAIN.to_string()),
         Spec::Samizdat(_) => Proto::Dd(key()),
+        Spec::Client(_) => Proto::Raw,
     }
 }
