@@ -494,26 +494,8 @@ async fn run(
             ),
         ];
         let names = ["samizdat dd", "samizdat ee"];
-        for streams in [0, sizes.setup_streams] {
-            let (times, rate) = phases::setup_under_load(
-                &client::Route::Mtproto(sz.addr, client::Proto::Dd(system::key())),
-                streams,
-                &probes,
-                sizes.setup_probes,
-            )
-            .await?;
-            for (name, (samples, errors)) in names.into_iter().zip(times) {
-                let l = stats(&samples);
-                say(&format!(
-                    "set-up {name} with {streams} streaming: p50 {:?}, p99 {:?}, {errors} over {:?} (streams {:.0} MB/s)",
-                    l.p50,
-                    l.p99,
-                    phases::SETUP_LIMIT,
-                    rate / 1e6
-                ));
-                r.setup.push((name, streams, l, errors, rate));
-            }
-        }
+        let load = client::Route::Mtproto(sz.addr, client::Proto::Dd(system::key()));
+        setup_rows(&mut r, &load, &probes, &names, sizes).await?;
     }
     // The same for samizdat clients' streams (SOCKS5 through `samizdat
     // client` and the samizdat transport) while others stream.
@@ -627,16 +609,31 @@ async fn client_setup(env: &Env, dc: &dc::Dc, sizes: Sizes, r: &mut Results) -> 
         }
     ));
     drop(first);
-    let name = "samizdat client (SOCKS5)";
+    setup_rows(
+        r,
+        &route,
+        std::slice::from_ref(&route),
+        &["samizdat client (SOCKS5)"],
+        sizes,
+    )
+    .await?;
+    drop((client, server));
+    Ok(())
+}
+
+/// The set-up phase with none and then `sizes.setup_streams` connections
+/// streaming over `load`, `probes` (named `names`) timed: a row each.
+async fn setup_rows(
+    r: &mut Results,
+    load: &client::Route,
+    probes: &[client::Route],
+    names: &[&'static str],
+    sizes: Sizes,
+) -> anyhow::Result<()> {
     for streams in [0, sizes.setup_streams] {
-        let (times, rate) = phases::setup_under_load(
-            &route,
-            streams,
-            std::slice::from_ref(&route),
-            sizes.setup_probes,
-        )
-        .await?;
-        for (samples, errors) in times {
+        let (times, rate) =
+            phases::setup_under_load(load, streams, probes, sizes.setup_probes).await?;
+        for (&name, (samples, errors)) in names.iter().zip(times) {
             let l = stats(&samples);
             say(&format!(
                 "set-up {name} with {streams} streaming: p50 {:?}, p99 {:?}, {errors} over {:?} (streams {:.0} MB/s)",
@@ -648,7 +645,6 @@ async fn client_setup(env: &Env, dc: &dc::Dc, sizes: Sizes, r: &mut Results) -> 
             r.setup.push((name, streams, l, errors, rate));
         }
     }
-    drop((client, server));
     Ok(())
 }
 

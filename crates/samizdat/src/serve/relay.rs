@@ -527,6 +527,26 @@ mod tests {
     /// A visitor spliced to the cover who stops reading while the cover
     /// sends is closed after the send timeout, as nginx's `send_timeout`
     /// closes it, instead of holding a connection and a buffer for ever.
+    /// A cover splice between `client_side` and `cover_side` with the
+    /// splice bounds; panics if it is still running after an hour.
+    async fn splice_within_an_hour(client_side: &TcpStream, cover_side: &TcpStream) -> Outcome {
+        let stop = CancellationToken::new();
+        let pool = BufferPool::new(4);
+        tokio::time::timeout(
+            Duration::from_secs(3600),
+            relay(
+                client_side,
+                cover_side,
+                Identity,
+                Identity,
+                &pool,
+                Bounds::splice(&stop),
+            ),
+        )
+        .await
+        .expect("a splice outlived an hour")
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_splice_ends_when_the_visitor_stops_reading() {
         let (visitor, client_side) = pair().await;
@@ -535,22 +555,8 @@ mod tests {
             let chunk = vec![7u8; 64 * 1024];
             while cover.write_all(&chunk).await.is_ok() {}
         });
-        let stop = CancellationToken::new();
-        let pool = BufferPool::new(4);
         let t0 = Instant::now();
-        let out = tokio::time::timeout(
-            Duration::from_secs(3600),
-            relay(
-                &client_side,
-                &cover_side,
-                Identity,
-                Identity,
-                &pool,
-                Bounds::splice(&stop),
-            ),
-        )
-        .await
-        .expect("the splice outlived an hour with a visitor that reads nothing");
+        let out = splice_within_an_hour(&client_side, &cover_side).await;
         assert_eq!(out.end, End::Stalled);
         assert!(
             out.down > 0,
@@ -570,22 +576,8 @@ mod tests {
     async fn an_idle_splice_ends_after_the_idle_timeout() {
         let (_visitor, client_side) = pair().await;
         let (cover_side, _cover) = pair().await;
-        let stop = CancellationToken::new();
-        let pool = BufferPool::new(4);
         let t0 = Instant::now();
-        let out = tokio::time::timeout(
-            Duration::from_secs(3600),
-            relay(
-                &client_side,
-                &cover_side,
-                Identity,
-                Identity,
-                &pool,
-                Bounds::splice(&stop),
-            ),
-        )
-        .await
-        .expect("an idle splice outlived an hour");
+        let out = splice_within_an_hour(&client_side, &cover_side).await;
         assert_eq!(out.end, End::Idle);
         assert!(t0.elapsed() >= SPLICE_IDLE);
     }
