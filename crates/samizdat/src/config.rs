@@ -146,7 +146,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N")]
     pub max_unauthenticated_per_subnet: Option<usize>,
 
-    /// Runtime worker threads [default: one per core].
+    /// Worker threads of each of the two runtimes (handshakes; relays)
+    /// [default: one per core].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
 

@@ -159,8 +159,18 @@ fn serve(args: ServeArgs, no_links: bool) -> anyhow::Result<()> {
         rt.worker_threads(n);
     }
     let rt = rt.build()?;
-    rt.block_on(async move {
+    // Relays run on a runtime of their own so that busy ones cannot hold
+    // back new connections' handshakes (Server::relay_on).
+    let mut relays = tokio::runtime::Builder::new_multi_thread();
+    relays.enable_all().thread_name("samizdat-relay");
+    if let Some(n) = config.threads {
+        relays.worker_threads(n);
+    }
+    let relays = relays.build()?;
+    let relay_handle = relays.handle().clone();
+    let served = rt.block_on(async move {
         let server = Server::bind(config.clone())?;
+        server.relay_on(relay_handle);
         let bound = server.addrs[0];
         let (host, hint) = samizdat::links::link_host(&config, bound);
         let mut out = Banner(Some(std::io::stdout()));
@@ -225,7 +235,10 @@ fn serve(args: ServeArgs, no_links: bool) -> anyhow::Result<()> {
         tokio::spawn(release_memory_after_crowds(server.shared()));
         server.run(stop).await;
         anyhow::Ok(())
-    })
+    });
+    // What is still relaying after the drain ends with the process.
+    relays.shutdown_timeout(std::time::Duration::from_secs(1));
+    served
 }
 
 fn client(args: samizdat::client::ClientArgs) -> anyhow::Result<()> {

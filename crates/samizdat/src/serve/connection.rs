@@ -436,7 +436,7 @@ async fn serve_tls(
     client: TcpStream,
     acc: classify::TlsAccepted,
     deadline: Instant,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     snap: &Snapshot,
     admission: Admission,
 ) {
@@ -521,7 +521,7 @@ async fn serve_dc(
     init: Accepted,
     records: Option<RecordDecoder>,
     mut leftover: Vec<u8>,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     snap: &Snapshot,
 ) {
     let user = admission.user.clone();
@@ -590,18 +590,14 @@ async fn serve_dc(
         .relays_active
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let relaying = crate::metrics::GaugeGuard::new(&shared.metrics.relays_active);
-    let out = relay::relay(
-        &client,
-        &server,
+    let out = relay_dc(
+        client,
+        server,
         up,
         down,
-        &shared.pool,
-        relay::Bounds {
-            idle: Some(snap.config.idle_timeout),
-            stall: None,
-            stop: &user.ended,
-            meter: &*user,
-        },
+        shared,
+        &user,
+        snap.config.idle_timeout,
     )
     .await;
     let _ = user.charge(leftover.len());
@@ -631,6 +627,66 @@ async fn serve_dc(
         client = %shown(snap, SocketAddr::new(peer_ip, 0)),
         "relay ended"
     );
+}
+
+/// Relays an authenticated client and its DC until either ends, on the
+/// relay runtime when there is one ([`super::Server::relay_on`]): the
+/// sockets leave this runtime's reactor and join that one's.
+async fn relay_dc(
+    client: TcpStream,
+    server: TcpStream,
+    up: ClientToDc,
+    down: DcToClient,
+    shared: &Arc<Shared>,
+    user: &Arc<super::users::UserState>,
+    idle: std::time::Duration,
+) -> relay::Outcome {
+    let relay_here = {
+        let (shared, user) = (shared.clone(), user.clone());
+        move |client: TcpStream, server: TcpStream| async move {
+            relay::relay(
+                &client,
+                &server,
+                up,
+                down,
+                &shared.pool,
+                relay::Bounds {
+                    idle: Some(idle),
+                    stall: None,
+                    stop: &user.ended,
+                    meter: &*user,
+                },
+            )
+            .await
+        }
+    };
+    let Some(rt) = shared.relay_runtime.get() else {
+        return relay_here(client, server).await;
+    };
+    let broken = relay::Outcome {
+        up: 0,
+        down: 0,
+        end: relay::End::Reset,
+    };
+    // `into_std` leaves the sockets non-blocking, as `from_std` needs.
+    let (Ok(client), Ok(server)) = (client.into_std(), server.into_std()) else {
+        return broken;
+    };
+    let task = rt.spawn(async move {
+        match (TcpStream::from_std(client), TcpStream::from_std(server)) {
+            (Ok(client), Ok(server)) => Some(relay_here(client, server).await),
+            _ => None,
+        }
+    });
+    match task.await {
+        Ok(Some(out)) => out,
+        Ok(None) => {
+            tracing::warn!("cannot move a connection to the relay runtime (its reactor is gone?)");
+            broken
+        }
+        // The relay runtime shut down under it (the process is ending).
+        Err(_) => broken,
+    }
 }
 
 /// 64 random bytes that may be sent bare (spec §2.2).

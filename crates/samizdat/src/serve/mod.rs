@@ -138,6 +138,9 @@ pub struct Shared {
     pub search_budget: sources::SearchBudget,
     /// The cover site's TLS answer, as samizdat clients get it.
     pub flight_shape: Arc<flight_shape::LearnedShape>,
+    /// Where authenticated MTProto relays run once their handshake is done
+    /// ([`Server::relay_on`]); unset, they stay on the accepting runtime.
+    pub relay_runtime: std::sync::OnceLock<tokio::runtime::Handle>,
     /// samizdat sessions later lanes may join.
     pub braids: tunnel::Braids,
     /// What samizdat clients' streams share: the host's own addresses and
@@ -531,6 +534,7 @@ impl Server {
             held,
             search_budget,
             flight_shape: Arc::default(),
+            relay_runtime: std::sync::OnceLock::new(),
             braids: tunnel::Braids::default(),
             egress: crate::proxy::egress::Egress::new(own_ports),
             last_cover_warning: AtomicU64::new(0),
@@ -557,6 +561,20 @@ impl Server {
 
     /// Accepts until `stop` fires, then stops accepting and lets open
     /// connections finish for at most the drain timeout.
+    /// Runs the MTProto relays on `rt` instead of the runtime that
+    /// accepts and runs handshakes.
+    ///
+    /// A relay streaming at full speed is always ready to run; on one
+    /// runtime, every step of a new connection's handshake (accept, the
+    /// hello, the DC's answer) waits in the run queue behind a turn of
+    /// every busy relay. On a runtime of their own, the handshake threads
+    /// sleep between events, and the kernel runs a thread that wakes from
+    /// sleep ahead of ones that have been busy (issue 14, item 11;
+    /// BENCHMARKS.md, "Set-up under load").
+    pub fn relay_on(&self, rt: tokio::runtime::Handle) {
+        let _ = self.shared.relay_runtime.set(rt);
+    }
+
     pub async fn run(self, stop: CancellationToken) {
         let tracker = TaskTracker::new();
         let limit = Arc::new(Semaphore::new(
