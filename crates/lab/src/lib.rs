@@ -1,4 +1,5 @@
-//! `samizdat lab`: a censor in a box.
+//! `samizdat-lab`: a censor in a box (the library; `src/main.rs` is the
+//! program).
 //!
 //! A [`Middlebox`] sits on loopback between a client and a server and
 //! forwards TCP both ways, while a [`Policy`] of [`Technique`]s judges each

@@ -583,7 +583,7 @@ pub async fn run(
     })
 }
 
-/// `samizdat lab scorecard`: runs every subject against the shipped
+/// `samizdat-lab scorecard`: runs every subject against the shipped
 /// columns, prints the table and writes the Markdown report to `out` and
 /// the heat map to `svg`.
 pub async fn run_and_write(out: &std::path::Path, svg: &std::path::Path) -> io::Result<Scorecard> {

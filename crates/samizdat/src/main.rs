@@ -39,9 +39,13 @@ enum Command {
     /// check a list (docs/operators.md).
     #[command(subcommand)]
     List(samizdat::list_cmd::ListCommand),
-    /// A censor in a box, on loopback only (docs/lab.md).
-    #[command(subcommand)]
-    Lab(LabCommand),
+    /// The censor lab is its own program, `samizdat-lab` (docs/lab.md):
+    /// this runs it from beside this binary with the same arguments.
+    Lab {
+        /// Arguments for `samizdat-lab`, e.g. `scorecard`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -53,20 +57,6 @@ struct ServeCmd {
     /// with `samizdat link` and the same options instead.
     #[arg(long)]
     no_links: bool,
-}
-
-#[derive(Subcommand)]
-enum LabCommand {
-    /// Every subject (samizdat ee/dd/plain, SOCKS5) against every technique:
-    /// a table on stdout, a Markdown report and an SVG heat map.
-    Scorecard {
-        /// Where to write the Markdown report.
-        #[arg(long, default_value = "docs/lab-report.md")]
-        out: std::path::PathBuf,
-        /// Where to write the SVG heat map.
-        #[arg(long, default_value = "docs/lab-heatmap.svg")]
-        svg: std::path::PathBuf,
-    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -96,10 +86,7 @@ fn main() -> std::process::ExitCode {
         Command::List(command) => samizdat::list_cmd::run(&command),
         Command::Doctor(args) => samizdat::doctor::run(&args),
         Command::Users(args) => samizdat::fleet::users::run(&args),
-        Command::Lab(LabCommand::Scorecard { out, svg }) => tokio::runtime::Runtime::new()
-            .and_then(|rt| rt.block_on(lab::scorecard::run_and_write(&out, &svg)))
-            .map(drop)
-            .map_err(Into::into),
+        Command::Lab { args } => return run_lab(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -239,6 +226,38 @@ fn serve(args: ServeArgs, no_links: bool) -> anyhow::Result<()> {
     // What is still relaying after the drain ends with the process.
     relays.shutdown_timeout(std::time::Duration::from_secs(1));
     served
+}
+
+/// `samizdat lab ARGS`: runs `samizdat-lab ARGS` from this binary's
+/// directory (where cargo builds it) and passes its exit status on. The
+/// production binary does not link the lab or its test doubles.
+fn run_lab(args: &[std::ffi::OsString]) -> std::process::ExitCode {
+    let lab = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("samizdat-lab")))
+        .filter(|p| p.is_file());
+    let Some(lab) = lab else {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "samizdat: the censor lab is its own program now, and there is no samizdat-lab \
+             beside this binary: build it with `cargo build --release -p samizdat-lab` and run \
+             `target/release/samizdat-lab scorecard` (docs/lab.md)"
+        );
+        return std::process::ExitCode::from(2);
+    };
+    match std::process::Command::new(&lab).args(args).status() {
+        Ok(status) => std::process::ExitCode::from(status.code().map_or(1, |c| c as u8)),
+        Err(e) => {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "samizdat: cannot run {}: {e}",
+                lab.display()
+            );
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 fn client(args: samizdat::client::ClientArgs) -> anyhow::Result<()> {
