@@ -32,13 +32,15 @@
 //! | [`events`] | per-technique counters ([`Events`]) |
 //! | [`middlebox`] | the listener and the per-flow driver ([`start`]) |
 //! | `pump` | the byte pump with throttle, freeze and FIN/RST mirroring |
-//! | [`detect`] | the pure detectors the techniques use (from `wire::censor`) |
+//! | [`censor`] | the pure detectors (sans-io): GFW fully-encrypted-traffic rules, JA3/JA4, Iran's protocol allowlist |
+//! | [`detect`] | the detectors the techniques use, re-exported from [`censor`] |
 //! | [`techniques`] | techniques 1, 2, 3, 4, 6, 7 of `docs/lab.md` |
 //! | [`probe`] | technique 5: active probing and replay |
 //! | [`scorecard`] | subjects × techniques on loopback, rendered as a table |
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod censor;
 pub mod detect;
 pub mod events;
 pub mod middlebox;

@@ -3,10 +3,10 @@
 mod common;
 
 use common::*;
+use lab::censor::ja::ja3;
 use lab::techniques::{fingerprint::TELEGRAM_APPS_JA4, Fingerprint};
 use lab::Verdict;
 use std::sync::Arc;
-use wire::censor::ja::ja3;
 use wire::faketls::client::HelloShape;
 
 #[tokio::test]
@@ -18,7 +18,7 @@ async fn telegram_apps_ja4_is_blocked_and_so_is_chrome() {
     .await;
     // TDLib's hello and Chrome 143's share this JA4: the rule catches both.
     let chrome = chrome_143_hello();
-    assert_eq!(wire::censor::ja::ja4(&chrome).unwrap(), TELEGRAM_APPS_JA4);
+    assert_eq!(lab::censor::ja::ja4(&chrome).unwrap(), TELEGRAM_APPS_JA4);
     let mut s = connect(l.mb.addr).await;
     assert!(reset(&mut s, &chrome).await);
 

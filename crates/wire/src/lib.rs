@@ -10,7 +10,6 @@
 //! | module | job |
 //! |---|---|
 //! | [`secret`] | the 16-byte key, the plain / `dd` / `ee` secret forms, hex and base64url text, `tg://proxy` links |
-//! | [`censor`] | censor detectors for the lab: GFW fully-encrypted-traffic rules, JA3/JA4, Iran's protocol allowlist |
 //! | [`cipher`] | AES-256-CTR keystream used by obfuscated2 |
 //! | [`obfuscated2`] | the 64-byte init packet: build (initiator), accept (responder), key derivation |
 //! | [`framing`] | abridged, intermediate and padded-intermediate packet framing |
@@ -27,7 +26,6 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod browser;
-pub mod censor;
 pub mod cipher;
 pub mod classify;
 pub mod faketls;

@@ -4,9 +4,9 @@
 //! does not, carry real keys, and put the caller's slots where an independent
 //! parse finds the fields.
 
+use lab::censor::ja::{ja3, ja3n, ja4};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use wire::browser::{Browser, BuiltHello, Template, TemplateError};
-use wire::censor::ja::{ja3, ja3n, ja4};
 use wire::faketls::{client_hello, is_grease};
 use wire::tunnel::handshake::{accept, ClientHandshake, ServerKey, UserCredential};
 

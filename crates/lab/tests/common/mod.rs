@@ -102,8 +102,8 @@ pub fn obfuscated2_init() -> Vec<u8> {
         let init = wire::obfuscated2::initiate(random, wire::obfuscated2::Tag::Padded, 2, None);
         // Random bytes can fall under an exemption (~1 in a few hundred):
         // keep the ones the FET rules block, as most are.
-        if wire::censor::fet::classify_first_payload(&init.wire)
-            == wire::censor::fet::FetVerdict::Block
+        if lab::censor::fet::classify_first_payload(&init.wire)
+            == lab::censor::fet::FetVerdict::Block
         {
             return init.wire.to_vec();
         }

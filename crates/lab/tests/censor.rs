@@ -1,10 +1,10 @@
-//! The censor detectors of `wire::censor`: samples each must catch and
+//! The censor detectors of `lab::censor`: samples each must catch and
 //! samples each must let through, the exact rule boundaries of the GFW's
 //! fully-encrypted-traffic exemptions, and published JA3/JA4 vectors.
 
-use wire::censor::fet::{classify_first_payload, Exemption, FetVerdict};
-use wire::censor::ja::{ja3, ja3_string, ja4, ja4_r};
-use wire::censor::protocol::{looks_like, Looks};
+use lab::censor::fet::{classify_first_payload, Exemption, FetVerdict};
+use lab::censor::ja::{ja3, ja3_string, ja4, ja4_r};
+use lab::censor::protocol::{looks_like, Looks};
 use wire::faketls::client::{build_hello, HelloShape};
 use wire::obfuscated2::{initiate, Tag};
 

@@ -15,12 +15,12 @@
 //! The input is one complete handshake record, 5-byte header included,
 //! holding one ClientHello; anything else gives `None`. The parser here
 //! keeps every list the fingerprints need, which the proxy's own parser
-//! ([`crate::faketls::client_hello`]) deliberately does not.
+//! ([`wire::faketls::client_hello`]) deliberately does not.
 
-use crate::faketls::{is_grease, HANDSHAKE};
 use md5::Md5;
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
+use wire::faketls::{is_grease, HANDSHAKE};
 
 /// The parts of a ClientHello that JA3 and JA4 read, GREASE removed.
 struct Hello {

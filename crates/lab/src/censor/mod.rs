@@ -1,4 +1,4 @@
-//! Censor detectors: the decision logic of `samizdat lab`, a censor in a box.
+//! Censor detectors: the decision logic of the lab's techniques.
 //!
 //! Each detector is a pure function of the bytes a middlebox sees, so the
 //! lab can replay a connection's first flight through it and say what a
