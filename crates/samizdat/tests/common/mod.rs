@@ -112,9 +112,16 @@ pub async fn spawn_logging_to(cmd: &mut Command, log: Stdio) -> (Child, SocketAd
     let mut lines = Vec::new();
     let mut addr = None;
     loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("samizdat printed nothing for 20 s");
+        let line = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) => line,
+            // Its standard output closed: it ended (a refused config, say);
+            // what it said is in the test's log (stderr).
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!(
+                "samizdat ended before printing its links ({:?}); its error is in the log above",
+                child.wait().map(|s| s.to_string())
+            ),
+            Err(e) => panic!("samizdat printed nothing for 20 s: {e}"),
+        };
         if let Some(rest) = line.strip_prefix("samizdat serving on ") {
             addr = Some(rest.split(',').next().unwrap().trim().parse().unwrap());
         }
