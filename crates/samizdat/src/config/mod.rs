@@ -9,6 +9,7 @@
 //! | `values` | the value parsers shared by flags and file |
 //! | `limits` | `[transport_limits]` ([`TransportLimits`]) |
 //! | `fleet` | `[fleet]` and `--redis` |
+//! | `users` | `[users.NAME]` and `--secret` |
 //! | this file | [`ServeConfig`]: `load`, and `build`, which checks and combines them |
 
 use crate::serve::cover::{CoverConnect, CoverTarget};
@@ -18,15 +19,17 @@ use std::path::PathBuf;
 use std::time::Duration;
 use toml::Spanned;
 use wire::classify::{Policy, SniPolicy};
-use wire::secret::{validate_domain, Key, Mode, Secret};
+use wire::secret::{validate_domain, Key, Mode};
 
 mod args;
 mod file;
 mod fleet;
 mod limits;
+mod users;
 mod values;
 
 pub use args::{ServeArgs, TransportLimitArgs, UnknownSni};
+use file::ServerSection;
 use file::{
     duration_item, pick, pick_one, read_file, FileConfig, FleetSection, Item, Loaded, Origin,
 };
@@ -220,148 +223,9 @@ impl ServeConfig {
         let file = loaded.map(|l| &l.file).unwrap_or(&empty);
         let server = &file.server;
 
-        let mut modes = Vec::new();
-        for item in pick(
-            &args.modes,
-            "--modes",
-            server.modes.as_ref(),
-            "server.modes",
-            loaded,
-        ) {
-            let mode =
-                Mode::parse(&item.value).map_err(|e| item.fail(&item.value, e.to_string()))?;
-            if !modes.contains(&mode) {
-                modes.push(mode);
-            }
-        }
-        if modes.is_empty() {
-            if args.modes.is_empty() && server.modes.is_none() {
-                modes.push(Mode::FakeTls);
-            } else {
-                return Err(ConfigError {
-                    place: "modes".into(),
-                    reason: "name at least one of plain, dd, ee".into(),
-                }
-                .into());
-            }
-        }
-
-        let mut domains: Vec<String> = Vec::new();
-        for item in pick(
-            &args.domain,
-            "--domain",
-            server.domains.as_ref(),
-            "server.domains",
-            loaded,
-        ) {
-            validate_domain(&item.value).map_err(|e| item.fail(&item.value, e.to_string()))?;
-            let d = item.value.to_ascii_lowercase();
-            if !domains.contains(&d) {
-                domains.push(d);
-            }
-        }
-
-        let mut users: Vec<UserEntry> = Vec::new();
-        let from_file = if loaded.is_some() {
-            file.users.len()
-        } else {
-            0
-        };
-        let mut add_user =
-            |name: String, secret: Secret, limits: UserLimits, domains: &mut Vec<String>| {
-                let own: Vec<String> = secret
-                    .domain
-                    .iter()
-                    .map(|d| d.to_ascii_lowercase())
-                    .collect();
-                for d in &own {
-                    if !domains.contains(d) {
-                        domains.push(d.clone());
-                    }
-                }
-                users.push(UserEntry {
-                    name,
-                    key: secret.key,
-                    domains: own,
-                    limits,
-                });
-            };
-        if let Some(l) = loaded {
-            let from = Origin::File {
-                path: &l.path,
-                text: &l.text,
-            };
-            for (name, user) in &file.users {
-                let key = format!("users.{name}.secret");
-                let item = Item {
-                    value: (),
-                    from,
-                    key: key.clone(),
-                    span: Some(user.secret.span()),
-                };
-                if !valid_user_name(name) {
-                    return Err(item.fail("", format!("user name {name:?}: use 1-64 letters, digits, '-', '_', '.' or '@'")).into());
-                }
-                let secret =
-                    parse_user_secret(name, user.secret.get_ref()).map_err(|e| item.fail("", e))?;
-                let at = |key: &str, span: std::ops::Range<usize>| Item {
-                    value: (),
-                    from,
-                    key: format!("users.{name}.{key}"),
-                    span: Some(span),
-                };
-                let mut limits = UserLimits::default();
-                if let Some(v) = &user.max_connections {
-                    if *v.get_ref() == 0 {
-                        return Err(at("max_connections", v.span())
-                            .fail("", "must be at least 1 (remove the user to refuse them)")
-                            .into());
-                    }
-                    limits.max_connections = Some(*v.get_ref());
-                }
-                if let Some(v) = &user.max_ips {
-                    if *v.get_ref() == 0 {
-                        return Err(at("max_ips", v.span())
-                            .fail("", "must be at least 1")
-                            .into());
-                    }
-                    limits.max_ips = Some(*v.get_ref());
-                }
-                if let Some(v) = &user.quota {
-                    limits.quota = Some(
-                        parse_size(v.get_ref()).map_err(|e| at("quota", v.span()).fail("", e))?,
-                    );
-                }
-                if let Some(v) = &user.bandwidth {
-                    limits.bandwidth = Some(
-                        parse_rate(v.get_ref())
-                            .map_err(|e| at("bandwidth", v.span()).fail("", e))?,
-                    );
-                }
-                if let Some(v) = &user.expires {
-                    limits.expires = Some(
-                        datetime_to_unix(v.get_ref())
-                            .map_err(|e| at("expires", v.span()).fail("", e))?,
-                    );
-                }
-                add_user(name.clone(), secret, limits, &mut domains);
-            }
-        }
-        for (i, text) in args.secret.iter().enumerate() {
-            let item = Item {
-                value: (),
-                from: Origin::Flag("--secret"),
-                key: String::new(),
-                span: None,
-            };
-            let name = match (from_file, args.secret.len()) {
-                (0, 1) => "default".to_string(),
-                (0, _) => format!("user{}", i + 1),
-                _ => format!("cli{}", i + 1),
-            };
-            let secret = parse_user_secret(&name, text).map_err(|e| item.fail(&redact(text), e))?;
-            add_user(name, secret, UserLimits::default(), &mut domains);
-        }
+        let modes = modes(args, server, loaded)?;
+        let mut domains = domains(args, server, loaded)?;
+        let mut users = users::users(args, file, loaded, &mut domains)?;
         // A fleet that shares its user table generates no user of its own:
         // each instance would make a different one.
         let fleet = fleet_config(args, loaded)?;
@@ -750,6 +614,63 @@ impl ServeConfig {
             ws_client_header,
         })
     }
+}
+
+/// `--modes` / `server.modes`: the client forms served, fake-TLS alone by
+/// default; naming none is an error.
+fn modes(
+    args: &ServeArgs,
+    server: &ServerSection,
+    loaded: Option<&Loaded>,
+) -> Result<Vec<Mode>, ConfigError> {
+    let mut modes = Vec::new();
+    for item in pick(
+        &args.modes,
+        "--modes",
+        server.modes.as_ref(),
+        "server.modes",
+        loaded,
+    ) {
+        let mode = Mode::parse(&item.value).map_err(|e| item.fail(&item.value, e.to_string()))?;
+        if !modes.contains(&mode) {
+            modes.push(mode);
+        }
+    }
+    if modes.is_empty() {
+        if args.modes.is_empty() && server.modes.is_none() {
+            modes.push(Mode::FakeTls);
+        } else {
+            return Err(ConfigError {
+                place: "modes".into(),
+                reason: "name at least one of plain, dd, ee".into(),
+            });
+        }
+    }
+    Ok(modes)
+}
+
+/// `--domain` / `server.domains`: the fake-TLS domains, checked and
+/// lower-cased, each once.
+fn domains(
+    args: &ServeArgs,
+    server: &ServerSection,
+    loaded: Option<&Loaded>,
+) -> Result<Vec<String>, ConfigError> {
+    let mut domains: Vec<String> = Vec::new();
+    for item in pick(
+        &args.domain,
+        "--domain",
+        server.domains.as_ref(),
+        "server.domains",
+        loaded,
+    ) {
+        validate_domain(&item.value).map_err(|e| item.fail(&item.value, e.to_string()))?;
+        let d = item.value.to_ascii_lowercase();
+        if !domains.contains(&d) {
+            domains.push(d);
+        }
+    }
+    Ok(domains)
 }
 
 /// A list of prefixes from repeated `flag`s, else from the file's `key`
