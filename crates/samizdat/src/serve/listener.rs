@@ -1,0 +1,404 @@
+//! The listeners and the accept loops: [`Server::bind`] binds every
+//! address (443, or 8443 when 443 is not permitted), and [`Server::run`]
+//! accepts, admits each connection within the caps and hands it to
+//! `connection` (or `websocket`), then drains on shutdown.
+
+use super::*;
+use tokio::net::TcpSocket;
+
+/// A bound server, ready to run.
+pub struct Server {
+    listeners: Vec<TcpListener>,
+    shared: Arc<Shared>,
+    /// Bound addresses (with real ports when 0 was asked for).
+    pub addrs: Vec<SocketAddr>,
+    metrics_listener: Option<std::net::TcpListener>,
+    /// The bound `--metrics` address, if any.
+    pub metrics_addr: Option<SocketAddr>,
+    /// The samizdat transport's public key (for `samizdat://` links), if
+    /// the transport is on.
+    pub tunnel_public: Option<[u8; 32]>,
+    /// The `--ws-listen` listener (plain HTTP, WebSocket upgrades).
+    ws_listener: Option<TcpListener>,
+    /// Its bound address, if any.
+    pub ws_addr: Option<SocketAddr>,
+    /// The path it upgrades (`--ws-path`, or derived from the key).
+    pub ws_path: Option<String>,
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
+impl Server {
+    /// Binds the listeners. Without `--listen`, tries 0.0.0.0:443 and falls
+    /// back to 8443 when 443 may not be bound, saying so.
+    pub fn bind(config: ServeConfig) -> anyhow::Result<Server> {
+        // aws-lc-rs seeds its random generator from CPU jitter the first
+        // time it is used (a few milliseconds; 0.4 billion instructions
+        // under callgrind): here, before the first client, rather than in
+        // a client's handshake. The key is thrown away.
+        let _ = connection::fresh_key_share();
+        let mut listeners = Vec::new();
+        match &config.listen {
+            Some(addrs) => {
+                for a in addrs {
+                    let l = bind(*a).map_err(|e| {
+                        anyhow::anyhow!("--listen {a}: cannot listen: {e}{}", bind_hint(&e))
+                    })?;
+                    listeners.push(l);
+                }
+            }
+            None => {
+                let default = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT));
+                match bind(default) {
+                    Ok(l) => listeners.push(l),
+                    Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                        let fallback = SocketAddr::from(([0, 0, 0, 0], FALLBACK_PORT));
+                        tracing::warn!(
+                            "port {DEFAULT_PORT} needs root or CAP_NET_BIND_SERVICE; listening on {FALLBACK_PORT} instead \
+                             (a cover site on 443 is less suspicious: see --listen)"
+                        );
+                        listeners.push(bind(fallback).map_err(|e| {
+                            anyhow::anyhow!(
+                                "cannot listen on {fallback} either: {e}; pass --listen ADDR"
+                            )
+                        })?);
+                    }
+                    Err(e) => {
+                        return Err(anyhow::anyhow!(
+                            "cannot listen on {default}: {e}{}",
+                            bind_hint(&e)
+                        ));
+                    }
+                }
+            }
+        }
+        let addrs: Vec<SocketAddr> = listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
+        let now = unix_now();
+        let window = config.policy.max_past + config.policy.max_future;
+        let metrics_listener = config.metrics.map(crate::metrics::bind).transpose()?;
+        let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let metrics = crate::metrics::Metrics::new(config.users.iter().map(|u| u.name.as_str()));
+        // The transport key also keys the fleet's client-address hashes
+        // (`fleet::leases`): loaded for a fleet even without the transport.
+        let transport_secret = if config.tunnel || config.fleet.is_some() {
+            Some(crate::state::transport_key(
+                config.transport_key.as_deref(),
+                &config.state_dir,
+            )?)
+        } else {
+            None
+        };
+        let state = match (&config.fleet, &transport_secret) {
+            (Some(f), Some(secret)) => {
+                let fleet = crate::fleet::Fleet::start(f.clone())?;
+                fleet
+                    .leases
+                    .set_address_key(crate::fleet::leases::address_key(secret));
+                crate::fleet::Backend::Redis(Arc::new(fleet))
+            }
+            _ => crate::fleet::Backend::InProcess,
+        };
+        // With a fleet, usage comes from Redis at start-up (`run`).
+        let usage = match state {
+            crate::fleet::Backend::InProcess => load_usage(&config.state_dir)?,
+            crate::fleet::Backend::Redis(_) => Default::default(),
+        };
+        let tunnel_key = transport_secret
+            .filter(|_| config.tunnel)
+            .map(wire::tunnel::handshake::ServerKey::from_secret);
+        let tunnel_public = tunnel_key.as_ref().map(|k| k.public());
+        let (ws_listener, ws_path) = match (config.ws_listen, &tunnel_public) {
+            (Some(a), Some(public)) => {
+                let l = bind(a).map_err(|e| {
+                    anyhow::anyhow!("--ws-listen {a}: cannot listen: {e}{}", bind_hint(&e))
+                })?;
+                (Some(l), Some(crate::links::ws_path(&config, public)))
+            }
+            _ => (None, None),
+        };
+        let ws_addr = ws_listener.as_ref().and_then(|l| l.local_addr().ok());
+        // Our own ports, which no stream may reach on a non-public address.
+        let own_ports = addrs
+            .iter()
+            .chain(&metrics_addr)
+            .chain(&ws_addr)
+            .map(SocketAddr::port)
+            .collect();
+        let shutdown = CancellationToken::new();
+        let sources = sources::Sources::new(config.source_caps);
+        let held = Arc::new(Semaphore::new(config.max_connections));
+        // About one cold search per core: more at once only share the
+        // cores, and would let a flood of them delay everyone's.
+        let cores = config.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
+        let search_budget = sources::SearchBudget::new(cores);
+        let base = Mutex::new(config.clone());
+        let shared = Arc::new(Shared {
+            current: arc_swap::ArcSwap::from_pointee(Snapshot::build(
+                config, None, &usage, &shutdown,
+            )),
+            state,
+            base,
+            fleet_users: Mutex::new(Vec::new()),
+            reloading: Mutex::new(()),
+            replay: Mutex::new(ReplayState {
+                tls: ReplayCache::new(now, window.max(1), REPLAY_CAP),
+                obfuscated2: ReplayCache::new(now, 0, REPLAY_CAP),
+            }),
+            pool: pool::BufferPool::new(64),
+            shutdown,
+            stats: Stats::default(),
+            metrics,
+            tunnel_key,
+            sources,
+            held,
+            search_budget,
+            flight_shape: Arc::default(),
+            relay_runtime: std::sync::OnceLock::new(),
+            braids: tunnel::Braids::default(),
+            egress: crate::proxy::egress::Egress::new(own_ports),
+            last_cover_warning: AtomicU64::new(0),
+            last_skew_warning: AtomicU64::new(0),
+            draining: std::sync::atomic::AtomicBool::new(false),
+        });
+        Ok(Server {
+            listeners,
+            shared,
+            addrs,
+            metrics_listener,
+            metrics_addr,
+            tunnel_public,
+            ws_listener,
+            ws_addr,
+            ws_path,
+        })
+    }
+
+    /// The shared state (for tests and metrics).
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// Accepts until `stop` fires, then stops accepting and lets open
+    /// connections finish for at most the drain timeout.
+    /// Runs the MTProto relays on `rt` instead of the runtime that
+    /// accepts and runs handshakes.
+    ///
+    /// A relay streaming at full speed is always ready to run; on one
+    /// runtime, every step of a new connection's handshake (accept, the
+    /// hello, the DC's answer) waits in the run queue behind a turn of
+    /// every busy relay. On a runtime of their own, the handshake threads
+    /// sleep between events, and the kernel runs a thread that wakes from
+    /// sleep ahead of ones that have been busy (issue 14, item 11;
+    /// BENCHMARKS.md, "Set-up under load").
+    pub fn relay_on(&self, rt: tokio::runtime::Handle) {
+        let _ = self.shared.relay_runtime.set(rt);
+    }
+
+    pub async fn run(self, stop: CancellationToken) {
+        let tracker = TaskTracker::new();
+        let limit = Arc::new(Semaphore::new(
+            self.shared.snapshot().config.max_connections,
+        ));
+        if let Some(fleet) = self.shared.state.fleet().cloned() {
+            tracing::info!(
+                redis = %crate::fleet::redact_url(&fleet.config.url),
+                instance = %fleet.config.instance,
+                "sharing replay cache, usage, limits{} through redis",
+                if fleet.config.shared_users { " and users" } else { "" }
+            );
+            // Usage totals and the shared users before the first client,
+            // each bounded by the Redis deadline.
+            self.shared.sync_usage().await;
+            let mut seen = None;
+            self.shared.poll_shared_users(&mut seen).await;
+            let shared = self.shared.clone();
+            let until = stop.clone();
+            tracker.spawn(async move {
+                let mut usage = tokio::time::interval(FLEET_USAGE_SYNC);
+                let mut leases = tokio::time::interval(fleet.config.lease / 3);
+                let mut users = tokio::time::interval(crate::fleet::users::POLL);
+                for t in [&mut usage, &mut leases, &mut users] {
+                    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                }
+                loop {
+                    tokio::select! {
+                        _ = usage.tick() => {
+                            shared.sync_usage().await;
+                            fleet.retry_releases().await;
+                        }
+                        _ = leases.tick() => fleet.refresh_leases().await,
+                        _ = users.tick() => shared.poll_shared_users(&mut seen).await,
+                        _ = until.cancelled() => break,
+                    }
+                }
+                // Push what was counted since the last tick.
+                shared.sync_usage().await;
+            });
+        }
+        let housekeeping = self.shared.clone();
+        let until = stop.clone();
+        tracker.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(HOUSEKEEPING) => {}
+                    _ = until.cancelled() => break,
+                }
+                for name in housekeeping.snapshot().end_expired(unix_now()) {
+                    tracing::info!(user = %name, "user expired; their connections end");
+                }
+                if let Err(e) = housekeeping.save_usage() {
+                    tracing::warn!(error = %e, "cannot save quota usage");
+                }
+            }
+        });
+        if self.shared.tunnel_key.is_some() {
+            let shared = self.shared.clone();
+            tracker.spawn(flight_shape::run(
+                self.shared.flight_shape.clone(),
+                move || {
+                    let snap = shared.snapshot();
+                    let sni = snap
+                        .config
+                        .policy
+                        .domains
+                        .first()
+                        .cloned()
+                        .unwrap_or_default();
+                    (snap.config.cover.clone(), sni)
+                },
+                stop.clone(),
+            ));
+        }
+        if let Some(l) = self.metrics_listener {
+            self.shared.spawn_metrics(l, &tracker, stop.clone());
+        }
+        let ws = self
+            .ws_listener
+            .zip(self.ws_path.map(Arc::<str>::from))
+            .map(|(l, path)| (l, Some(path)));
+        let plain = self.listeners.into_iter().map(|l| (l, None));
+        for (listener, ws_path) in plain.chain(ws) {
+            let shared = self.shared.clone();
+            let limit = limit.clone();
+            let stop = stop.clone();
+            let conns = tracker.clone();
+            tracker.spawn(async move {
+                loop {
+                    // A slot first: when every slot is taken, connections
+                    // wait in the kernel's accept queue (the listen backlog)
+                    // instead of being accepted and closed, which a prober
+                    // would see and which locks out real clients.
+                    let permit = tokio::select! {
+                        p = limit.clone().acquire_owned() => match p {
+                            Ok(p) => p,
+                            Err(_) => break,
+                        },
+                        _ = stop.cancelled() => break,
+                    };
+                    let accepted = tokio::select! {
+                        r = listener.accept() => r,
+                        _ = stop.cancelled() => break,
+                    };
+                    let (stream, peer) = match accepted {
+                        Ok(x) => x,
+                        Err(e) => {
+                            // EMFILE and friends: back off instead of spinning.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                    shared.metrics.connections.inc();
+                    // The per-source caps apply to the TLS listeners; the
+                    // WebSocket listener's peer is usually the front (a
+                    // reverse proxy or CDN), one address for every client.
+                    let source = match ws_path {
+                        Some(_) => None,
+                        None => match shared.sources.enter(peer.ip()) {
+                            Some(g) => Some(g),
+                            None => {
+                                drop(permit);
+                                shared
+                                    .stats
+                                    .refused_over_limit
+                                    .fetch_add(1, Ordering::Relaxed);
+                                shared.metrics.connections_refused.inc();
+                                if let Ok(held) = shared.held.clone().try_acquire_owned() {
+                                    let shared = shared.clone();
+                                    conns.spawn(async move {
+                                        connection::hold(stream, &shared).await;
+                                        drop(held);
+                                    });
+                                }
+                                continue;
+                            }
+                        },
+                    };
+                    let shared = shared.clone();
+                    let ws_path = ws_path.clone();
+                    conns.spawn(async move {
+                        shared.stats.active.fetch_add(1, Ordering::Relaxed);
+                        let open =
+                            crate::metrics::GaugeGuard::new(&shared.metrics.connections_active);
+                        match ws_path {
+                            None => connection::handle(stream, peer, shared.clone(), source).await,
+                            Some(path) => {
+                                websocket::handle(stream, peer, shared.clone(), path).await
+                            }
+                        }
+                        drop(open);
+                        shared.stats.active.fetch_sub(1, Ordering::Relaxed);
+                        drop(permit);
+                    });
+                }
+            });
+        }
+        stop.cancelled().await;
+        self.shared.draining.store(true, Ordering::Relaxed);
+        tracker.close();
+        let drain = self.shared.snapshot().config.drain_timeout;
+        let open = self.shared.stats.active.load(Ordering::Relaxed);
+        if open > 0 {
+            tracing::info!(
+                open,
+                "stopped accepting; letting open connections finish for up to {drain:?}"
+            );
+        }
+        if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+            self.shared.shutdown.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(2), tracker.wait()).await;
+        }
+        self.shared.shutdown.cancel();
+        // The drained connections' last bytes (bounded by the deadline).
+        self.shared.sync_usage().await;
+        if let Err(e) = self.shared.save_usage() {
+            tracing::warn!(error = %e, "cannot save quota usage");
+        }
+    }
+}
+
+fn bind_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            "; ports below 1024 need root or CAP_NET_BIND_SERVICE (setcap cap_net_bind_service=+ep $(which samizdat))"
+        }
+        std::io::ErrorKind::AddrInUse => "; another program uses this port (ss -ltnp shows which)",
+        std::io::ErrorKind::AddrNotAvailable => "; this machine has no such address",
+        _ => "",
+    }
+}
