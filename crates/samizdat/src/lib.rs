@@ -21,6 +21,7 @@
 //! drives sockets and timers around it.
 #![forbid(unsafe_code)]
 
+pub mod accept;
 pub mod client;
 pub mod config;
 pub mod doctor;

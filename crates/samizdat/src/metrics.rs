@@ -390,21 +390,15 @@ pub async fn serve(
         per_subnet: MAX_OPEN,
     });
     loop {
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = stop.cancelled() => break,
-        };
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = stop.cancelled() => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::debug!(error = %e, "metrics: accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+        let Some((permit, stream, peer)) = crate::accept::accept_within(
+            &listener,
+            &limit,
+            &stop,
+            |e| tracing::debug!(error = %e, "metrics: accept failed"),
+        )
+        .await
+        else {
+            break;
         };
         let Some(counted) = sources.enter(peer.ip()) else {
             tracing::debug!("metrics: too many open connections from one address; closed one");

@@ -298,29 +298,15 @@ impl Server {
             let conns = tracker.clone();
             tracker.spawn(async move {
                 loop {
-                    // A slot first: when every slot is taken, connections
-                    // wait in the kernel's accept queue (the listen backlog)
-                    // instead of being accepted and closed, which a prober
-                    // would see and which locks out real clients.
-                    let permit = tokio::select! {
-                        p = limit.clone().acquire_owned() => match p {
-                            Ok(p) => p,
-                            Err(_) => break,
-                        },
-                        _ = stop.cancelled() => break,
-                    };
-                    let accepted = tokio::select! {
-                        r = listener.accept() => r,
-                        _ = stop.cancelled() => break,
-                    };
-                    let (stream, peer) = match accepted {
-                        Ok(x) => x,
-                        Err(e) => {
-                            // EMFILE and friends: back off instead of spinning.
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
+                    let Some((permit, stream, peer)) = crate::accept::accept_within(
+                        &listener,
+                        &limit,
+                        &stop,
+                        |e| tracing::warn!(error = %e, "accept failed"),
+                    )
+                    .await
+                    else {
+                        break;
                     };
                     shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
                     shared.metrics.connections.inc();
