@@ -30,7 +30,7 @@
 //! deadline; see [`crate::fleet`] for what happens when Redis is down).
 
 use super::users::Snapshot;
-use super::{unix_now, Shared};
+use super::{unix_now, ServeShared};
 use crate::fleet::{ReplayAnswer, ReplayKind, BARE_REPLAY_TTL};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -135,7 +135,7 @@ const SMALL_SEARCH: usize = 256;
 /// matched, or when the source has spent its budget (its hello is then
 /// treated as one with a wrong key).
 async fn bounded_search<T>(
-    shared: &Shared,
+    shared: &ServeShared,
     peer: IpAddr,
     order: (Option<usize>, impl Iterator<Item = usize>, usize),
     mut try_chunk: impl FnMut(&[usize]) -> Option<T>,
@@ -184,7 +184,12 @@ async fn search<T>(
 
 /// Classifies everything read so far: structure, then the key search, then
 /// admission. See the module doc for the order and fairness rules.
-pub(super) async fn decide(buf: &[u8], shared: &Shared, snap: &Snapshot, peer: IpAddr) -> Verdict {
+pub(super) async fn decide(
+    buf: &[u8],
+    shared: &ServeShared,
+    snap: &Snapshot,
+    peer: IpAddr,
+) -> Verdict {
     let policy = &snap.config.policy;
     let users = &snap.users;
     match classify::inspect(buf, policy) {
@@ -284,7 +289,11 @@ fn fleet_replay_ttl(policy: &classify::Policy) -> Duration {
 /// Redis, so a hello another instance accepted goes to the cover too.
 /// `None` when the hello is not a samizdat client's, so the MTProto search
 /// runs. The WebSocket listener runs the same check on the hello it carries.
-pub(super) async fn tunnel(record: &[u8], shared: &Shared, snap: &Snapshot) -> Option<Verdict> {
+pub(super) async fn tunnel(
+    record: &[u8],
+    shared: &ServeShared,
+    snap: &Snapshot,
+) -> Option<Verdict> {
     use wire::tunnel::handshake::{accept, Reject};
     let key = shared.tunnel_key.as_ref().filter(|_| snap.config.tunnel)?;
     let policy = &snap.config.policy;

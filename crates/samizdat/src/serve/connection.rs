@@ -4,7 +4,7 @@
 
 use super::relay::{self, ClientToDc, DcToClient, Identity};
 use super::users::{Admission, Snapshot};
-use super::Shared;
+use super::ServeShared;
 use std::future::Future;
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
@@ -53,7 +53,7 @@ enum Event {
 pub(super) async fn handle(
     client: TcpStream,
     peer: SocketAddr,
-    shared: Arc<Shared>,
+    shared: Arc<ServeShared>,
     source: Option<super::sources::SourceGuard>,
 ) {
     let _ = client.set_nodelay(true);
@@ -180,7 +180,7 @@ pub(super) async fn handle(
             let record_len = 5 + usize::from(u16::from_be_bytes([first[3], first[4]]));
             let leftover = first.split_off(record_len.min(first.len()));
             drop(first);
-            super::tunnel::run(client, *acc, leftover, peer, &shared, &snap).await;
+            super::transport::run(client, *acc, leftover, peer, &shared, &snap).await;
         }
         Decision::Bare(acc) => {
             drop(source);
@@ -205,7 +205,7 @@ pub(super) async fn handle(
 /// connection is closed (the peer proved it holds the key, so this reveals
 /// nothing to a prober) and logged by user name.
 pub(super) async fn admit(
-    shared: &Shared,
+    shared: &ServeShared,
     snap: &Snapshot,
     user: usize,
     peer: SocketAddr,
@@ -300,7 +300,7 @@ fn take_ready(s: &TcpStream, buf: &mut Vec<u8>, limit: usize) -> io::Result<usiz
 /// the stack and discarded, and at the handshake deadline (or its own
 /// end, or shutdown) it is closed: with FIN, since nothing was left
 /// unread, as a web server closes a connection at its header timeout.
-pub(super) async fn hold(client: TcpStream, shared: &Shared) {
+pub(super) async fn hold(client: TcpStream, shared: &ServeShared) {
     let deadline = Instant::now() + shared.snapshot().config.handshake_timeout;
     loop {
         tokio::select! {
@@ -357,7 +357,7 @@ async fn splice_to_cover(
     mut first: Vec<u8>,
     mut cover: Cover,
     mut client_eof: bool,
-    shared: &Shared,
+    shared: &ServeShared,
     snap: &Snapshot,
 ) {
     let stream = match (cover.stream.take(), cover.pending.take(), cover.failed) {
@@ -436,7 +436,7 @@ async fn serve_tls(
     client: TcpStream,
     acc: classify::TlsAccepted,
     deadline: Instant,
-    shared: &Arc<Shared>,
+    shared: &Arc<ServeShared>,
     snap: &Snapshot,
     admission: Admission,
 ) {
@@ -521,7 +521,7 @@ async fn serve_dc(
     init: Accepted,
     records: Option<RecordDecoder>,
     mut leftover: Vec<u8>,
-    shared: &Arc<Shared>,
+    shared: &Arc<ServeShared>,
     snap: &Snapshot,
 ) {
     let user = admission.user.clone();
@@ -601,7 +601,7 @@ async fn serve_dc(
     )
     .await;
     let _ = user.charge(leftover.len());
-    if out.end == relay::End::Quota {
+    if out.end == relay::RelayEnd::Quota {
         tracing::info!(user = name, "quota used up; the user's connections end");
     }
     shared
@@ -637,7 +637,7 @@ async fn relay_dc(
     server: TcpStream,
     up: ClientToDc,
     down: DcToClient,
-    shared: &Arc<Shared>,
+    shared: &Arc<ServeShared>,
     user: &Arc<super::users::UserState>,
     idle: std::time::Duration,
 ) -> relay::Outcome {
@@ -666,7 +666,7 @@ async fn relay_dc(
     let broken = relay::Outcome {
         up: 0,
         down: 0,
-        end: relay::End::Reset,
+        end: relay::RelayEnd::Reset,
     };
     // `into_std` leaves the sockets non-blocking, as `from_std` needs.
     let (Ok(client), Ok(server)) = (client.into_std(), server.into_std()) else {

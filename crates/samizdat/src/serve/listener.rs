@@ -3,13 +3,14 @@
 //! accepts, admits each connection within the caps and hands it to
 //! `connection` (or `websocket`), then drains on shutdown.
 
+use super::usage::{load_usage, FLEET_USAGE_SYNC};
 use super::*;
 use tokio::net::TcpSocket;
 
 /// A bound server, ready to run.
 pub struct Server {
     listeners: Vec<TcpListener>,
-    shared: Arc<Shared>,
+    shared: Arc<ServeShared>,
     /// Bound addresses (with real ports when 0 was asked for).
     pub addrs: Vec<SocketAddr>,
     metrics_listener: Option<std::net::TcpListener>,
@@ -124,7 +125,7 @@ impl Server {
                 let l = bind(a).map_err(|e| {
                     anyhow::anyhow!("--ws-listen {a}: cannot listen: {e}{}", bind_hint(&e))
                 })?;
-                (Some(l), Some(crate::links::ws_path(&config, public)))
+                (Some(l), Some(crate::serve::links::ws_path(&config, public)))
             }
             _ => (None, None),
         };
@@ -146,7 +147,7 @@ impl Server {
         });
         let search_budget = sources::SearchBudget::new(cores);
         let base = Mutex::new(config.clone());
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(ServeShared {
             current: arc_swap::ArcSwap::from_pointee(Snapshot::build(
                 config, None, &usage, &shutdown,
             )),
@@ -168,8 +169,8 @@ impl Server {
             search_budget,
             flight_shape: Arc::default(),
             relay_runtime: std::sync::OnceLock::new(),
-            braids: tunnel::Braids::default(),
-            egress: crate::proxy::egress::Egress::new(own_ports),
+            braids: transport::Braids::default(),
+            egress: crate::serve::egress::Egress::new(own_ports),
             last_cover_warning: AtomicU64::new(0),
             last_skew_warning: AtomicU64::new(0),
             draining: std::sync::atomic::AtomicBool::new(false),
@@ -188,7 +189,7 @@ impl Server {
     }
 
     /// The shared state (for tests and metrics).
-    pub fn shared(&self) -> Arc<Shared> {
+    pub fn shared(&self) -> Arc<ServeShared> {
         self.shared.clone()
     }
 

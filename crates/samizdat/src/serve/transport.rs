@@ -6,11 +6,11 @@
 
 use super::relay;
 use super::users::{Admission, Snapshot, UserState};
-use super::Shared;
-use crate::proxy::egress::{DirectDialer, EgressPolicy};
-use crate::proxy::{BoxIo, Dialer, OpenError, OpenFuture};
-use crate::tunnel::braid::BraidHandle;
-use crate::tunnel::{IncomingStream, Session, SessionConfig, Status};
+use super::ServeShared;
+use crate::dial::{BoxIo, Dialer, OpenError, OpenFuture};
+use crate::serve::egress::{DirectDialer, EgressPolicy};
+use crate::transport::braid::BraidHandle;
+use crate::transport::{IncomingStream, Session, SessionConfig, Status};
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
@@ -178,7 +178,7 @@ pub(super) async fn run<S>(
     acc: Accepted,
     leftover: Vec<u8>,
     peer: SocketAddr,
-    shared: &Arc<Shared>,
+    shared: &Arc<ServeShared>,
     snap: &Arc<Snapshot>,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -284,7 +284,7 @@ struct UserSession {
 async fn serve(
     braid: BraidHandle,
     secret: SessionSecret,
-    shared: &Arc<Shared>,
+    shared: &Arc<ServeShared>,
     snap: &Arc<Snapshot>,
     admission: Admission,
     mine: &UserSession,
@@ -349,7 +349,7 @@ async fn serve(
 /// operator's exceptions and denied ports, the server's egress (its own
 /// addresses and ports, the resolver, the user's lookup slots), and
 /// Telegram DCs through the DC table.
-fn egress_dialer(shared: &Arc<Shared>, snap: &Arc<Snapshot>, user: &str) -> DirectDialer {
+fn egress_dialer(shared: &Arc<ServeShared>, snap: &Arc<Snapshot>, user: &str) -> DirectDialer {
     let mut policy = EgressPolicy::with_allow(snap.config.egress_allow.clone());
     policy.deny_ports = snap.config.egress_deny_ports.clone();
     let mut dialer = DirectDialer::for_user(policy, &shared.egress, user);
@@ -507,7 +507,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Metered<T> {
 /// toward the DC. The stream carries the client's MTProto packets in the
 /// tag's framing; this side encrypts and decrypts them for the DC.
 struct DcDialer {
-    shared: Arc<Shared>,
+    shared: Arc<ServeShared>,
     snap: Arc<Snapshot>,
 }
 

@@ -21,6 +21,7 @@ mod reader;
 mod session;
 mod stream;
 mod writer;
+pub mod ws;
 
 pub use session::{Incoming, IncomingStream, OpenError, Session};
 pub use stream::Stream;
