@@ -3,6 +3,22 @@
 //! and it carries their streams through one browser-shaped TLS session to a
 //! samizdat server (`docs/transport.md`), failing over across the link's
 //! servers.
+//!
+//! One stream, in file order: `frontends` (SOCKS5 / HTTP / Telegram accept
+//! and parse) → `dialer` (the [`crate::dial::Dialer`] over the endpoint
+//! pool) → `lanes` (the session's lane keeper) → `connect` (TCP or
+//! `wss://`, the handshake) → `crate::transport` (braid, session, stream).
+//!
+//! | module | job |
+//! |---|---|
+//! | [`config`] | flags and `--config` → one validated [`ClientConfig`] |
+//! | [`frontends`] | the local SOCKS5, HTTP and Telegram front-ends |
+//! | [`dialer`] | `TunnelDialer`: streams through the session, over the endpoint pool |
+//! | `lanes` | the lane keeper: stalls, freeze budgets, spares |
+//! | [`connect`] | one connection to a server: TCP or `wss://`, the handshake |
+//! | [`pool`] | endpoint ranking, racing, back-off, `pool.toml` |
+//! | [`lists`] | signed server lists: file, HTTPS, DNS TXT, through the tunnel |
+//! | [`tls`] | the web's roots for lists and `wss://` fronts |
 
 pub mod config;
 pub mod connect;

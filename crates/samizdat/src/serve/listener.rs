@@ -107,14 +107,15 @@ impl Server {
                 fleet
                     .leases
                     .set_address_key(crate::fleet::leases::address_key(secret));
-                crate::fleet::Backend::Redis(Arc::new(fleet))
+                Arc::new(crate::fleet::Redis(Arc::new(fleet))) as Arc<dyn crate::fleet::SharedState>
             }
-            _ => crate::fleet::Backend::InProcess,
+            _ => Arc::new(crate::fleet::InProcess),
         };
         // With a fleet, usage comes from Redis at start-up (`run`).
-        let usage = match state {
-            crate::fleet::Backend::InProcess => load_usage(&config.state_dir)?,
-            crate::fleet::Backend::Redis(_) => Default::default(),
+        let usage = if state.usage_is_local() {
+            load_usage(&config.state_dir)?
+        } else {
+            Default::default()
         };
         let tunnel_key = transport_secret
             .filter(|_| config.tunnel)
@@ -161,7 +162,7 @@ impl Server {
             }),
             pool: pool::BufferPool::new(64),
             shutdown,
-            stats: Stats::default(),
+            active: AtomicUsize::new(0),
             metrics,
             tunnel_key,
             sources,
@@ -309,7 +310,6 @@ impl Server {
                     else {
                         break;
                     };
-                    shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
                     shared.metrics.connections.inc();
                     // The per-source caps apply to the TLS listeners; the
                     // WebSocket listener's peer is usually the front (a
@@ -320,10 +320,6 @@ impl Server {
                             Some(g) => Some(g),
                             None => {
                                 drop(permit);
-                                shared
-                                    .stats
-                                    .refused_over_limit
-                                    .fetch_add(1, Ordering::Relaxed);
                                 shared.metrics.connections_refused.inc();
                                 if let Ok(held) = shared.held.clone().try_acquire_owned() {
                                     let shared = shared.clone();
@@ -339,7 +335,7 @@ impl Server {
                     let shared = shared.clone();
                     let ws_path = ws_path.clone();
                     conns.spawn(async move {
-                        shared.stats.active.fetch_add(1, Ordering::Relaxed);
+                        shared.active.fetch_add(1, Ordering::Relaxed);
                         let open =
                             crate::metrics::GaugeGuard::new(&shared.metrics.connections_active);
                         match ws_path {
@@ -349,7 +345,7 @@ impl Server {
                             }
                         }
                         drop(open);
-                        shared.stats.active.fetch_sub(1, Ordering::Relaxed);
+                        shared.active.fetch_sub(1, Ordering::Relaxed);
                         drop(permit);
                     });
                 }
@@ -359,7 +355,7 @@ impl Server {
         self.shared.draining.store(true, Ordering::Relaxed);
         tracker.close();
         let drain = self.shared.snapshot().config.drain_timeout;
-        let open = self.shared.stats.active.load(Ordering::Relaxed);
+        let open = self.shared.active.load(Ordering::Relaxed);
         if open > 0 {
             tracing::info!(
                 open,

@@ -18,10 +18,7 @@ pub async fn release_after_crowds(shared: Arc<ServeShared>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let open = shared
-            .stats
-            .active
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let open = shared.active.load(std::sync::atomic::Ordering::Relaxed);
         peak = peak.max(open);
         if peak >= open + 256 && open <= peak / 2 {
             shared.pool.release();

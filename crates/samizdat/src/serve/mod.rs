@@ -1,11 +1,35 @@
 //! `samizdat serve`: listeners, shared state, the accept loop and graceful
-//! shutdown. Each accepted connection runs in one task
-//! ([`connection::handle`]).
+//! shutdown. Each accepted connection runs in one task.
+//!
+//! One MTProto connection, in file order: `listener` (accept, caps) →
+//! `connection` (read the first flight, keep the cover warm) → `admit`
+//! (classify with `wire`, key search in `auth`, replay caches, the user's
+//! limits) → `cover` (splice, if not ours) or the fake-TLS answer and the
+//! inner init → `dc` (connect) → `relay` (the pumps, metered).
+//!
+//! | module | job |
+//! |---|---|
+//! | [`config`] | flags + TOML file → one validated [`config::ServeConfig`] |
+//! | `listener` | bind, accept loops, the drain ([`Server`]) |
+//! | `connection` | one TCP connection: first flight, cover splice, fake-TLS answer, DC relay |
+//! | `websocket` | `--ws-listen`: the WebSocket listener behind a reverse proxy or CDN |
+//! | [`admit`] | the one admission path: classify, replay (local, fleet), user limits, cover accounting |
+//! | [`auth`] | key search order (hints, domains), time slices, the cold-search budget |
+//! | [`sources`] | per-source caps on unauthenticated connections |
+//! | [`users`] | per-user limits and live state, the config snapshot |
+//! | `transport` | a samizdat client's lanes and session; its streams to egress or a DC |
+//! | [`egress`], [`resolve`] | where a samizdat client's stream may go, and the resolver |
+//! | [`dc`] | the Telegram DC table, overrides, and the one DC dialer |
+//! | [`cover`] | the cover site: address and connect |
+//! | [`flight_shape`] | the cover's measured TLS answer, for the transport's flight |
+//! | [`relay`], [`pool`] | readiness pumps with metering; their borrowed buffers |
+//! | [`usage`], [`reload`], [`memory`] | usage saving, live reload, giving memory back |
+//! | [`links`] | the links printed at start |
 //!
 //! This file holds what connections share ([`ServeShared`]: the snapshot of
-//! config and users, reloads, replay caches, counters, usage saving);
-//! `listener` binds and runs the accept loops ([`Server`]).
+//! config and users, reloads, replay caches, shared state, the open count).
 
+pub mod admit;
 pub mod auth;
 pub mod config;
 pub mod cover;
@@ -39,7 +63,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 pub use usage::USAGE_FILE;
 use users::Snapshot;
-use wire::classify::{CoverReason, ReplayState};
+use wire::classify::ReplayState;
 use wire::replay::ReplayCache;
 
 /// Unix time in seconds.
@@ -56,41 +80,6 @@ const HOUSEKEEPING: Duration = Duration::from_secs(5);
 /// Most replay-cache entries per generation (about 40 bytes each).
 const REPLAY_CAP: usize = 1 << 20;
 
-/// Counters, readable by tests today and exported as metrics later.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Connections accepted.
-    pub accepted: AtomicU64,
-    /// Connections from a source over its unauthenticated cap
-    /// (`--max-unauthenticated-per-ip`, `--max-unauthenticated-per-subnet`):
-    /// held unread, then closed.
-    pub refused_over_limit: AtomicU64,
-    /// Cold key searches not run because their source had spent its
-    /// budget (the hello went to the cover).
-    pub cold_searches_refused: AtomicU64,
-    /// Connections open right now.
-    pub active: AtomicUsize,
-    /// Relays to a DC open right now.
-    pub relays_active: AtomicUsize,
-    /// Fake-TLS hellos that authenticated.
-    pub authenticated_tls: AtomicU64,
-    /// Bare obfuscated2 inits that authenticated.
-    pub authenticated_bare: AtomicU64,
-    /// Connections sent to the cover site.
-    pub covered: AtomicU64,
-    /// Of those, replays.
-    pub replays: AtomicU64,
-}
-
-impl Stats {
-    fn count_cover(&self, reason: CoverReason) {
-        self.covered.fetch_add(1, Ordering::Relaxed);
-        if reason == CoverReason::Replay {
-            self.replays.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
 /// Everything connections share. Immutable but for the replay caches,
 /// the counters and the buffer pool.
 pub struct ServeShared {
@@ -100,7 +89,7 @@ pub struct ServeShared {
     /// with a fleet.
     pub replay: Mutex<ReplayState>,
     /// Where state shared with other instances lives (in-process or Redis).
-    pub state: crate::fleet::Backend,
+    pub state: Arc<dyn crate::fleet::SharedState>,
     /// The configuration as loaded (file and flags), before the shared
     /// users are added to it.
     base: Mutex<ServeConfig>,
@@ -113,7 +102,10 @@ pub struct ServeShared {
     /// Fires on shutdown.
     pub shutdown: CancellationToken,
     /// Counters.
-    pub stats: Stats,
+    /// Connections open right now (the drain waits for them; the memory
+    /// release watches them fall). Everything else is counted in
+    /// [`crate::metrics`].
+    pub active: AtomicUsize,
     /// Prometheus metrics (exported only with `--metrics`).
     pub metrics: crate::metrics::Metrics,
     /// The samizdat transport's static key (from the state directory), if
@@ -209,24 +201,10 @@ impl ServeShared {
 
     /// Reads the shared user table when its version changed since `seen`.
     async fn poll_shared_users(&self, seen: &mut Option<u64>) {
-        let Some(fleet) = self.state.fleet() else {
-            return;
-        };
-        if !fleet.config.shared_users {
-            return;
-        }
-        let Ok(version) = fleet.users_version().await else {
-            return;
-        };
-        if *seen == Some(version) {
-            return;
-        }
-        let Ok(users) = fleet.shared_users().await else {
-            return;
-        };
-        *seen = Some(version);
-        for note in self.reload_shared_users(users) {
-            tracing::info!("shared user table changed: {note}");
+        if let Some(users) = self.state.users(seen).await {
+            for note in self.reload_shared_users(users) {
+                tracing::info!("shared user table changed: {note}");
+            }
         }
     }
 
@@ -235,13 +213,7 @@ impl ServeShared {
         if self.shutdown.is_cancelled() || self.draining.load(Ordering::Relaxed) {
             return (false, "shutting down\n".into());
         }
-        match self.state.fleet() {
-            None => (true, "ready\n".into()),
-            Some(f) if f.is_up() => (true, "ready; redis up\n".into()),
-            // Serving on with the configured fallbacks is the point of
-            // them; the body says why the replay and limits are local.
-            Some(_) => (true, "ready; redis down (fallbacks in force)\n".into()),
-        }
+        (true, format!("{}\n", self.state.readiness()))
     }
 
     fn rate_limited(slot: &AtomicU64) -> bool {

@@ -216,7 +216,7 @@ pub(super) async fn run<S>(
             lane,
             budget,
         } => {
-            let Some(admission) = super::connection::admit(shared, snap, user, peer).await else {
+            let Some(admission) = super::admit::user(shared, snap, user, peer).await else {
                 return;
             };
             shared.metrics.handshake("ok_tunnel");
@@ -358,6 +358,7 @@ fn egress_dialer(shared: &Arc<ServeShared>, snap: &Arc<Snapshot>, user: &str) ->
     dialer.telegram = Some(Arc::new(DcDialer {
         shared: shared.clone(),
         snap: snap.clone(),
+        user: user.to_string(),
     }));
     dialer
 }
@@ -509,6 +510,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Metered<T> {
 struct DcDialer {
     shared: Arc<ServeShared>,
     snap: Arc<Snapshot>,
+    user: String,
 }
 
 impl Dialer for DcDialer {
@@ -517,43 +519,10 @@ impl Dialer for DcDialer {
             let Destination::Telegram { dc, tag } = dest else {
                 return Err(OpenError::NotAllowed);
             };
-            let addrs = self.snap.config.dcs.resolve(dc);
-            if addrs.is_empty() {
-                tracing::info!(
-                    dc,
-                    "a samizdat client asked for an unknown DC id; add --dc {dc}=ADDR to route it"
-                );
-                return Err(OpenError::HostUnreachable);
-            }
-            let mut last = OpenError::HostUnreachable;
-            for addr in &addrs {
-                let started = tokio::time::Instant::now();
-                match tokio::time::timeout(
-                    self.snap.config.connect_timeout,
-                    TcpStream::connect(addr),
-                )
+            let socket = super::dc::connect(&self.shared, &self.snap, dc, &self.user).await?;
+            DcStream::start(socket, dc, tag, first)
                 .await
-                {
-                    Ok(Ok(s)) => {
-                        self.shared.metrics.dc_connected(dc, started.elapsed());
-                        let _ = s.set_nodelay(true);
-                        return DcStream::start(s, dc, tag, first)
-                            .await
-                            .map(|s| Box::new(s) as BoxIo);
-                    }
-                    Ok(Err(e)) => {
-                        self.shared.metrics.dc_connect_failed(dc);
-                        tracing::warn!(dc, %addr, error = %e, "cannot connect to Telegram DC");
-                        last = OpenError::from(e);
-                    }
-                    Err(_) => {
-                        self.shared.metrics.dc_connect_failed(dc);
-                        tracing::warn!(dc, %addr, "connecting to Telegram DC timed out");
-                        last = OpenError::TimedOut;
-                    }
-                }
-            }
-            Err(last)
+                .map(|s| Box::new(s) as BoxIo)
         })
     }
 }

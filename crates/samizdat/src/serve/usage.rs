@@ -34,16 +34,16 @@ impl ServeShared {
     /// Pushes each user's new bytes to the fleet and reads the totals
     /// back; on failure the bytes wait for the next push.
     pub async fn sync_usage(&self) {
-        let Some(fleet) = self.state.fleet() else {
+        if self.state.usage_is_local() {
             return;
-        };
+        }
         let snap = self.snapshot();
         for chunk in snap.states.chunks(USAGE_BATCH) {
             let deltas: Vec<(&str, u64)> = chunk
                 .iter()
                 .map(|u| (u.name.as_str(), u.take_pending()))
                 .collect();
-            match fleet.add_usage_many(&deltas).await {
+            match self.state.add_usage(&deltas).await {
                 Ok(totals) => {
                     for (user, total) in chunk.iter().zip(totals) {
                         if user.set_fleet_usage(total) {
@@ -68,7 +68,7 @@ impl ServeShared {
 
     /// Writes every user's byte usage to the state directory (atomically).
     pub fn save_usage(&self) -> std::io::Result<()> {
-        if self.state.fleet().is_some() {
+        if !self.state.usage_is_local() {
             // With a fleet, usage lives in Redis.
             return Ok(());
         }

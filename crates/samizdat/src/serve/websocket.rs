@@ -145,9 +145,7 @@ pub(super) async fn handle(
         tracing::debug!("WebSocket client sent no hello record in time");
         return;
     };
-    let verdict = super::auth::tunnel(&record, &shared, &snap)
-        .await
-        .unwrap_or(Verdict::Cover(CoverReason::Unrecognised));
+    let verdict = super::admit::transport_hello(&record, &shared, &snap, peer.ip()).await;
     match verdict {
         Verdict::Tunnel(acc) => {
             drop(record);
@@ -210,11 +208,7 @@ fn refuse(shared: &ServeShared, verdict: Verdict) {
         Verdict::Cover(reason) => reason,
         _ => CoverReason::Unrecognised,
     };
-    shared.stats.count_cover(reason);
-    shared.metrics.handshake(reason.name());
-    if let CoverReason::BadTimestamp { skew } = reason {
-        shared.warn_clock_skew(skew);
-    }
+    super::admit::to_cover(shared, reason);
     tracing::debug!(reason = reason.name(), "WebSocket hello refused; closing");
 }
 
