@@ -23,7 +23,7 @@ use crate::transport::braid::{BraidHandle, LaneEvent};
 use crate::transport::{Session, SessionConfig};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -266,7 +266,7 @@ impl Keeper {
                     let wait = lock(&self.racer.shared.pool).record_failure(
                         &info.endpoint,
                         why,
-                        SystemTime::now(),
+                        crate::clock::system_now(),
                         jitter(),
                     );
                     tracing::warn!(
@@ -353,7 +353,7 @@ impl Keeper {
             let wait = lock(&self.racer.shared.pool).record_failure(
                 endpoint,
                 &why,
-                SystemTime::now(),
+                crate::clock::system_now(),
                 jitter(),
             );
             tracing::warn!(

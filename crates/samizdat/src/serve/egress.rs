@@ -214,7 +214,7 @@ impl HostAddrs {
         HostAddrs {
             nets: ArcSwap::from_pointee(Self::read().unwrap_or_default()),
             read_at: AtomicU64::new(0),
-            started: Instant::now(),
+            started: crate::clock::real_now(),
         }
     }
 

@@ -148,18 +148,21 @@ pub(super) struct Loaded {
     pub(super) file: FileConfig,
 }
 
-pub(super) fn read_file(path: &Path) -> anyhow::Result<Loaded> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("{}: cannot read the config file: {e}", path.display()))?;
+pub(super) fn read_file(path: &Path) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        place: path.display().to_string(),
+        reason: format!("cannot read the config file: {e}"),
+    })?;
     let file: FileConfig = toml::from_str(&text).map_err(|e| {
         let line = e
             .span()
             .map(|r| text[..r.start.min(text.len())].matches('\n').count() + 1);
         let msg = e.message().trim_end().to_string();
-        match line {
-            Some(l) => anyhow::anyhow!("{}:{l}: {msg}", path.display()),
-            None => anyhow::anyhow!("{}: {msg}", path.display()),
-        }
+        let place = match line {
+            Some(l) => format!("{}:{l}", path.display()),
+            None => path.display().to_string(),
+        };
+        ConfigError { place, reason: msg }
     })?;
     Ok(Loaded {
         path: path.to_path_buf(),

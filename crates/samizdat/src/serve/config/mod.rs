@@ -14,6 +14,7 @@
 
 use crate::serve::cover::{CoverConnect, CoverTarget};
 use crate::serve::dc::DcTable;
+use crate::state::StateError;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -165,6 +166,19 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+/// Why the configuration could not be loaded: a mistake in it, or a state
+/// file (the zero-config key) that could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// A flag or a line of the config file.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The state directory.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
 /// Shows at most the first 6 characters of a secret in an error message.
 fn redact(secret: &str) -> String {
     let head: String = secret.chars().take(6).collect();
@@ -189,7 +203,7 @@ impl ServeConfig {
     /// generates or loads the zero-config key when there are no users.
     /// Returns the configuration and, for a generated key, whether it was
     /// created just now.
-    pub fn load(args: &ServeArgs) -> anyhow::Result<(ServeConfig, Option<bool>)> {
+    pub fn load(args: &ServeArgs) -> Result<(ServeConfig, Option<bool>), LoadError> {
         let loaded = args.config.as_deref().map(read_file).transpose()?;
         let mut created = None;
         let state_dir = state_dir_of(args, loaded.as_ref());
@@ -206,8 +220,8 @@ impl ServeConfig {
     /// called then).
     pub fn from_args(
         args: &ServeArgs,
-        generated_key: impl FnOnce() -> anyhow::Result<Key>,
-    ) -> anyhow::Result<ServeConfig> {
+        generated_key: impl FnOnce() -> Result<Key, StateError>,
+    ) -> Result<ServeConfig, LoadError> {
         let loaded = args.config.as_deref().map(read_file).transpose()?;
         let state_dir = state_dir_of(args, loaded.as_ref());
         Self::build(args, loaded.as_ref(), state_dir, generated_key)
@@ -217,8 +231,8 @@ impl ServeConfig {
         args: &ServeArgs,
         loaded: Option<&Loaded>,
         state_dir: PathBuf,
-        generated_key: impl FnOnce() -> anyhow::Result<Key>,
-    ) -> anyhow::Result<ServeConfig> {
+        generated_key: impl FnOnce() -> Result<Key, StateError>,
+    ) -> Result<ServeConfig, LoadError> {
         let empty = FileConfig::default();
         let file = loaded.map(|l| &l.file).unwrap_or(&empty);
         let server = &file.server;
