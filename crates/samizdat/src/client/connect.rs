@@ -4,10 +4,8 @@
 //! endpoint puts TLS and a WebSocket in front of the same exchange
 //! ([`ws`], `docs/fronting.md`).
 
-#[path = "ws.rs"]
-pub mod ws;
-
-use crate::proxy::BoxIo;
+use crate::dial::BoxIo;
+use crate::transport::ws;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;

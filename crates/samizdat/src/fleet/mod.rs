@@ -1,6 +1,6 @@
 //! Fleet state: what several `serve` instances share.
 //!
-//! One interface, two backends ([`Backend`]): in-process (the default: no
+//! One interface ([`SharedState`]), two implementations: in-process (the default: no
 //! setup, every check is this instance's own) and Redis (`--redis URL`).
 //! The local checks always run first; the Redis backend adds the fleet-wide
 //! answer on top:
@@ -18,6 +18,7 @@
 //! key, a secret or the Redis password.
 
 pub mod leases;
+pub mod shared;
 pub mod users;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -176,22 +177,9 @@ pub enum ReplayAnswer {
     Replay,
 }
 
-/// Which replay cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplayKind {
-    /// Fake-TLS ClientHello randoms (bounded by the timestamp window).
-    Tls,
-    /// Bare obfuscated2 inits (no timestamp: kept for [`BARE_REPLAY_TTL`]).
-    Obfuscated2,
-    /// samizdat transport hellos (Noise NK), by the client's ephemeral key;
-    /// bounded by the timestamp window like fake-TLS.
-    Tunnel,
-}
-
-/// How long a bare init is remembered fleet-wide. Bare modes carry no
-/// timestamp, so some bound is needed to keep Redis from growing without
-/// end; the local cache (a million inits) stays the longer memory.
-pub const BARE_REPLAY_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Which replay cache (`wire` names them: the classifier asks).
+pub use shared::{InProcess, Redis, SharedState};
+pub use wire::classify::ReplayKind;
 
 /// The Redis side of the fleet.
 pub struct Fleet {
@@ -382,43 +370,6 @@ impl Fleet {
         let mut cmd = redis::cmd("HGETALL");
         cmd.arg(self.key("users"));
         self.call(&cmd).await
-    }
-}
-
-/// The state interface `serve` talks to: the same calls whatever the
-/// backend. In-process answers are immediate (the local caches and counters
-/// have already decided); the Redis backend asks the fleet.
-#[derive(Clone, Default)]
-pub enum Backend {
-    /// Everything in this process.
-    #[default]
-    InProcess,
-    /// Shared through Redis.
-    Redis(std::sync::Arc<Fleet>),
-}
-
-impl Backend {
-    /// The Redis side, if any.
-    pub fn fleet(&self) -> Option<&std::sync::Arc<Fleet>> {
-        match self {
-            Backend::InProcess => None,
-            Backend::Redis(f) => Some(f),
-        }
-    }
-
-    /// Second replay filter, after the local cache accepted `key`. `Err`
-    /// carries what the configured down-behaviour decided.
-    pub async fn replay(&self, kind: ReplayKind, key: &[u8; 16], ttl: Duration) -> ReplayAnswer {
-        let Some(f) = self.fleet() else {
-            return ReplayAnswer::Fresh;
-        };
-        match f.check_replay(kind, key, ttl).await {
-            Ok(a) => a,
-            Err(Down) => match f.config.replay_when_down {
-                DownReplay::Open => ReplayAnswer::Fresh,
-                DownReplay::Closed => ReplayAnswer::Replay,
-            },
-        }
     }
 }
 

@@ -3,13 +3,14 @@
 //! accepts, admits each connection within the caps and hands it to
 //! `connection` (or `websocket`), then drains on shutdown.
 
+use super::usage::{load_usage, FLEET_USAGE_SYNC};
 use super::*;
 use tokio::net::TcpSocket;
 
 /// A bound server, ready to run.
 pub struct Server {
     listeners: Vec<TcpListener>,
-    shared: Arc<Shared>,
+    shared: Arc<ServeShared>,
     /// Bound addresses (with real ports when 0 was asked for).
     pub addrs: Vec<SocketAddr>,
     metrics_listener: Option<std::net::TcpListener>,
@@ -106,14 +107,15 @@ impl Server {
                 fleet
                     .leases
                     .set_address_key(crate::fleet::leases::address_key(secret));
-                crate::fleet::Backend::Redis(Arc::new(fleet))
+                Arc::new(crate::fleet::Redis(Arc::new(fleet))) as Arc<dyn crate::fleet::SharedState>
             }
-            _ => crate::fleet::Backend::InProcess,
+            _ => Arc::new(crate::fleet::InProcess),
         };
         // With a fleet, usage comes from Redis at start-up (`run`).
-        let usage = match state {
-            crate::fleet::Backend::InProcess => load_usage(&config.state_dir)?,
-            crate::fleet::Backend::Redis(_) => Default::default(),
+        let usage = if state.usage_is_local() {
+            load_usage(&config.state_dir)?
+        } else {
+            Default::default()
         };
         let tunnel_key = transport_secret
             .filter(|_| config.tunnel)
@@ -124,7 +126,7 @@ impl Server {
                 let l = bind(a).map_err(|e| {
                     anyhow::anyhow!("--ws-listen {a}: cannot listen: {e}{}", bind_hint(&e))
                 })?;
-                (Some(l), Some(crate::links::ws_path(&config, public)))
+                (Some(l), Some(crate::serve::links::ws_path(&config, public)))
             }
             _ => (None, None),
         };
@@ -146,7 +148,7 @@ impl Server {
         });
         let search_budget = sources::SearchBudget::new(cores);
         let base = Mutex::new(config.clone());
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(ServeShared {
             current: arc_swap::ArcSwap::from_pointee(Snapshot::build(
                 config, None, &usage, &shutdown,
             )),
@@ -160,7 +162,7 @@ impl Server {
             }),
             pool: pool::BufferPool::new(64),
             shutdown,
-            stats: Stats::default(),
+            active: AtomicUsize::new(0),
             metrics,
             tunnel_key,
             sources,
@@ -168,8 +170,8 @@ impl Server {
             search_budget,
             flight_shape: Arc::default(),
             relay_runtime: std::sync::OnceLock::new(),
-            braids: tunnel::Braids::default(),
-            egress: crate::proxy::egress::Egress::new(own_ports),
+            braids: transport::Braids::default(),
+            egress: crate::serve::egress::Egress::new(own_ports),
             last_cover_warning: AtomicU64::new(0),
             last_skew_warning: AtomicU64::new(0),
             draining: std::sync::atomic::AtomicBool::new(false),
@@ -188,7 +190,7 @@ impl Server {
     }
 
     /// The shared state (for tests and metrics).
-    pub fn shared(&self) -> Arc<Shared> {
+    pub fn shared(&self) -> Arc<ServeShared> {
         self.shared.clone()
     }
 
@@ -308,7 +310,6 @@ impl Server {
                     else {
                         break;
                     };
-                    shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
                     shared.metrics.connections.inc();
                     // The per-source caps apply to the TLS listeners; the
                     // WebSocket listener's peer is usually the front (a
@@ -319,10 +320,6 @@ impl Server {
                             Some(g) => Some(g),
                             None => {
                                 drop(permit);
-                                shared
-                                    .stats
-                                    .refused_over_limit
-                                    .fetch_add(1, Ordering::Relaxed);
                                 shared.metrics.connections_refused.inc();
                                 if let Ok(held) = shared.held.clone().try_acquire_owned() {
                                     let shared = shared.clone();
@@ -338,7 +335,7 @@ impl Server {
                     let shared = shared.clone();
                     let ws_path = ws_path.clone();
                     conns.spawn(async move {
-                        shared.stats.active.fetch_add(1, Ordering::Relaxed);
+                        shared.active.fetch_add(1, Ordering::Relaxed);
                         let open =
                             crate::metrics::GaugeGuard::new(&shared.metrics.connections_active);
                         match ws_path {
@@ -348,7 +345,7 @@ impl Server {
                             }
                         }
                         drop(open);
-                        shared.stats.active.fetch_sub(1, Ordering::Relaxed);
+                        shared.active.fetch_sub(1, Ordering::Relaxed);
                         drop(permit);
                     });
                 }
@@ -358,7 +355,7 @@ impl Server {
         self.shared.draining.store(true, Ordering::Relaxed);
         tracker.close();
         let drain = self.shared.snapshot().config.drain_timeout;
-        let open = self.shared.stats.active.load(Ordering::Relaxed);
+        let open = self.shared.active.load(Ordering::Relaxed);
         if open > 0 {
             tracing::info!(
                 open,

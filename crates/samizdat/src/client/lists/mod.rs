@@ -22,7 +22,7 @@
 //! | `fetch` | [`fetch_all`]: every source, bounded in size and time |
 //! | this file | loading at start and the refresh task |
 
-use crate::proxy::Dialer;
+use crate::dial::Dialer;
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use std::fmt;
@@ -208,7 +208,7 @@ pub fn spawn_refresh(
 mod tests {
     use super::fetch::{fetch_source, response_body};
     use super::*;
-    use crate::proxy::{BoxIo, OpenError, OpenFuture};
+    use crate::dial::{BoxIo, OpenError, OpenFuture};
     use std::sync::Mutex;
     use wire::server_list::Listed;
 

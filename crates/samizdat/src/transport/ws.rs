@@ -11,7 +11,7 @@
 //! nothing (a CDN may re-frame). Pings are answered, a close ends the
 //! stream, anything else (text, oversized frames) ends the connection.
 
-use super::ConnectError;
+use crate::client::connect::ConnectError;
 use base64::Engine;
 use fastwebsockets::{Frame, OpCode, Payload, Role};
 use std::io;

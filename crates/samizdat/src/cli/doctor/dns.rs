@@ -4,8 +4,8 @@
 //! §4.6). Uses the system resolver, as the censor's view of it.
 
 use super::{show, Check, Finding, Level};
-use crate::config::ServeConfig;
-use crate::links::is_public;
+use crate::serve::config::ServeConfig;
+use crate::serve::links::is_public;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Duration;

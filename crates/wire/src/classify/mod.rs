@@ -12,6 +12,11 @@ use crate::replay::{ReplayCache, ReplayKey};
 use crate::secret::Mode;
 use crate::users::Users;
 
+mod classifier;
+pub use classifier::{
+    init_replay_key, Classifier, ReplayKind, Step, TransportCheck, UserLookup, BARE_REPLAY_TTL_SECS,
+};
+
 /// What to do with a TLS hello whose SNI names none of our domains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SniPolicy {
@@ -290,7 +295,7 @@ pub fn tunnel_window(policy: &Policy) -> u64 {
 /// horizon and replay cache as fake-TLS hellos, keyed by the client's
 /// ephemeral key (fresh in every real hello).
 pub fn admit_tunnel(
-    accepted: crate::tunnel::handshake::Accepted,
+    accepted: Box<crate::tunnel::handshake::Accepted>,
     policy: &Policy,
     now: u64,
     cache: &mut ReplayCache,
@@ -305,7 +310,7 @@ pub fn admit_tunnel(
     if !cache.check_and_insert_at(key, now, ts) {
         return Verdict::Cover(CoverReason::Replay);
     }
-    Verdict::Tunnel(Box::new(accepted))
+    Verdict::Tunnel(accepted)
 }
 
 /// Step 3 for a bare init that matched a key: the replay cache.
@@ -315,8 +320,7 @@ pub fn admit_init(
     now: u64,
     cache: &mut ReplayCache,
 ) -> Verdict {
-    let mut key: ReplayKey = [0; 16];
-    key.copy_from_slice(&init[8..24]);
+    let key: ReplayKey = init_replay_key(init);
     if !cache.check_and_insert(key, now) {
         return Verdict::Cover(CoverReason::Replay);
     }

@@ -25,7 +25,7 @@ mod local;
 mod redis;
 mod shape;
 
-use crate::config::{ServeArgs, ServeConfig};
+use crate::serve::config::{ServeArgs, ServeConfig};
 use std::fmt;
 use std::time::Duration;
 use wire::secret::Key;

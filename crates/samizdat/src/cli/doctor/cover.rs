@@ -6,7 +6,7 @@
 use super::clock::{parse_http_date, DateSample};
 use super::shape::{self, ServerShape};
 use super::{describe, show, Check, Finding, Level};
-use crate::config::ServeConfig;
+use crate::serve::config::ServeConfig;
 use crate::serve::cover::CoverTarget;
 use std::io;
 use std::sync::{Arc, Mutex};

@@ -2,8 +2,8 @@
 //! fast enough for the per-call deadline, and holding users.
 
 use super::{Check, Finding, Level};
-use crate::config::ServeConfig;
 use crate::fleet::{redact_url, Fleet};
+use crate::serve::config::ServeConfig;
 use std::time::{Duration, Instant};
 
 /// Checks the Redis of `[fleet]`, if any.

@@ -1,6 +1,6 @@
 //! The links `samizdat serve` prints, and which host to put in them.
 
-use crate::config::ServeConfig;
+use crate::serve::config::ServeConfig;
 use std::net::{IpAddr, SocketAddr};
 use wire::link::{Endpoint, Link};
 use wire::secret::{self, Mode, Secret};

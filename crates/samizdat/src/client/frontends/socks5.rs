@@ -4,7 +4,7 @@
 //! closed.
 
 use super::accept::{self, ReadFail, HANDSHAKE_DEADLINE};
-use super::Dialer;
+use crate::dial::Dialer;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
@@ -37,7 +37,7 @@ enum Outcome {
     Answer(Vec<u8>),
     /// Connect: the destination and the bytes the client sent after the
     /// request.
-    Connect(super::Destination, Vec<u8>),
+    Connect(crate::dial::Destination, Vec<u8>),
 }
 
 /// A reply with an unspecified bound address.

@@ -27,6 +27,7 @@ mod records;
 mod session;
 mod stream;
 mod writer;
+pub mod ws;
 
 pub use session::{Incoming, IncomingStream, OpenError, Session};
 pub use stream::Stream;

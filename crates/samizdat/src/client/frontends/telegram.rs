@@ -8,7 +8,7 @@
 //! secret, not obfuscated2) is closed without dialling.
 
 use super::accept::{self, ReadFail, HANDSHAKE_DEADLINE};
-use super::{Destination, Dialer};
+use crate::dial::{Destination, Dialer};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;

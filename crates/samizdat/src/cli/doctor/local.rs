@@ -2,7 +2,7 @@
 //! ports (bound for an instant and let go) and the saved secret.
 
 use super::{describe, Check, Finding, Level};
-use crate::config::{ServeConfig, DEFAULT_DOMAIN, DEFAULT_PORT, FALLBACK_PORT};
+use crate::serve::config::{ServeConfig, DEFAULT_DOMAIN, DEFAULT_PORT, FALLBACK_PORT};
 use socket2::{Domain, Socket, Type};
 use std::io;
 use std::net::SocketAddr;

@@ -5,7 +5,7 @@
 //! HTTP status and a one-line text body.
 
 use super::accept::{self, ReadFail, HANDSHAKE_DEADLINE};
-use super::Dialer;
+use crate::dial::Dialer;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;

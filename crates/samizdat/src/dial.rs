@@ -1,29 +1,12 @@
-//! Local proxy front-ends (`samizdat client`) and the server's egress.
+//! Where a stream goes: the [`Dialer`] trait, the boxed stream it returns
+//! and the ways opening one fails.
 //!
-//! Every front-end parses its protocol with the sans-io parsers in `wire`,
-//! then asks a [`Dialer`] for a stream to the destination and relays bytes.
-//! The dialer is where the bytes go: through the tunnel on the client, or
-//! straight out ([`egress::DirectDialer`]) on the server.
-//!
-//! | module | job |
-//! |---|---|
-//! | [`socks5`] | SOCKS5 (RFC 1928, RFC 1929 auth), CONNECT only |
-//! | [`http`] | HTTP proxy: `CONNECT` tunnels and absolute-form requests |
-//! | [`telegram`] | a local MTProto endpoint for Telegram apps (`dd` secret) |
-//! | [`egress`] | the address policy and the dialer that connects out |
-//! | [`resolve`] | the egress name resolver (asynchronous, cached) |
-//! | `accept` | the shared accept loop, deadlines and the byte pump |
-
-mod accept;
-pub mod egress;
-pub mod http;
-pub mod resolve;
-pub mod socks5;
-pub mod telegram;
-
-pub use http::serve_http;
-pub use socks5::serve_socks5;
-pub use telegram::{serve_telegram, telegram_link};
+//! The client's front-ends (`client::frontends`) parse a request, ask a
+//! [`Dialer`] for a stream to its destination and relay bytes. The dialer
+//! decides where the bytes go: through the transport on the client
+//! (`client::dialer::TunnelDialer`), or straight out on the server
+//! (`serve::egress::DirectDialer`). [`OpenError`] is the outcome both sides
+//! agree on: it crosses the transport as one status byte.
 
 use std::future::Future;
 use std::pin::Pin;

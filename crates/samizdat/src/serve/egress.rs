@@ -25,7 +25,7 @@
 //! (DNS rebinding) cannot win.
 
 use super::resolve::{LookupError, Resolver};
-use super::{BoxIo, Destination, Dialer, OpenError, OpenFuture};
+use crate::dial::{BoxIo, Destination, Dialer, OpenError, OpenFuture};
 use arc_swap::ArcSwap;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use std::collections::HashMap;

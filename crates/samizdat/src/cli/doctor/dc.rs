@@ -3,7 +3,7 @@
 //! `--dc-override`, `--ip-preference`; spec §5). Nothing is sent.
 
 use super::{describe, show, Check, Finding, Level};
-use crate::config::ServeConfig;
+use crate::serve::config::ServeConfig;
 use crate::serve::dc::IpPreference;
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -2,7 +2,7 @@
 //! and shutdown, the bounded read of a handshake message, and the byte
 //! pump.
 
-use super::{BoxIo, Destination, Dialer, OpenError};
+use crate::dial::{BoxIo, Destination, Dialer, OpenError};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;

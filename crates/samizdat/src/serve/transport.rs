@@ -6,11 +6,11 @@
 
 use super::relay;
 use super::users::{Admission, Snapshot, UserState};
-use super::Shared;
-use crate::proxy::egress::{DirectDialer, EgressPolicy};
-use crate::proxy::{BoxIo, Dialer, OpenError, OpenFuture};
-use crate::tunnel::braid::BraidHandle;
-use crate::tunnel::{IncomingStream, Session, SessionConfig, Status};
+use super::ServeShared;
+use crate::dial::{BoxIo, Dialer, OpenError, OpenFuture};
+use crate::serve::egress::{DirectDialer, EgressPolicy};
+use crate::transport::braid::BraidHandle;
+use crate::transport::{IncomingStream, Session, SessionConfig, Status};
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
@@ -178,7 +178,7 @@ pub(super) async fn run<S>(
     acc: Accepted,
     leftover: Vec<u8>,
     peer: SocketAddr,
-    shared: &Arc<Shared>,
+    shared: &Arc<ServeShared>,
     snap: &Arc<Snapshot>,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -216,7 +216,7 @@ pub(super) async fn run<S>(
             lane,
             budget,
         } => {
-            let Some(admission) = super::connection::admit(shared, snap, user, peer).await else {
+            let Some(admission) = super::admit::user(shared, snap, user, peer).await else {
                 return;
             };
             shared.metrics.handshake("ok_tunnel");
@@ -283,7 +283,7 @@ struct UserSession {
 /// down. New streams beyond the user's limits are refused.
 async fn serve(
     braid: BraidHandle,
-    shared: &Arc<Shared>,
+    shared: &Arc<ServeShared>,
     snap: &Arc<Snapshot>,
     admission: Admission,
     mine: &UserSession,
@@ -343,7 +343,7 @@ async fn serve(
 /// operator's exceptions and denied ports, the server's egress (its own
 /// addresses and ports, the resolver, the user's lookup slots), and
 /// Telegram DCs through the DC table.
-fn egress_dialer(shared: &Arc<Shared>, snap: &Arc<Snapshot>, user: &str) -> DirectDialer {
+fn egress_dialer(shared: &Arc<ServeShared>, snap: &Arc<Snapshot>, user: &str) -> DirectDialer {
     let mut policy = EgressPolicy::with_allow(snap.config.egress_allow.clone());
     policy.deny_ports = snap.config.egress_deny_ports.clone();
     let mut dialer = DirectDialer::for_user(policy, &shared.egress, user);
@@ -352,6 +352,7 @@ fn egress_dialer(shared: &Arc<Shared>, snap: &Arc<Snapshot>, user: &str) -> Dire
     dialer.telegram = Some(Arc::new(DcDialer {
         shared: shared.clone(),
         snap: snap.clone(),
+        user: user.to_string(),
     }));
     dialer
 }
@@ -501,8 +502,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Metered<T> {
 /// toward the DC. The stream carries the client's MTProto packets in the
 /// tag's framing; this side encrypts and decrypts them for the DC.
 struct DcDialer {
-    shared: Arc<Shared>,
+    shared: Arc<ServeShared>,
     snap: Arc<Snapshot>,
+    user: String,
 }
 
 impl Dialer for DcDialer {
@@ -511,43 +513,10 @@ impl Dialer for DcDialer {
             let Destination::Telegram { dc, tag } = dest else {
                 return Err(OpenError::NotAllowed);
             };
-            let addrs = self.snap.config.dcs.resolve(dc);
-            if addrs.is_empty() {
-                tracing::info!(
-                    dc,
-                    "a samizdat client asked for an unknown DC id; add --dc {dc}=ADDR to route it"
-                );
-                return Err(OpenError::HostUnreachable);
-            }
-            let mut last = OpenError::HostUnreachable;
-            for addr in &addrs {
-                let started = tokio::time::Instant::now();
-                match tokio::time::timeout(
-                    self.snap.config.connect_timeout,
-                    TcpStream::connect(addr),
-                )
+            let socket = super::dc::connect(&self.shared, &self.snap, dc, &self.user).await?;
+            DcStream::start(socket, dc, tag, first)
                 .await
-                {
-                    Ok(Ok(s)) => {
-                        self.shared.metrics.dc_connected(dc, started.elapsed());
-                        let _ = s.set_nodelay(true);
-                        return DcStream::start(s, dc, tag, first)
-                            .await
-                            .map(|s| Box::new(s) as BoxIo);
-                    }
-                    Ok(Err(e)) => {
-                        self.shared.metrics.dc_connect_failed(dc);
-                        tracing::warn!(dc, %addr, error = %e, "cannot connect to Telegram DC");
-                        last = OpenError::from(e);
-                    }
-                    Err(_) => {
-                        self.shared.metrics.dc_connect_failed(dc);
-                        tracing::warn!(dc, %addr, "connecting to Telegram DC timed out");
-                        last = OpenError::TimedOut;
-                    }
-                }
-            }
-            Err(last)
+                .map(|s| Box::new(s) as BoxIo)
         })
     }
 }

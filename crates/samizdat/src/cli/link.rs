@@ -6,8 +6,8 @@
 //! host comes from `--public-host`, else the first `--listen` address, else
 //! this machine's address as `serve` picks it for 0.0.0.0:443.
 
-use crate::config::{ServeArgs, ServeConfig, DEFAULT_PORT, FALLBACK_PORT};
-use crate::links::{self, LinkEntry};
+use crate::serve::config::{ServeArgs, ServeConfig, DEFAULT_PORT, FALLBACK_PORT};
+use crate::serve::links::{self, LinkEntry};
 use qrcode::render::{svg, unicode::Dense1x2};
 use qrcode::{Color, QrCode};
 use std::io::{IsTerminal, Write};

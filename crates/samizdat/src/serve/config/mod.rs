@@ -141,7 +141,7 @@ pub struct ServeConfig {
     /// The WebSocket listener's address (`None`: off).
     pub ws_listen: Option<SocketAddr>,
     /// The path it upgrades (`None`: derived from the transport key, see
-    /// [`crate::links::default_ws_path`]).
+    /// [`crate::serve::links::default_ws_path`]).
     pub ws_path: Option<String>,
     /// The public `wss://` endpoint for links; its `ws_path` is `None` when
     /// the URL gave no path (then the listener's path is used).
@@ -507,7 +507,7 @@ impl ServeConfig {
                 }
                 list.get_ref().clone()
             }
-            (None, None) => crate::proxy::egress::DEFAULT_DENY_PORTS.to_vec(),
+            (None, None) => crate::serve::egress::DEFAULT_DENY_PORTS.to_vec(),
         };
 
         let ws_trusted_proxies = prefixes(
