@@ -79,6 +79,11 @@ pub struct Braid {
     ahead_charge: usize,
     /// What we last told the peer.
     ack_sent: (u64, u64),
+    /// A piece we already had came again: the peer is resending, so it
+    /// missed our last acknowledgement (that went down a lane that died,
+    /// say). Owe one even though nothing moved, or a peer whose window
+    /// is shut would resend the same bytes forever.
+    resent: bool,
     lanes: Vec<Lane>,
     /// Client: lanes to declare dead to the server (REWIND).
     dead: Vec<u32>,
@@ -114,6 +119,7 @@ impl Braid {
             ahead: BTreeMap::new(),
             ahead_charge: 0,
             ack_sent: (0, 0),
+            resent: false,
             lanes: Vec::new(),
             dead: Vec::new(),
             closed: false,
@@ -336,7 +342,7 @@ impl Braid {
     /// bytes), `Some(false)` soon (the driver's short timer), `None`.
     pub fn ack_owed(&self) -> Option<bool> {
         let (r, c) = (self.received(), self.consumed);
-        if (r, c) == self.ack_sent {
+        if (r, c) == self.ack_sent && !self.resent {
             return None;
         }
         Some(r - self.ack_sent.0 >= ACK_EVERY || c - self.ack_sent.1 >= ACK_EVERY)
@@ -366,8 +372,11 @@ impl Braid {
             match frame? {
                 LaneFrame::New { .. } | LaneFrame::Join { .. } => return Err(LaneError::Opening),
                 LaneFrame::Seg { offset, data } => {
+                    let resent = self.resent;
                     got.readable |= self.segment(offset, data)?;
-                    got.wake_writers |= self.ack_owed() == Some(true);
+                    // Many new bytes, or a resend asking for the ACK again
+                    // (the writers then send it on their short timer).
+                    got.wake_writers |= self.ack_owed() == Some(true) || self.resent > resent;
                 }
                 LaneFrame::Ack { received, consumed } => {
                     got.acked |= self.acknowledged(received, Some(consumed))?;
@@ -455,6 +464,7 @@ impl Braid {
         }
         let received = self.received();
         if end <= received {
+            self.resent = true;
             return Ok(false);
         }
         if offset > received {
@@ -622,7 +632,12 @@ impl Braid {
             ack_written = true;
         }
         let mut seg = None;
-        if active && !l.full && !l.full_pending && sendable > 0 && pt.len() - base + SEG_HEADER < room {
+        if active
+            && !l.full
+            && !l.full_pending
+            && sendable > 0
+            && pt.len() - base + SEG_HEADER < room
+        {
             let cap = room - (pt.len() - base) - SEG_HEADER;
             seg = Some((cap.min(sendable as usize), cap));
         }
@@ -680,6 +695,7 @@ impl Braid {
         }
         if ack_written {
             self.ack_sent = (received, consumed);
+            self.resent = false;
         }
         true
     }

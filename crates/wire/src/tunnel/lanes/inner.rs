@@ -240,7 +240,10 @@ mod tests {
         // And the lane seals no more bytes than the session wrote plus the
         // lane's own framing: nothing grows by a second tag per record.
         let records = sealer.records() as usize;
-        assert_eq!(wire.len(), lane_plaintexts.len() + records * RECORD_OVERHEAD);
+        assert_eq!(
+            wire.len(),
+            lane_plaintexts.len() + records * RECORD_OVERHEAD
+        );
         assert!(lane_plaintexts.len() <= stream.len() + records * (SEG_HEADER + ACK_LEN) + 16_384);
 
         // The server opens each lane record once and reads the frames back.
@@ -348,7 +351,10 @@ mod tests {
         let mut r = InnerReader::new();
         let len = (INNER_PLAINTEXT + 1) as u16;
         r.feed(&len.to_be_bytes());
-        assert_eq!(r.next_record(), Err(InnerError::TooLong(INNER_PLAINTEXT + 1)));
+        assert_eq!(
+            r.next_record(),
+            Err(InnerError::TooLong(INNER_PLAINTEXT + 1))
+        );
         let mut out = Vec::new();
         assert_eq!(
             encode_inner(&vec![0; INNER_PLAINTEXT + 1], &mut out),

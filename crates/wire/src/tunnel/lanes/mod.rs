@@ -406,6 +406,41 @@ mod tests {
     }
 
     #[test]
+    fn an_acknowledgement_lost_with_its_lane_is_sent_again_when_data_comes_again() {
+        let mut c = Braid::new(Role::Client);
+        let mut s = Braid::new(Role::Server);
+        c.add_lane(0, None);
+        s.add_lane(0, None);
+        // A window's worth, all read: the server's window is shut until
+        // it hears that the client consumed it.
+        s.write(&records(64, WINDOW / 64 - INNER_HEADER));
+        pump(&mut s, &mut c, 0, false);
+        let mut sink = vec![0; WINDOW];
+        assert_eq!(c.read(&mut sink), WINDOW);
+        // The client's ACK goes down lane 0, which dies with it.
+        assert!(pump(&mut c, &mut s, 0, true) > 0);
+        assert_eq!(c.ack_owed(), None);
+        assert_eq!(s.write(&records(1, 100)), 0, "the window is shut");
+        c.remove_lane(0);
+        s.remove_lane(0);
+        c.add_lane(1, None);
+        s.add_lane(1, None);
+        // The server resends what it never heard about; the client had it
+        // all, and owes its acknowledgement again (and wakes its writers,
+        // which would otherwise sleep until the application reads).
+        let pt = s.next_record(1, false, 0).unwrap();
+        assert!(c.receive(1, &pt).unwrap().wake_writers);
+        pump(&mut s, &mut c, 1, false);
+        assert_eq!(c.received(), WINDOW as u64, "nothing new yet");
+        assert!(c.ack_owed().is_some(), "a resend calls for the ACK again");
+        pump(&mut c, &mut s, 1, false);
+        assert_eq!(c.ack_owed(), None);
+        assert_eq!(s.write(&records(1, 100)), 102, "the window opened");
+        pump(&mut s, &mut c, 1, false);
+        assert_eq!(c.received(), WINDOW as u64 + 102);
+    }
+
+    #[test]
     fn acknowledging_unsent_bytes_is_refused() {
         let mut s = Braid::new(Role::Server);
         s.add_lane(0, None);
