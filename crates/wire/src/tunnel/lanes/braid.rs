@@ -376,7 +376,7 @@ impl Braid {
                     got.readable |= self.segment(offset, data)?;
                     // Many new bytes, or a resend asking for the ACK again
                     // (the writers then send it on their short timer).
-                    got.wake_writers |= self.ack_owed() == Some(true) || self.resent > resent;
+                    got.wake_writers |= self.ack_owed() == Some(true) || (self.resent && !resent);
                 }
                 LaneFrame::Ack { received, consumed } => {
                     got.acked |= self.acknowledged(received, Some(consumed))?;
