@@ -12,6 +12,7 @@
 //! | [`cli`] | the other subcommands: `link`, `list`, `doctor`, `users` |
 //! | [`metrics`] | Prometheus metrics and the `--metrics` endpoint |
 //! | [`accept`] | accepting within a connection limit (listeners and the metrics endpoint) |
+//! | [`clock`] | the one place the system clocks are read (unix time, real elapsed time) |
 //! | [`random`] | the one way to take bytes from the OS generator (fails loudly) |
 //! | [`state`] | the state directory (the zero-config secret), files written owner-only |
 //! | [`duration`] | `10s`-style durations |
@@ -19,10 +20,12 @@
 //! All protocol logic lives in the sans-io `wire` crate; this crate only
 //! drives sockets and timers around it.
 #![deny(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod accept;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod dial;
 pub mod duration;
 pub mod fleet;

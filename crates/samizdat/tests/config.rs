@@ -36,6 +36,7 @@ fn filled_example(dir: &std::path::Path) -> PathBuf {
 
 fn load(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
     ServeConfig::from_args(args, || panic!("users are configured: nothing to generate"))
+        .map_err(anyhow::Error::from)
 }
 
 #[test]

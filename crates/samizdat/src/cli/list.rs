@@ -87,13 +87,6 @@ pub fn run(command: &ListCommand) -> anyhow::Result<()> {
     }
 }
 
-fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// The key file `keygen` writes (TOML).
 #[derive(serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -230,7 +223,7 @@ fn sign(args: &SignArgs) -> anyhow::Result<()> {
     if life == 0 {
         anyhow::bail!("--expires must be at least one second");
     }
-    let now = now_unix();
+    let now = crate::clock::unix_now();
     let list = ServerList {
         serial: args.serial.unwrap_or(now),
         issued: now,
@@ -320,7 +313,7 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
     let key = list_key(&args.key)?;
     let text = std::fs::read_to_string(&args.file)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.file.display()))?;
-    let now = now_unix();
+    let now = crate::clock::unix_now();
     let list = server_list::verify(extract(&text), &key, now, args.newer_than)
         .map_err(|e| anyhow::anyhow!("{}: refused: {e}", args.file.display()))?;
     println!(

@@ -22,7 +22,7 @@ use crate::transport::{Session, SessionConfig};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -100,9 +100,7 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Uniform in `[0, 1)`, for the backoff's jitter.
 pub(super) fn jitter() -> f64 {
-    let mut b = [0u8; 8];
-    crate::random::fill(&mut b);
-    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
+    crate::random::unit()
 }
 
 /// A short reason for logs and `pool.toml`.
@@ -140,8 +138,12 @@ impl DialerShared {
         };
         let Some(live) = live else { return };
         let lived = live.since.elapsed();
-        let wait =
-            lock(&self.pool).record_session_end(&live.endpoint, lived, SystemTime::now(), jitter());
+        let wait = lock(&self.pool).record_session_end(
+            &live.endpoint,
+            lived,
+            crate::clock::system_now(),
+            jitter(),
+        );
         tracing::warn!(
             "the session on endpoint {} ended after {} s (reset, or nothing arrived: blocked, or the server went away); backing off {} s",
             live.endpoint,
@@ -297,7 +299,7 @@ impl Racer {
     pub(super) async fn race(&self, quiet: bool) -> Result<(Endpoint, LaneConn), OpenError> {
         let order = {
             let pool = lock(&self.shared.pool);
-            let now = SystemTime::now();
+            let now = crate::clock::system_now();
             let order = pool.rank(now);
             let described: Vec<String> = order
                 .iter()
@@ -383,7 +385,7 @@ impl Racer {
                     let wait = lock(&self.shared.pool).record_failure(
                         endpoint,
                         &why,
-                        SystemTime::now(),
+                        crate::clock::system_now(),
                         jitter(),
                     );
                     tracing::warn!(
@@ -413,7 +415,7 @@ impl Racer {
         pending: &[Option<Instant>],
         quiet: bool,
     ) {
-        let now = SystemTime::now();
+        let now = crate::clock::system_now();
         {
             let mut pool = lock(&self.shared.pool);
             pool.record_success(endpoint, took, now);

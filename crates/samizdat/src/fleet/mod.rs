@@ -181,6 +181,17 @@ pub enum ReplayAnswer {
 pub use shared::{InProcess, Redis, SharedState};
 pub use wire::classify::ReplayKind;
 
+/// A `--redis` URL the client refused (the URL shown without its
+/// password).
+#[derive(Debug, thiserror::Error)]
+#[error("--redis {url}: {reason}")]
+pub struct StartError {
+    /// The URL, redacted.
+    pub url: String,
+    /// What was wrong with it.
+    pub reason: String,
+}
+
 /// The Redis side of the fleet.
 pub struct Fleet {
     conn: redis::aio::ConnectionManager,
@@ -198,10 +209,12 @@ pub struct Fleet {
 impl Fleet {
     /// Creates the client without connecting: it connects on first use, and
     /// reconnects by itself after Redis comes back. Must run in a runtime.
-    pub fn start(config: FleetConfig) -> anyhow::Result<Fleet> {
-        let client = redis::Client::open(config.url.as_str()).map_err(|e| {
-            anyhow::anyhow!("--redis {}: {}", redact_url(&config.url), e.kind_name())
-        })?;
+    pub fn start(config: FleetConfig) -> Result<Fleet, StartError> {
+        let refused = |e: redis::RedisError| StartError {
+            url: redact_url(&config.url),
+            reason: e.kind_name(),
+        };
+        let client = redis::Client::open(config.url.as_str()).map_err(refused)?;
         let manager = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout.max(Duration::from_millis(500))))
             .set_response_timeout(Some(config.timeout))
@@ -211,10 +224,8 @@ impl Fleet {
             // Bounds the requests queued on the one multiplexed connection.
             .set_pipeline_buffer_size(4096)
             .set_concurrency_limit(4096);
-        let conn =
-            redis::aio::ConnectionManager::new_lazy_with_config(client, manager).map_err(|e| {
-                anyhow::anyhow!("--redis {}: {}", redact_url(&config.url), e.kind_name())
-            })?;
+        let conn = redis::aio::ConnectionManager::new_lazy_with_config(client, manager)
+            .map_err(refused)?;
         let mut random = [0u8; 32];
         crate::random::fill(&mut random);
         let leases = leases::Leases::new(&config, random);
@@ -280,7 +291,7 @@ impl Fleet {
 
     fn down(&self, why: &str) {
         let was_up = self.up.swap(false, Ordering::Relaxed);
-        let now = crate::serve::unix_now();
+        let now = crate::clock::unix_now();
         let last = self.last_down_log.load(Ordering::Relaxed);
         if !self.quiet.load(Ordering::Relaxed)
             && (was_up || now >= last + 10)

@@ -14,7 +14,8 @@
 //!    here ([`to_cover`]).
 
 use super::users::{Admission, Snapshot};
-use super::{unix_now, ServeShared};
+use super::ServeShared;
+use crate::clock::unix_now;
 use crate::fleet::ReplayAnswer;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;

@@ -32,7 +32,7 @@ use super::ServeShared;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Keys tried between two looks at the clock.
 const CHUNK: usize = 64;
@@ -158,7 +158,7 @@ async fn search<T>(
     candidates: impl Iterator<Item = usize>,
     mut try_chunk: impl FnMut(&[usize]) -> Option<T>,
 ) -> Option<T> {
-    let mut slice = Instant::now();
+    let mut slice = crate::clock::real_now();
     let mut chunk = Vec::with_capacity(CHUNK);
     let mut candidates = candidates.peekable();
     while candidates.peek().is_some() {
@@ -169,7 +169,7 @@ async fn search<T>(
         }
         if slice.elapsed() >= SLICE {
             tokio::task::yield_now().await;
-            slice = Instant::now();
+            slice = crate::clock::real_now();
         }
     }
     None

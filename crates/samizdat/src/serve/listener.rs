@@ -41,7 +41,7 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 impl Server {
     /// Binds the listeners. Without `--listen`, tries 0.0.0.0:443 and falls
     /// back to 8443 when 443 may not be bound, saying so.
-    pub fn bind(config: ServeConfig) -> anyhow::Result<Server> {
+    pub fn bind(config: ServeConfig) -> Result<Server, BindError> {
         // aws-lc-rs seeds its random generator from CPU jitter the first
         // time it is used (a few milliseconds; 0.4 billion instructions
         // under callgrind): here, before the first client, rather than in
@@ -51,8 +51,10 @@ impl Server {
         match &config.listen {
             Some(addrs) => {
                 for a in addrs {
-                    let l = bind(*a).map_err(|e| {
-                        anyhow::anyhow!("--listen {a}: cannot listen: {e}{}", bind_hint(&e))
+                    let l = bind(*a).map_err(|source| BindError::Listen {
+                        flag: "--listen",
+                        addr: *a,
+                        source,
                     })?;
                     listeners.push(l);
                 }
@@ -67,17 +69,16 @@ impl Server {
                             "port {DEFAULT_PORT} needs root or CAP_NET_BIND_SERVICE; listening on {FALLBACK_PORT} instead \
                              (a cover site on 443 is less suspicious: see --listen)"
                         );
-                        listeners.push(bind(fallback).map_err(|e| {
-                            anyhow::anyhow!(
-                                "cannot listen on {fallback} either: {e}; pass --listen ADDR"
-                            )
+                        listeners.push(bind(fallback).map_err(|source| BindError::Fallback {
+                            addr: fallback,
+                            source,
                         })?);
                     }
-                    Err(e) => {
-                        return Err(anyhow::anyhow!(
-                            "cannot listen on {default}: {e}{}",
-                            bind_hint(&e)
-                        ));
+                    Err(source) => {
+                        return Err(BindError::Default {
+                            addr: default,
+                            source,
+                        });
                     }
                 }
             }
@@ -88,7 +89,16 @@ impl Server {
             .collect();
         let now = unix_now();
         let window = config.policy.max_past + config.policy.max_future;
-        let metrics_listener = config.metrics.map(crate::metrics::bind).transpose()?;
+        let metrics_listener = config
+            .metrics
+            .map(|addr| {
+                crate::metrics::bind(addr).map_err(|source| BindError::Listen {
+                    flag: "--metrics",
+                    addr,
+                    source,
+                })
+            })
+            .transpose()?;
         let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
         let metrics = crate::metrics::Metrics::new(config.users.iter().map(|u| u.name.as_str()));
         // The transport key also keys the fleet's client-address hashes
@@ -123,8 +133,10 @@ impl Server {
         let tunnel_public = tunnel_key.as_ref().map(|k| k.public());
         let (ws_listener, ws_path) = match (config.ws_listen, &tunnel_public) {
             (Some(a), Some(public)) => {
-                let l = bind(a).map_err(|e| {
-                    anyhow::anyhow!("--ws-listen {a}: cannot listen: {e}{}", bind_hint(&e))
+                let l = bind(a).map_err(|source| BindError::Listen {
+                    flag: "--ws-listen",
+                    addr: a,
+                    source,
                 })?;
                 (Some(l), Some(crate::serve::links::ws_path(&config, public)))
             }
@@ -210,6 +222,8 @@ impl Server {
         let _ = self.shared.relay_runtime.set(rt);
     }
 
+    /// Serves until `stop` fires, then drains: open connections get
+    /// `--drain-timeout` before they are cancelled.
     pub async fn run(self, stop: CancellationToken) {
         let tracker = TaskTracker::new();
         let limit = Arc::new(Semaphore::new(
@@ -373,6 +387,45 @@ impl Server {
             tracing::warn!(error = %e, "cannot save quota usage");
         }
     }
+}
+
+/// Why `samizdat serve` could not start: each names the flag or file and
+/// how to fix it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BindError {
+    /// A listening socket asked for by `flag`.
+    #[error("{flag} {addr}: cannot listen: {source}{}", bind_hint(source))]
+    Listen {
+        /// `--listen`, `--ws-listen` or `--metrics`.
+        flag: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The default address (no `--listen`).
+    #[error("cannot listen on {addr}: {source}{}", bind_hint(source))]
+    Default {
+        /// 0.0.0.0:443.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The fallback port after 443 needed a privilege we lack.
+    #[error("cannot listen on {addr} either: {source}; pass --listen ADDR")]
+    Fallback {
+        /// 0.0.0.0:8443.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The state directory (transport key, usage).
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    /// The `--redis` URL.
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::StartError),
 }
 
 fn bind_hint(e: &std::io::Error) -> &'static str {

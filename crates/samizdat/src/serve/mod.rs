@@ -52,11 +52,11 @@ mod transport;
 mod websocket;
 
 use crate::serve::config::{ServeConfig, DEFAULT_PORT, FALLBACK_PORT};
-pub use listener::Server;
+pub use listener::{BindError, Server};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -66,13 +66,7 @@ use users::Snapshot;
 use wire::classify::ReplayState;
 use wire::replay::ReplayCache;
 
-/// Unix time in seconds.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+use crate::clock::unix_now;
 
 /// How often usage is saved and expiry checked.
 const HOUSEKEEPING: Duration = Duration::from_secs(5);

@@ -118,7 +118,7 @@ impl Resolver {
             files: Mutex::new(mtimes()),
             current: ArcSwap::from_pointee(build()),
             checked: AtomicU64::new(0),
-            started: Instant::now(),
+            started: crate::clock::real_now(),
         }
     }
 

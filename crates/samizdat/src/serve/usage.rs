@@ -2,6 +2,7 @@
 //! one machine, or pushed to and read from Redis with a fleet.
 
 use super::ServeShared;
+use crate::state::StateError;
 use std::time::Duration;
 
 /// Per-user byte usage inside the state directory.
@@ -10,17 +11,15 @@ pub const USAGE_FILE: &str = "usage.toml";
 /// Reads the usage file; a missing file is no usage, a broken one is an error.
 pub(super) fn load_usage(
     dir: &std::path::Path,
-) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+) -> Result<std::collections::BTreeMap<String, u64>, StateError> {
     let path = dir.join(USAGE_FILE);
     match std::fs::read_to_string(&path) {
-        Ok(text) => toml::from_str(&text).map_err(|e| {
-            anyhow::anyhow!(
-                "{}: {e}; fix it, or delete it to reset every user's quota usage",
-                path.display()
-            )
+        Ok(text) => toml::from_str(&text).map_err(|e| StateError::Invalid {
+            reason: format!("{e}; fix it, or delete it to reset every user's quota usage"),
+            path,
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
-        Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
+        Err(e) => Err(StateError::Read { path, source: e }),
     }
 }
 

@@ -336,7 +336,7 @@ async fn http_get<S: AsyncRead + AsyncWrite + Unpin>(
                 Err(e) => return Err(e),
             }
         }
-        Ok((head, SystemTime::now()))
+        Ok((head, crate::clock::system_now()))
     };
     let (head, received) = match tokio::time::timeout_at(deadline, exchange).await {
         Err(_) => return Err("no answer in time".into()),

@@ -4,10 +4,10 @@
 use super::{Check, Finding, Level};
 use crate::fleet::{redact_url, Fleet};
 use crate::serve::config::ServeConfig;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Checks the Redis of `[fleet]`, if any.
-pub async fn check(config: &ServeConfig, timeout: Duration) -> Vec<Finding> {
+pub(crate) async fn check(config: &ServeConfig, timeout: Duration) -> Vec<Finding> {
     let Some(fleet_config) = config.fleet.clone() else {
         return Vec::new();
     };
@@ -40,7 +40,7 @@ pub async fn check(config: &ServeConfig, timeout: Duration) -> Vec<Finding> {
         .fix("check the address, the password (in the URL), TLS (rediss:// and its CA) and that Redis runs; meanwhile each instance serves with its fallbacks (docs/fleet.md)")];
     }
     // The round trip now, connected, against the per-call deadline.
-    let started = Instant::now();
+    let started = crate::clock::real_now();
     let ping = fleet.call::<String>(&redis::cmd("PING")).await;
     let rtt = started.elapsed();
     let mut out = Vec::new();

@@ -69,7 +69,7 @@ pub async fn fetch_all(
                 continue;
             }
         };
-        let now = now_unix();
+        let now = crate::clock::unix_now();
         let mut best: Option<(ServerList, &String)> = None;
         let mut refusal = None;
         for t in &texts {

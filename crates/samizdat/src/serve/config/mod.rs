@@ -14,6 +14,7 @@
 
 use crate::serve::cover::{CoverConnect, CoverTarget};
 use crate::serve::dc::DcTable;
+use crate::state::StateError;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,6 +23,7 @@ use wire::classify::{Policy, SniPolicy};
 use wire::secret::{validate_domain, Key, Mode};
 
 mod args;
+mod build;
 mod file;
 mod fleet;
 mod limits;
@@ -31,7 +33,8 @@ mod values;
 pub use args::{ServeArgs, TransportLimitArgs, UnknownSni};
 use file::ServerSection;
 use file::{
-    duration_item, pick, pick_one, read_file, FileConfig, FleetSection, Item, Loaded, Origin,
+    duration_item, flag_item, pick, pick_one, read_file, FileConfig, FleetSection, Item, Loaded,
+    Origin, Sources,
 };
 use fleet::fleet_config;
 pub use limits::TransportLimits;
@@ -165,6 +168,19 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+/// Why the configuration could not be loaded: a mistake in it, or a state
+/// file (the zero-config key) that could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// A flag or a line of the config file.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The state directory.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
 /// Shows at most the first 6 characters of a secret in an error message.
 fn redact(secret: &str) -> String {
     let head: String = secret.chars().take(6).collect();
@@ -189,7 +205,7 @@ impl ServeConfig {
     /// generates or loads the zero-config key when there are no users.
     /// Returns the configuration and, for a generated key, whether it was
     /// created just now.
-    pub fn load(args: &ServeArgs) -> anyhow::Result<(ServeConfig, Option<bool>)> {
+    pub fn load(args: &ServeArgs) -> Result<(ServeConfig, Option<bool>), LoadError> {
         let loaded = args.config.as_deref().map(read_file).transpose()?;
         let mut created = None;
         let state_dir = state_dir_of(args, loaded.as_ref());
@@ -206,513 +222,12 @@ impl ServeConfig {
     /// called then).
     pub fn from_args(
         args: &ServeArgs,
-        generated_key: impl FnOnce() -> anyhow::Result<Key>,
-    ) -> anyhow::Result<ServeConfig> {
+        generated_key: impl FnOnce() -> Result<Key, StateError>,
+    ) -> Result<ServeConfig, LoadError> {
         let loaded = args.config.as_deref().map(read_file).transpose()?;
         let state_dir = state_dir_of(args, loaded.as_ref());
         Self::build(args, loaded.as_ref(), state_dir, generated_key)
     }
-
-    fn build(
-        args: &ServeArgs,
-        loaded: Option<&Loaded>,
-        state_dir: PathBuf,
-        generated_key: impl FnOnce() -> anyhow::Result<Key>,
-    ) -> anyhow::Result<ServeConfig> {
-        let empty = FileConfig::default();
-        let file = loaded.map(|l| &l.file).unwrap_or(&empty);
-        let server = &file.server;
-
-        let modes = modes(args, server, loaded)?;
-        let mut domains = domains(args, server, loaded)?;
-        let mut users = users::users(args, file, loaded, &mut domains)?;
-        // A fleet that shares its user table generates no user of its own:
-        // each instance would make a different one.
-        let fleet = fleet_config(args, loaded)?;
-        let shared_users = fleet.as_ref().is_some_and(|f| f.shared_users);
-        let generated = users.is_empty() && !shared_users;
-        if generated {
-            users.push(UserEntry {
-                name: "default".into(),
-                key: generated_key()?,
-                domains: Vec::new(),
-                limits: UserLimits::default(),
-            });
-        }
-        {
-            let mut seen = std::collections::HashSet::new();
-            for u in &users {
-                if !seen.insert(u.key.0) {
-                    return Err(ConfigError {
-                        place: format!("user {}", u.name),
-                        reason:
-                            "has the same key as another user; give every user a key of their own"
-                                .into(),
-                    }
-                    .into());
-                }
-            }
-        }
-        if domains.is_empty() {
-            domains.push(DEFAULT_DOMAIN.to_string());
-        }
-
-        let cover = match pick_one(
-            args.cover.as_ref(),
-            "--cover",
-            server.cover.as_ref(),
-            "server.cover",
-            loaded,
-        ) {
-            Some(item) => parse_cover(&item.value).map_err(|e| item.fail(&item.value, e))?,
-            None => CoverTarget::Host(domains[0].clone(), 443),
-        };
-
-        let mut listen = Vec::new();
-        if args.listen.is_empty() {
-            if let (Some(l), Some(list)) = (loaded, &server.listen) {
-                let from = Origin::File {
-                    path: &l.path,
-                    text: &l.text,
-                };
-                for v in list {
-                    let item = Item {
-                        value: (),
-                        from,
-                        key: "server.listen".into(),
-                        span: Some(v.span()),
-                    };
-                    listen.push(parse_addr(v.get_ref()).map_err(|e| item.fail("", e))?);
-                }
-            }
-        } else {
-            listen = args.listen.clone();
-        }
-
-        let mut dcs = DcTable {
-            preference: args
-                .ip_preference
-                .or(file.dc.ip_preference)
-                .unwrap_or_default(),
-            ..Default::default()
-        };
-        let override_flag = args.dc_override.map(|a| a.to_string());
-        if let Some(item) = pick_one(
-            override_flag.as_ref(),
-            "--dc-override",
-            file.dc.override_all.as_ref(),
-            "dc.override",
-            loaded,
-        ) {
-            dcs.all = Some(parse_addr(&item.value).map_err(|e| item.fail(&item.value, e))?);
-        }
-        if let Some(l) = loaded {
-            let from = Origin::File {
-                path: &l.path,
-                text: &l.text,
-            };
-            for (id, addr) in &file.dc.routes {
-                let item = Item {
-                    value: (),
-                    from,
-                    key: format!("dc.routes.\"{id}\""),
-                    span: Some(addr.span()),
-                };
-                let id = parse_dc_id(id).map_err(|e| item.fail("", e))?;
-                dcs.by_id.insert(
-                    id,
-                    parse_addr(addr.get_ref()).map_err(|e| item.fail("", e))?,
-                );
-            }
-        }
-        for text in &args.dc {
-            let item = Item {
-                value: (),
-                from: Origin::Flag("--dc"),
-                key: String::new(),
-                span: None,
-            };
-            let (id, addr) = text
-                .split_once('=')
-                .ok_or_else(|| item.fail(text, "expected ID=ADDR, e.g. 2=127.0.0.1:443"))?;
-            let id = parse_dc_id(id).map_err(|e| item.fail(text, e))?;
-            dcs.by_id
-                .insert(id, parse_addr(addr).map_err(|e| item.fail(text, e))?);
-        }
-
-        let mut policy = Policy::for_modes(&modes, domains);
-        policy.unknown_sni = match args
-            .unknown_sni
-            .or(server.unknown_sni)
-            .unwrap_or(UnknownSni::Cover)
-        {
-            UnknownSni::Cover => SniPolicy::Cover,
-            UnknownSni::Accept => SniPolicy::Accept,
-        };
-        let dur = |flag, name, f: &Option<Spanned<String>>, key, default| {
-            duration_item(flag, name, f.as_ref(), key, loaded, default)
-        };
-        policy.max_past = dur(
-            args.max_clock_behind,
-            "--max-clock-behind",
-            &server.max_clock_behind,
-            "server.max_clock_behind",
-            Duration::from_secs(600),
-        )?
-        .as_secs();
-        policy.max_future = dur(
-            args.max_clock_ahead,
-            "--max-clock-ahead",
-            &server.max_clock_ahead,
-            "server.max_clock_ahead",
-            Duration::from_secs(60),
-        )?
-        .as_secs();
-        let handshake_timeout = dur(
-            args.handshake_timeout,
-            "--handshake-timeout",
-            &server.handshake_timeout,
-            "server.handshake_timeout",
-            Duration::from_secs(30),
-        )?;
-        let idle_timeout = dur(
-            args.idle_timeout,
-            "--idle-timeout",
-            &server.idle_timeout,
-            "server.idle_timeout",
-            Duration::from_secs(600),
-        )?;
-        let connect_timeout = dur(
-            args.connect_timeout,
-            "--connect-timeout",
-            &server.connect_timeout,
-            "server.connect_timeout",
-            Duration::from_secs(10),
-        )?;
-        let drain_timeout = dur(
-            args.drain_timeout,
-            "--drain-timeout",
-            &server.drain_timeout,
-            "server.drain_timeout",
-            Duration::from_secs(15),
-        )?;
-
-        let max_connections = match pick_one(
-            args.max_connections.as_ref(),
-            "--max-connections",
-            server.max_connections.as_ref(),
-            "server.max_connections",
-            loaded,
-        ) {
-            Some(item) if item.value == 0 => {
-                return Err(item.fail("0", "must be at least 1").into())
-            }
-            Some(item) => item.value,
-            None => 20_000,
-        };
-        let mut source_caps = crate::serve::sources::SourceCaps::defaults(max_connections);
-        for (flag, flag_name, file, key, cap) in [
-            (
-                args.max_unauthenticated_per_ip.as_ref(),
-                "--max-unauthenticated-per-ip",
-                server.max_unauthenticated_per_ip.as_ref(),
-                "server.max_unauthenticated_per_ip",
-                &mut source_caps.per_ip,
-            ),
-            (
-                args.max_unauthenticated_per_subnet.as_ref(),
-                "--max-unauthenticated-per-subnet",
-                server.max_unauthenticated_per_subnet.as_ref(),
-                "server.max_unauthenticated_per_subnet",
-                &mut source_caps.per_subnet,
-            ),
-        ] {
-            match pick_one(flag, flag_name, file, key, loaded) {
-                Some(item) if item.value == 0 => {
-                    return Err(item.fail("0", "must be at least 1").into())
-                }
-                Some(item) => *cap = item.value,
-                None => {}
-            }
-        }
-        let threads = match pick_one(
-            args.threads.as_ref(),
-            "--threads",
-            server.threads.as_ref(),
-            "server.threads",
-            loaded,
-        ) {
-            Some(item) if item.value == 0 => {
-                return Err(item.fail("0", "must be at least 1").into())
-            }
-            other => other.map(|i| i.value),
-        };
-        let metrics_flag = args.metrics.map(|a| a.to_string());
-        let metrics = match pick_one(
-            metrics_flag.as_ref(),
-            "--metrics",
-            server.metrics.as_ref(),
-            "server.metrics",
-            loaded,
-        ) {
-            Some(item) => Some(parse_addr(&item.value).map_err(|e| item.fail(&item.value, e))?),
-            None => None,
-        };
-
-        let mut egress_allow = Vec::new();
-        for text in &args.egress_allow {
-            let item = Item {
-                value: (),
-                from: Origin::Flag("--egress-allow"),
-                key: String::new(),
-                span: None,
-            };
-            egress_allow.push(parse_prefix(text).map_err(|e| item.fail(text, e))?);
-        }
-        if args.egress_allow.is_empty() {
-            if let (Some(l), Some(list)) = (loaded, &server.egress_allow) {
-                for v in list {
-                    let item = Item {
-                        value: (),
-                        from: Origin::File {
-                            path: &l.path,
-                            text: &l.text,
-                        },
-                        key: "server.egress_allow".into(),
-                        span: Some(v.span()),
-                    };
-                    egress_allow.push(parse_prefix(v.get_ref()).map_err(|e| item.fail("", e))?);
-                }
-            }
-        }
-
-        let egress_deny_ports = match (&args.egress_deny_ports, &server.egress_deny_ports) {
-            (Some(text), _) => parse_ports(text).map_err(|e| ConfigError {
-                place: format!("--egress-deny-ports {text:?}"),
-                reason: e,
-            })?,
-            (None, Some(list)) => {
-                if let (Some(l), true) = (loaded, list.get_ref().contains(&0)) {
-                    return Err(Item {
-                        value: (),
-                        from: Origin::File {
-                            path: &l.path,
-                            text: &l.text,
-                        },
-                        key: "server.egress_deny_ports".into(),
-                        span: Some(list.span()),
-                    }
-                    .fail("", "ports are 1 to 65535; write [] to deny none")
-                    .into());
-                }
-                list.get_ref().clone()
-            }
-            (None, None) => crate::serve::egress::DEFAULT_DENY_PORTS.to_vec(),
-        };
-
-        let ws_trusted_proxies = prefixes(
-            &args.ws_trusted_proxies,
-            "--ws-trusted-proxy",
-            server.ws_trusted_proxies.as_deref(),
-            "server.ws_trusted_proxies",
-            loaded,
-        )?
-        .unwrap_or_else(|| vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]);
-        let ws_client_header = match pick_one(
-            args.ws_client_header.as_ref(),
-            "--ws-client-header",
-            server.ws_client_header.as_ref(),
-            "server.ws_client_header",
-            loaded,
-        ) {
-            Some(item) => parse_header_name(&item.value).map_err(|e| item.fail(&item.value, e))?,
-            None => "X-Real-IP".to_string(),
-        };
-
-        let ws_listen_flag = args.ws_listen.map(|a| a.to_string());
-        let ws_listen = match pick_one(
-            ws_listen_flag.as_ref(),
-            "--ws-listen",
-            server.ws_listen.as_ref(),
-            "server.ws_listen",
-            loaded,
-        ) {
-            Some(item) => Some(parse_addr(&item.value).map_err(|e| item.fail(&item.value, e))?),
-            None => None,
-        };
-        let ws_path = match pick_one(
-            args.ws_path.as_ref(),
-            "--ws-path",
-            server.ws_path.as_ref(),
-            "server.ws_path",
-            loaded,
-        ) {
-            Some(item) => Some(parse_ws_path(&item.value).map_err(|e| item.fail(&item.value, e))?),
-            None => None,
-        };
-        let ws_public = match pick_one(
-            args.ws_public.as_ref(),
-            "--ws-public",
-            server.ws_public.as_ref(),
-            "server.ws_public",
-            loaded,
-        ) {
-            Some(item) => {
-                Some(parse_ws_public(&item.value).map_err(|e| item.fail(&item.value, e))?)
-            }
-            None => None,
-        };
-        let tunnel = !args.no_tunnel && server.tunnel.unwrap_or(true);
-        if ws_listen.is_some() && !tunnel {
-            return Err(ConfigError {
-                place: "--ws-listen".into(),
-                reason: "the WebSocket listener carries samizdat clients only; drop --no-tunnel (or tunnel = false) or --ws-listen".into(),
-            }
-            .into());
-        }
-
-        Ok(ServeConfig {
-            listen: (!listen.is_empty()).then_some(listen),
-            users,
-            generated,
-            modes,
-            policy,
-            cover,
-            cover_connect: args
-                .cover_connect
-                .or(server.cover_connect)
-                .unwrap_or_default(),
-            dcs,
-            public_host: args
-                .public_host
-                .clone()
-                .or_else(|| server.public_host.clone()),
-            handshake_timeout,
-            idle_timeout,
-            connect_timeout,
-            drain_timeout,
-            max_connections,
-            source_caps,
-            threads,
-            log_client_ips: args.log_client_ips || server.log_client_ips.unwrap_or(false),
-            state_dir,
-            metrics,
-            fleet,
-            tunnel,
-            transport_key: args
-                .transport_key
-                .clone()
-                .or_else(|| server.transport_key.clone()),
-            egress_allow,
-            egress_deny_ports,
-            log_destinations: args.log_destinations || server.log_destinations.unwrap_or(false),
-            ws_listen,
-            ws_path,
-            ws_public,
-            transport_limits: transport_limits(&args.transport_limits, loaded)?,
-            ws_trusted_proxies,
-            ws_client_header,
-        })
-    }
-}
-
-/// `--modes` / `server.modes`: the client forms served, fake-TLS alone by
-/// default; naming none is an error.
-fn modes(
-    args: &ServeArgs,
-    server: &ServerSection,
-    loaded: Option<&Loaded>,
-) -> Result<Vec<Mode>, ConfigError> {
-    let mut modes = Vec::new();
-    for item in pick(
-        &args.modes,
-        "--modes",
-        server.modes.as_ref(),
-        "server.modes",
-        loaded,
-    ) {
-        let mode = Mode::parse(&item.value).map_err(|e| item.fail(&item.value, e.to_string()))?;
-        if !modes.contains(&mode) {
-            modes.push(mode);
-        }
-    }
-    if modes.is_empty() {
-        if args.modes.is_empty() && server.modes.is_none() {
-            modes.push(Mode::FakeTls);
-        } else {
-            return Err(ConfigError {
-                place: "modes".into(),
-                reason: "name at least one of plain, dd, ee".into(),
-            });
-        }
-    }
-    Ok(modes)
-}
-
-/// `--domain` / `server.domains`: the fake-TLS domains, checked and
-/// lower-cased, each once.
-fn domains(
-    args: &ServeArgs,
-    server: &ServerSection,
-    loaded: Option<&Loaded>,
-) -> Result<Vec<String>, ConfigError> {
-    let mut domains: Vec<String> = Vec::new();
-    for item in pick(
-        &args.domain,
-        "--domain",
-        server.domains.as_ref(),
-        "server.domains",
-        loaded,
-    ) {
-        validate_domain(&item.value).map_err(|e| item.fail(&item.value, e.to_string()))?;
-        let d = item.value.to_ascii_lowercase();
-        if !domains.contains(&d) {
-            domains.push(d);
-        }
-    }
-    Ok(domains)
-}
-
-/// A list of prefixes from repeated `flag`s, else from the file's `key`
-/// (`None`: given in neither place).
-fn prefixes(
-    flags: &[String],
-    flag: &'static str,
-    file: Option<&[Spanned<String>]>,
-    key: &str,
-    loaded: Option<&Loaded>,
-) -> Result<Option<Vec<ipnet::IpNet>>, ConfigError> {
-    if !flags.is_empty() {
-        let item = Item {
-            value: (),
-            from: Origin::Flag(flag),
-            key: String::new(),
-            span: None,
-        };
-        return flags
-            .iter()
-            .map(|t| parse_prefix(t).map_err(|e| item.fail(t, e)))
-            .collect::<Result<_, _>>()
-            .map(Some);
-    }
-    let (Some(l), Some(list)) = (loaded, file) else {
-        return Ok(None);
-    };
-    list.iter()
-        .map(|v| {
-            let item = Item {
-                value: (),
-                from: Origin::File {
-                    path: &l.path,
-                    text: &l.text,
-                },
-                key: key.into(),
-                span: Some(v.span()),
-            };
-            parse_prefix(v.get_ref()).map_err(|e| item.fail("", e))
-        })
-        .collect::<Result<_, _>>()
-        .map(Some)
 }
 
 fn state_dir_of(args: &ServeArgs, loaded: Option<&Loaded>) -> PathBuf {
