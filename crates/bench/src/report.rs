@@ -217,7 +217,7 @@ pub fn render(r: &Results) -> String {
         let _ = writeln!(
             o,
             "Time from connect to the DC's first byte at the client (its acknowledgement) for new connections, one at a time, while other `dd` connections stream both ways at full speed through the same samizdat; the streams and the DC's side of them run on a runtime of their own in the bench process. The samizdat client rows do the same with SOCKS5 streams through one `samizdat client` (the samizdat transport) to a loopback destination that sends a byte on accept, timed from connect to the SOCKS5 port to that byte, while other such streams stream both ways (a server of their own, `--transport-streams-per-user {}`). Goal: p99 ≤ 50 ms with 200 streams.\n",
-            crate::CLIENT_SETUP_STREAMS_PER_USER
+            crate::run::CLIENT_SETUP_STREAMS_PER_USER
         );
         let _ = writeln!(
             o,

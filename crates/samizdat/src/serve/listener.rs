@@ -46,7 +46,7 @@ impl Server {
         // time it is used (a few milliseconds; 0.4 billion instructions
         // under callgrind): here, before the first client, rather than in
         // a client's handshake. The key is thrown away.
-        let _ = connection::fresh_key_share();
+        let _ = fake_tls::fresh_key_share();
         let mut listeners = Vec::new();
         match &config.listen {
             Some(addrs) => {
