@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinSet;
 use wire::tunnel::handshake::Accepted;
-use wire::tunnel::lanes::{Opening, SessionSecret, Token};
+use wire::tunnel::lanes::{Opening, Token};
 use wire::tunnel::mux::Role;
 
 /// Each direction's copy buffer of an egress stream (the stream's receive
@@ -227,7 +227,7 @@ pub(super) async fn run<S>(
                         tunnels: tunnels.clone(),
                         id,
                     };
-                    serve(braid.clone(), secret, &shared, &snap, admission, &user).await;
+                    serve(braid.clone(), &shared, &snap, admission, &user).await;
                     tunnels.remove(id);
                     shared.braids.remove(&token);
                     braid.close();
@@ -274,7 +274,6 @@ struct UserSession {
 /// down. New streams beyond the user's limits are refused.
 async fn serve(
     braid: BraidHandle,
-    secret: SessionSecret,
     shared: &Arc<ServeShared>,
     snap: &Arc<Snapshot>,
     admission: Admission,
@@ -286,12 +285,7 @@ async fn serve(
     let user_metrics = shared.metrics.user(&name);
     user_metrics.connections.inc();
     let _user_open = crate::metrics::GaugeGuard::new(&user_metrics.active);
-    let (session, mut incoming) = Session::server(
-        braid.io(),
-        Vec::new(),
-        secret.inner_keys(Role::Server),
-        SessionConfig::default(),
-    );
+    let (session, mut incoming) = Session::server_on_braid(braid.io(), SessionConfig::default());
     mine.tunnels.set_session(mine.id, &session);
     let dialer: Arc<dyn Dialer> = Arc::new(egress_dialer(shared, snap, &name));
     let mut streams = JoinSet::new();
