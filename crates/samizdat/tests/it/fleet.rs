@@ -5,7 +5,7 @@
 //! Without `redis-server` these tests say so loudly and pass, unless `CI`
 //! is set: there it must be installed (scripts/test installs it).
 
-mod common;
+use crate::common;
 
 use common::apps::tunnel_hello;
 use common::ws::{client_frame, server_frame, upgrade};
@@ -17,6 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use testkit::client::{Client, Options};
 use testkit::fake_cover::CoverKind;
+use testkit::process::Served;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use wire::link::Link;
@@ -182,14 +183,25 @@ impl Drop for Redis {
 
 // === samizdat instances ===
 
+/// A `samizdat serve` of the fleet (killed on drop; derefs to the
+/// [`Served`] process) and its echo cover.
 struct Instance {
-    child: Child,
-    addr: SocketAddr,
+    served: Served,
     /// Its echo cover, to compare the cover's own answer with.
     cover: SocketAddr,
-    /// What it printed up to its links.
-    stdout: Vec<String>,
-    _state: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Instance {
+    type Target = Served;
+    fn deref(&self) -> &Served {
+        &self.served
+    }
+}
+
+impl std::ops::DerefMut for Instance {
+    fn deref_mut(&mut self) -> &mut Served {
+        &mut self.served
+    }
 }
 
 impl Instance {
@@ -203,14 +215,8 @@ impl Instance {
 
     /// Its WebSocket listener and path (with `--ws-listen`).
     fn ws(&self) -> (SocketAddr, String) {
-        self.stdout
-            .iter()
-            .find_map(|l| l.strip_prefix("WebSocket listener on http://"))
-            .map(|rest| {
-                let (addr, tail) = rest.split_once('/').unwrap();
-                let path = format!("/{}", tail.split_whitespace().next().unwrap());
-                (addr.parse().unwrap(), path)
-            })
+        self.served
+            .ws()
             .unwrap_or_else(|| panic!("no WebSocket listener line: {:#?}", self.stdout))
     }
 }
@@ -224,57 +230,45 @@ fn transport_key_file(dir: &Path) -> String {
     path.display().to_string()
 }
 
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `samizdat serve` with every form, the common key, its own fake DC and
 /// echo cover, `--redis url` and `extra`.
 async fn instance(redis: &str, config: Option<&Path>, extra: &[&str]) -> Instance {
-    instance_logging_to(redis, config, extra, Stdio::inherit()).await
+    instance_logging_to(redis, config, extra, None).await
 }
 
-/// [`instance`] with its log (stderr) sent to `log`.
+/// [`instance`] with its log (stderr) written to `log` (`None`: the
+/// test's own stderr).
 async fn instance_logging_to(
     redis: &str,
     config: Option<&Path>,
     extra: &[&str],
-    log: Stdio,
+    log: Option<std::fs::File>,
 ) -> Instance {
     let (dc, _) = fake_dc().await;
     let (cover, _) = fake_cover(CoverKind::Echo).await;
-    let state = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(bin());
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--domain", DOMAIN]);
-    cmd.args(["--modes", "plain,dd,ee", "--redis", redis]);
-    cmd.args(["--cover", &cover.to_string()]);
-    cmd.args(["--dc-override", &dc.to_string()]);
-    cmd.arg("--state-dir").arg(state.path());
-    match config {
-        Some(path) => {
-            cmd.arg("--config").arg(path);
-        }
-        None => {
-            cmd.args(["--secret", KEY]);
-        }
-    }
+    let mut cmd = serve()
+        .domain(DOMAIN)
+        .modes("plain,dd,ee")
+        .redis(redis)
+        .cover(cover)
+        .dc(dc);
+    cmd = match config {
+        Some(path) => cmd.config(path),
+        None => cmd.secret(KEY),
+    };
     // A generous deadline (the default is 100 ms) unless the test picks
     // one: on a loaded 2-core CI machine a call may take longer, and a
     // fail-open miss would make a replay test flaky.
     if !extra.contains(&"--redis-timeout") {
-        cmd.args(["--redis-timeout", "1s"]);
+        cmd = cmd.args(["--redis-timeout", "1s"]);
     }
-    cmd.args(extra);
-    let (child, addr, stdout) = spawn_logging_to(&mut cmd, log).await;
+    cmd = cmd.args(extra);
+    if let Some(file) = log {
+        cmd = cmd.log_to(file);
+    }
     Instance {
-        child,
-        addr,
+        served: cmd.spawn().await.unwrap(),
         cover,
-        stdout,
-        _state: state,
     }
 }
 
@@ -583,7 +577,7 @@ async fn an_instance_with_another_transport_key_says_its_address_hashes_differ()
     let other_dir = tempfile::tempdir().unwrap();
     let other = transport_key_file(other_dir.path());
     let log_of = |name: &str| dir.path().join(name);
-    let logged = |name: &str| Stdio::from(std::fs::File::create(log_of(name)).unwrap());
+    let logged = |name: &str| Some(std::fs::File::create(log_of(name)).unwrap());
     let a = instance_logging_to(
         &redis.url(),
         None,
@@ -881,79 +875,6 @@ async fn fallbacks_hold(a: SocketAddr, b: SocketAddr) {
     }
 }
 
-/// A CA and a certificate for localhost signed by it (openssl CLI), in `dir`.
-fn make_certs(dir: &Path) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    run(&[
-        &["req", "-x509"][..],
-        &ec,
-        &[
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=fleet test CA",
-        ],
-    ]
-    .concat());
-    run(&[
-        &["req"][..],
-        &ec,
-        &[
-            "-keyout",
-            "key.pem",
-            "-out",
-            "srv.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-    ]
-    .concat());
-    std::fs::write(
-        dir.join("ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "srv.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "cert.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "ext",
-    ]);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rediss_with_a_password_is_verified_and_the_password_stays_out_of_logs() {
     const PASSWORD: &str = "pw-7f3a9c1e5b";
@@ -963,7 +884,7 @@ async fn rediss_with_a_password_is_verified_and_the_password_stays_out_of_logs()
         .unwrap()
         .port();
     let Some(redis) = Redis::start_with(|dir| {
-        make_certs(dir);
+        testkit::pki::localhost_ca().write_to(dir).unwrap();
         let p = |f: &str| dir.join(f).display().to_string();
         vec![
             "--tls-port".into(),
@@ -1024,28 +945,20 @@ async fn rediss_with_a_password_is_verified_and_the_password_stays_out_of_logs()
     let state = tempfile::tempdir().unwrap();
     let log_path = state.path().join("log");
     let log = std::fs::File::create(&log_path).unwrap();
-    let mut cmd = Command::new(bin());
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--domain", DOMAIN])
-        .args([
-            "--cover",
-            &cover.to_string(),
-            "--dc-override",
-            &dc.to_string(),
-        ])
-        .arg("--state-dir")
-        .arg(state.path())
+    let server = serve()
+        .domain(DOMAIN)
+        .cover(cover)
+        .dc(dc)
+        .state_dir(state.path())
         .args(["--redis-timeout", "1s"])
         .env("SAMIZDAT_REDIS", &url)
         .env("SSL_CERT_FILE", &ca)
-        .env("RUST_LOG", "debug");
-    let (child, addr, stdout) = spawn_logging_to(&mut cmd, Stdio::from(log)).await;
-    let _server = Instance {
-        child,
-        addr,
-        cover,
-        stdout: stdout.clone(),
-        _state: tempfile::tempdir().unwrap(),
-    };
+        .env("RUST_LOG", "debug")
+        .log_to(log)
+        .spawn()
+        .await
+        .unwrap();
+    let (addr, stdout) = (server.addr, server.stdout.clone());
     let mut c = None;
     let started = Instant::now();
     while c.is_none() && started.elapsed() < Duration::from_secs(8) {
