@@ -6,8 +6,8 @@ use crate::client::Proto;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use testkit::process::{Client, Serve, Served};
 use std::time::Duration;
+use testkit::process::{Client, Serve, Served};
 use wire::secret::Key;
 
 /// The key every system and client uses.

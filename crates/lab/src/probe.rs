@@ -707,7 +707,10 @@ mod tests {
             notes: "step 1 failed: ConnectionReset; ".into(),
             ..o.clone()
         };
-        assert_eq!(differences(&o, &refused, Duration::from_millis(500)).len(), 1);
+        assert_eq!(
+            differences(&o, &refused, Duration::from_millis(500)).len(),
+            1
+        );
     }
 
     #[test]

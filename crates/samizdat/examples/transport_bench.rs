@@ -23,8 +23,8 @@
 //! Counts and durations are bounded; every process is killed at the end.
 
 use std::net::SocketAddr;
-use testkit::process::{Client, Running, Serve};
 use std::time::{Duration, Instant};
+use testkit::process::{Client, Running, Serve};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use wire::link::Link;

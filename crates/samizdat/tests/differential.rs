@@ -32,10 +32,10 @@ mod tls;
 use common::{secret, DOMAIN, KEY};
 use lab::probe::{Observation, Rng, Step};
 use std::net::SocketAddr;
-use testkit::process::Served;
 use std::sync::Arc;
 use std::time::Duration;
 use testkit::client::{Client, Options};
+use testkit::process::Served;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -469,9 +469,7 @@ async fn the_prober_catches_a_late_cover() {
         Probe::raw("empty, waiting", vec![]),
         Probe::raw(
             "authentic hello cut at 100",
-            vec![Step::Send(
-                hello(KEY, DOMAIN, now())[..100].to_vec(),
-            )],
+            vec![Step::Send(hello(KEY, DOMAIN, now())[..100].to_vec())],
         ),
     ];
     let window = Duration::from_secs(8);

@@ -136,8 +136,20 @@ pub fn pair(capacity: usize) -> (DuplexStream, DuplexStream, Tamper) {
     };
     let (a_read, a_write) = tokio::io::split(a_mid);
     let (b_read, b_write) = tokio::io::split(b_mid);
-    tokio::spawn(relay(a_read, b_write, inject_b, Direction::AToB, tamper.clone()));
-    tokio::spawn(relay(b_read, a_write, inject_a, Direction::BToA, tamper.clone()));
+    tokio::spawn(relay(
+        a_read,
+        b_write,
+        inject_b,
+        Direction::AToB,
+        tamper.clone(),
+    ));
+    tokio::spawn(relay(
+        b_read,
+        a_write,
+        inject_a,
+        Direction::BToA,
+        tamper.clone(),
+    ));
     (a, b, tamper)
 }
 
@@ -211,13 +223,19 @@ mod tests {
     async fn a_frozen_direction_holds_its_bytes_until_healed() {
         let (mut a, mut b, tamper) = pair(1024);
         a.write_all(b"one").await.unwrap();
-        assert_eq!(read_some(&mut b, Duration::from_secs(1)).await.unwrap(), b"one");
+        assert_eq!(
+            read_some(&mut b, Duration::from_secs(1)).await.unwrap(),
+            b"one"
+        );
         tamper.freeze();
         a.write_all(b"two").await.unwrap();
         // An hour of virtual time: nothing comes through.
         assert_eq!(read_some(&mut b, Duration::from_secs(3600)).await, None);
         tamper.heal();
-        assert_eq!(read_some(&mut b, Duration::from_secs(1)).await.unwrap(), b"two");
+        assert_eq!(
+            read_some(&mut b, Duration::from_secs(1)).await.unwrap(),
+            b"two"
+        );
         assert_eq!(tamper.passed(Direction::AToB), 6);
     }
 
@@ -228,15 +246,24 @@ mod tests {
         a.write_all(b"lost").await.unwrap();
         assert_eq!(read_some(&mut b, Duration::from_secs(60)).await, None);
         b.write_all(b"back").await.unwrap();
-        assert_eq!(read_some(&mut a, Duration::from_secs(1)).await.unwrap(), b"back");
+        assert_eq!(
+            read_some(&mut a, Duration::from_secs(1)).await.unwrap(),
+            b"back"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn injected_bytes_arrive_and_a_close_passes_through() {
         let (a, mut b, tamper) = pair(1024);
         tamper.inject(Direction::AToB, b"forged".to_vec());
-        assert_eq!(read_some(&mut b, Duration::from_secs(1)).await.unwrap(), b"forged");
+        assert_eq!(
+            read_some(&mut b, Duration::from_secs(1)).await.unwrap(),
+            b"forged"
+        );
         drop(a);
-        assert_eq!(read_some(&mut b, Duration::from_secs(1)).await.unwrap(), b"");
+        assert_eq!(
+            read_some(&mut b, Duration::from_secs(1)).await.unwrap(),
+            b""
+        );
     }
 }

@@ -24,6 +24,7 @@
 use std::ffi::OsString;
 use std::io::{self, BufRead, BufReader, Read};
 use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -161,15 +162,14 @@ impl Spec {
                     let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
                     return Err(fail(
                         &mut child,
-                        format!("ended ({status}) before printing its {what}; its error is in its log"),
+                        format!(
+                            "ended ({status}) before printing its {what}; its error is in its log"
+                        ),
                     ));
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     let secs = self.wait.as_secs();
-                    return Err(fail(
-                        &mut child,
-                        format!("printed no {what} for {secs} s"),
-                    ));
+                    return Err(fail(&mut child, format!("printed no {what} for {secs} s")));
                 }
             };
             let done = read(&line);
@@ -214,7 +214,9 @@ impl TempDir {
             hex(&crate::random::<8>())
         );
         let path = std::env::temp_dir().join(name);
-        std::fs::create_dir(&path)?;
+        // Owner-only, as `tempfile` makes them: samizdat warns about a
+        // state directory others can read (it holds keys).
+        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
         Ok(TempDir(path))
     }
 }
@@ -404,7 +406,11 @@ impl Serve {
         };
         match addr {
             Some(a) => served.addr = a,
-            None => return Err(io::Error::other("samizdat serve printed no 'serving on' line")),
+            None => {
+                return Err(io::Error::other(
+                    "samizdat serve printed no 'serving on' line",
+                ))
+            }
         }
         Ok(served)
     }
@@ -547,7 +553,9 @@ impl Client {
             s.is_some() && (!want_http || h.is_some()) && (!want_tg || t.is_some())
         })?;
         let Some(socks) = s else {
-            return Err(io::Error::other("samizdat client printed no SOCKS5 address"));
+            return Err(io::Error::other(
+                "samizdat client printed no SOCKS5 address",
+            ));
         };
         Ok(Running {
             child,

@@ -140,7 +140,9 @@ fn the_host_itself_is_out_of_reach() {
             &format!("0.0.0.0:{metrics}"),
         ])
         .await;
-        let client = common::apps::client(&common::apps::printed_link(&proxy)).start().unwrap();
+        let client = common::apps::client(&common::apps::printed_link(&proxy))
+            .start()
+            .unwrap();
 
         // Everything below is really there: the test reaches it directly.
         for (host, port) in [(PUBLIC, admin), (PUBLIC, metrics), ("127.0.0.1", 25)] {
@@ -415,7 +417,9 @@ fn answers_are_cached_and_failures_too() {
         let queries = name_server().await;
         let web = web_server().await;
         let proxy = start(&["--egress-allow", "127.0.0.0/8"]).await;
-        let client = common::apps::client(&common::apps::printed_link(&proxy)).start().unwrap();
+        let client = common::apps::client(&common::apps::printed_link(&proxy))
+            .start()
+            .unwrap();
         for _ in 0..3 {
             time_connect(client.socks, "fast.test", web.port()).await;
             let (code, _) =

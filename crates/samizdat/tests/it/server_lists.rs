@@ -6,7 +6,7 @@
 
 use crate::common;
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use common::apps::{
     curl_within, free_port, printed_link, read_request, web_server_with, ClientProc,
@@ -373,30 +373,10 @@ async fn a_client_learns_a_server_from_a_file_keeps_it_across_restarts_and_refus
     );
 }
 
-/// A CA and a `localhost` certificate it signed; the CA as PEM.
+/// A fresh CA and a `localhost` leaf it signed (testkit); the CA as PEM.
 fn test_pki() -> (String, rustls::ServerConfig) {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca)
-        .unwrap();
-    let pem = format!(
-        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-        STANDARD.encode(ca.der())
-    );
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
-    let provider = rustls::crypto::aws_lc_rs::default_provider();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![leaf.der().clone()], key)
-        .unwrap();
-    (pem, config)
+    let pki = testkit::pki::localhost_ca();
+    (pki.ca_pem(), pki.server_config())
 }
 
 /// An HTTPS server answering `GET /servers.list` with `body`; counts the

@@ -43,7 +43,6 @@ impl Drop for Netns {
     }
 }
 
-
 fn testkit_bin() -> PathBuf {
     let p = PathBuf::from(common::bin()).with_file_name("samizdat-testkit");
     assert!(p.exists(), "{} is missing: build it with `cargo build -p samizdat-testkit` (cargo test --workspace does)", p.display());
