@@ -1,5 +1,5 @@
 //! The lane keeper: keeps a client session's braid supplied with lane
-//! connections (`crate::tunnel::braid`, `docs/transport.md` "Lanes").
+//! connections (`crate::transport::braid`, `docs/transport.md` "Lanes").
 //!
 //! - **Stalls.** When data sent waits over [`STALL_AFTER`] for its
 //!   acknowledgement, or the session goes quiet that long after receiving,
@@ -19,11 +19,11 @@
 
 use super::connect::LaneConn;
 use super::dialer::{jitter, lock, Racer};
-use crate::tunnel::braid::{BraidHandle, LaneEvent};
-use crate::tunnel::{Session, SessionConfig};
+use crate::transport::braid::{BraidHandle, LaneEvent};
+use crate::transport::{Session, SessionConfig};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -125,7 +125,7 @@ struct Keeper {
     next_id: u32,
     /// Some lane has a budget: keep spares.
     budgeted: bool,
-    connecting: JoinSet<Result<(Endpoint, LaneConn), crate::proxy::OpenError>>,
+    connecting: JoinSet<Result<(Endpoint, LaneConn), crate::dial::OpenError>>,
     no_lane_since: Option<Instant>,
     /// A lane broke or stalled: the next one is announced.
     replacing: bool,
@@ -266,7 +266,7 @@ impl Keeper {
                     let wait = lock(&self.racer.shared.pool).record_failure(
                         &info.endpoint,
                         why,
-                        SystemTime::now(),
+                        crate::clock::system_now(),
                         jitter(),
                     );
                     tracing::warn!(
@@ -353,7 +353,7 @@ impl Keeper {
             let wait = lock(&self.racer.shared.pool).record_failure(
                 endpoint,
                 &why,
-                SystemTime::now(),
+                crate::clock::system_now(),
                 jitter(),
             );
             tracing::warn!(

@@ -2,7 +2,7 @@
 //! or over testkit's in-memory pair on virtual time, where a test freezes
 //! or forges the bytes between them and deadlines pass exactly.
 
-use samizdat::tunnel::{OpenError, Session, SessionConfig, Status, Stream};
+use samizdat::transport::{OpenError, Session, SessionConfig, Status, Stream};
 use std::hash::{DefaultHasher, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

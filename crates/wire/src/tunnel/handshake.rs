@@ -560,6 +560,9 @@ pub struct Accepted {
     pub replay_key: [u8; 32],
     /// The unix time the client wrote.
     pub client_time: u64,
+    /// Bytes of the hello record: what follows it in the connection's
+    /// first read already belongs to the session.
+    pub record_len: usize,
     hs: HandshakeState,
     slot: Slot,
     session_id: [u8; 32],
@@ -630,6 +633,7 @@ pub fn accept(
         user,
         replay_key: e,
         client_time,
+        record_len: record.len(),
         hs,
         slot,
         session_id: msg[32..].try_into().expect("32 bytes"),
