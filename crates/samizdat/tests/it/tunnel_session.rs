@@ -175,7 +175,7 @@ async fn sessions_in_memory(cfg: SessionConfig) -> (Session, Session, Tamper) {
 }
 
 /// The server's side of the test streams, by destination port.
-fn serve_test_services(mut incoming: samizdat::tunnel::Incoming) {
+fn serve_test_services(mut incoming: samizdat::transport::Incoming) {
     tokio::spawn(async move {
         while let Some(mut inc) = incoming.next().await {
             let Destination::Host { port, .. } = inc.destination().clone() else {
