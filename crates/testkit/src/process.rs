@@ -46,6 +46,10 @@ enum Log {
     Collect(Option<String>),
 }
 
+/// A started child: the process, the stdout lines it printed up to what
+/// was needed, its collected log and its temporary state directory.
+type Started = (Child, Vec<String>, Arc<Mutex<Vec<String>>>, Option<TempDir>);
+
 /// The parts [`Serve`] and [`Client`] share: the program, its arguments,
 /// environment, state directory and log.
 #[derive(Debug)]
@@ -119,11 +123,7 @@ impl Spec {
 
     /// Starts the program and feeds its stdout lines to `read` until it
     /// says it has what it needs (`true`), for at most `self.wait` a line.
-    fn run(
-        mut self,
-        what: &str,
-        mut read: impl FnMut(&str) -> bool,
-    ) -> io::Result<(Child, Vec<String>, Arc<Mutex<Vec<String>>>, Option<TempDir>)> {
+    fn run(mut self, what: &str, mut read: impl FnMut(&str) -> bool) -> io::Result<Started> {
         let (mut cmd, temp) = self.command()?;
         let mut child = cmd.spawn().map_err(|e| {
             io::Error::new(
