@@ -20,6 +20,7 @@
 //! All protocol logic lives in the sans-io `wire` crate; this crate only
 //! drives sockets and timers around it.
 #![deny(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod accept;
 pub mod cli;

@@ -20,15 +20,7 @@ const NOW: u64 = 1_790_000_000;
 const DOMAIN: &str = "x.example";
 
 fn rng(seed: u64) -> impl FnMut(&mut [u8]) {
-    let mut s = seed | 1;
-    move |buf: &mut [u8]| {
-        for b in buf {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            *b = s as u8;
-        }
-    }
+    wire::testing::seeded_fill(seed)
 }
 
 fn key(i: usize) -> Key {
@@ -150,34 +142,29 @@ fn the_fleet_is_asked_the_replay_key_of_each_kind() {
     assert!(c.search(&[0, 1, 2, 3]));
     assert!(matches!(c.step(), Step::Admit));
     c.admit(&mut replay());
-    match c.step() {
-        Step::FleetReplay {
-            kind,
-            key,
-            ttl_secs,
-        } => {
-            assert_eq!(kind, ReplayKind::Obfuscated2);
-            assert_eq!(key[..], init[8..24]);
-            assert_eq!(ttl_secs, wire::classify::BARE_REPLAY_TTL_SECS);
-        }
-        other => panic!("expected the fleet step, got {other:?}"),
-    }
+    let (kind, key, ttl_secs) = fleet_step(&mut c);
+    assert_eq!(kind, ReplayKind::Obfuscated2);
+    assert_eq!(key[..], init[8..24]);
+    assert_eq!(ttl_secs, wire::classify::BARE_REPLAY_TTL_SECS);
     let hello = hello_of(1, 4);
     let mut c = Classifier::new(&hello, &pol, &users, NOW, None).with_fleet();
     assert_eq!(c.sni(), Some(DOMAIN));
     assert!(c.search(&[1]));
     let _ = c.step();
     c.admit(&mut replay());
+    let (kind, key, ttl_secs) = fleet_step(&mut c);
+    assert_eq!(kind, ReplayKind::Tls);
+    assert_eq!(key[..], hello[11..27], "the hello's random");
+    assert_eq!(ttl_secs, 600 + 60 + 60);
+}
+
+fn fleet_step(c: &mut Classifier<'_>) -> (ReplayKind, [u8; 16], u64) {
     match c.step() {
         Step::FleetReplay {
             kind,
             key,
             ttl_secs,
-        } => {
-            assert_eq!(kind, ReplayKind::Tls);
-            assert_eq!(key[..], hello[11..27], "the hello's random");
-            assert_eq!(ttl_secs, 600 + 60 + 60);
-        }
+        } => (kind, key, ttl_secs),
         other => panic!("expected the fleet step, got {other:?}"),
     }
 }

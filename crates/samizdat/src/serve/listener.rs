@@ -222,6 +222,8 @@ impl Server {
         let _ = self.shared.relay_runtime.set(rt);
     }
 
+    /// Serves until `stop` fires, then drains: open connections get
+    /// `--drain-timeout` before they are cancelled.
     pub async fn run(self, stop: CancellationToken) {
         let tracker = TaskTracker::new();
         let limit = Arc::new(Semaphore::new(

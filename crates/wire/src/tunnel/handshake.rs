@@ -724,15 +724,7 @@ mod tests {
     const NOW: u64 = 1_790_000_000;
 
     fn fill(seed: u64) -> impl FnMut(&mut [u8]) {
-        let mut s = seed | 1;
-        move |buf: &mut [u8]| {
-            for b in buf {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                *b = s as u8;
-            }
-        }
+        crate::testing::seeded_fill(seed)
     }
 
     fn dh_attempts() -> usize {

@@ -7,7 +7,7 @@ use crate::serve::config::ServeConfig;
 use std::time::Duration;
 
 /// Checks the Redis of `[fleet]`, if any.
-pub async fn check(config: &ServeConfig, timeout: Duration) -> Vec<Finding> {
+pub(crate) async fn check(config: &ServeConfig, timeout: Duration) -> Vec<Finding> {
     let Some(fleet_config) = config.fleet.clone() else {
         return Vec::new();
     };

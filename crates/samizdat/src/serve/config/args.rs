@@ -205,6 +205,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub no_tunnel: bool,
 
+    /// `[transport_limits]` as flags.
     #[command(flatten)]
     pub transport_limits: TransportLimitArgs,
 
