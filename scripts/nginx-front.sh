@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs a real nginx on 127.0.0.1 as the TLS front of a samizdat server's
 # WebSocket listener (`samizdat serve --ws-listen`), with the location block
-# docs/fronting.md recommends. For crates/samizdat/tests/fronting.rs and for
+# docs/fronting.md recommends. For crates/samizdat/tests/it/fronting.rs and for
 # trying fronting by hand. It writes a self-signed certificate (unless DIR
 # already holds cert.pem and key.pem) and an nginx.conf into DIR and runs
 # nginx in the foreground until this script is stopped (SIGTERM/SIGINT) or

@@ -3,12 +3,11 @@
 //! (this binary's `relay` command), optionally under callgrind.
 
 use crate::client::Proto;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
+use testkit::process::{Client, Serve, Served};
 use wire::secret::Key;
 
 /// The key every system and client uses.
@@ -47,9 +46,27 @@ pub struct Env {
     pub pin: Option<usize>,
 }
 
+/// The process behind a [`Running`]: samizdat's through testkit's
+/// harness, or a baseline relay of this binary.
+enum Proc {
+    Serve(Served),
+    Client(testkit::process::Running),
+    Baseline(Child),
+}
+
+impl Proc {
+    fn child(&mut self) -> &mut Child {
+        match self {
+            Proc::Serve(s) => &mut s.child,
+            Proc::Client(c) => &mut c.child,
+            Proc::Baseline(c) => c,
+        }
+    }
+}
+
 /// A running system; killed when dropped.
 pub struct Running {
-    child: Child,
+    proc: Proc,
     /// Its listening address.
     pub addr: SocketAddr,
     /// Its process id (valgrind's when under callgrind: same process).
@@ -62,8 +79,8 @@ impl Drop for Running {
     fn drop(&mut self) {
         // SIGTERM first, so a process under valgrind writes its profile.
         if !self.stop(Duration::from_secs(10)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            let _ = self.proc.child().kill();
+            let _ = self.proc.child().wait();
         }
     }
 }
@@ -75,20 +92,7 @@ impl Running {
     }
 
     fn stop(&mut self, limit: Duration) -> bool {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return true;
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status();
-        let end = std::time::Instant::now() + limit;
-        while std::time::Instant::now() < end {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+        testkit::process::terminate(self.proc.child(), limit)
     }
 }
 
@@ -102,129 +106,100 @@ pub fn start(
     cover: SocketAddr,
     callgrind: Option<&PathBuf>,
 ) -> anyhow::Result<Running> {
-    let (program, mut args, marker): (PathBuf, Vec<String>, &str) = match spec {
+    let wrapper: Vec<String> = match callgrind {
+        None => match env.pin {
+            Some(core) => vec!["taskset".into(), "-c".into(), core.to_string()],
+            None => Vec::new(),
+        },
+        Some(out) => vec![
+            "valgrind".into(),
+            "--tool=callgrind".into(),
+            "--quiet".into(),
+            format!("--callgrind-out-file={}", out.display()),
+        ],
+    };
+    let wait = Duration::from_secs(if callgrind.is_some() { 120 } else { 20 });
+    let threads: Vec<String> = match env.threads {
+        Some(n) => vec!["--threads".into(), n.to_string()],
+        None => Vec::new(),
+    };
+    let (proc, addr, link) = match spec {
         Spec::Baseline(kind) => {
-            let mut a = vec![
-                "relay".to_string(),
-                "--kind".into(),
-                format!("{kind:?}").to_lowercase(),
-                "--upstream".into(),
-                dc.to_string(),
-            ];
-            if let Some(n) = env.threads {
-                a.extend(["--threads".into(), n.to_string()]);
-            }
-            (env.bench.clone(), a, "listening on ")
+            let mut cmd = match wrapper.split_first() {
+                Some((first, rest)) => {
+                    let mut c = Command::new(first);
+                    c.args(rest).arg(&env.bench);
+                    c
+                }
+                None => Command::new(&env.bench),
+            };
+            cmd.args(["relay", "--kind", &format!("{kind:?}").to_lowercase()])
+                .args(["--upstream", &dc.to_string()])
+                .args(&threads)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit());
+            let mut child = cmd
+                .spawn()
+                .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", env.bench.display()))?;
+            let stdout = child.stdout.take().expect("piped");
+            let rx = testkit::process::lines(stdout);
+            let addr = loop {
+                let line = rx.recv_timeout(wait).map_err(|_| {
+                    anyhow::anyhow!("{} printed no address in {wait:?}", env.bench.display())
+                })?;
+                let addr = line
+                    .strip_prefix("listening on ")
+                    .and_then(|rest| rest.split(',').next())
+                    .and_then(|a| a.trim().parse().ok());
+                if let Some(addr) = addr {
+                    break addr;
+                }
+            };
+            // Keep draining stdout so the child never blocks on a full pipe.
+            std::thread::spawn(move || for _ in rx {});
+            (Proc::Baseline(child), addr, None)
         }
         Spec::Samizdat(extra) => {
             let state = env.scratch.join(format!("state-{}", unique()));
             std::fs::create_dir_all(&state)?;
-            let mut a: Vec<String> = [
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--secret",
-                KEY,
-                "--modes",
-                "plain,dd,ee",
-                "--domain",
-                DOMAIN,
-                "--max-connections",
-                "60000",
-                "--log",
-                "warn",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            a.extend(["--cover".into(), cover.to_string()]);
-            a.extend(["--dc-override".into(), dc.to_string()]);
-            a.extend(["--state-dir".into(), state.display().to_string()]);
-            if let Some(n) = env.threads {
-                a.extend(["--threads".into(), n.to_string()]);
-            }
-            a.extend(extra.iter().cloned());
-            (env.samizdat.clone(), a, "samizdat serving on ")
+            let served = Serve::new(&env.samizdat)
+                .wrap(&wrapper)
+                .wait(wait)
+                .secret(KEY)
+                .modes("plain,dd,ee")
+                .domain(DOMAIN)
+                .args(["--max-connections", "60000", "--log", "warn"])
+                .cover(cover)
+                .dc(dc)
+                .state_dir(&state)
+                .args(&threads)
+                .args(extra)
+                .start()?;
+            let (addr, link) = (served.addr, served.link().map(str::to_string));
+            (Proc::Serve(served), addr, link)
         }
         Spec::Client(link) => {
             let state = env.scratch.join(format!("client-{}", unique()));
             std::fs::create_dir_all(&state)?;
-            let mut a: Vec<String> = ["client", link, "--socks", "127.0.0.1:0"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-            a.extend(["--http", "off", "--telegram", "off", "--log", "warn"].map(String::from));
-            a.extend(["--state-dir".into(), state.display().to_string()]);
-            (env.samizdat.clone(), a, "SOCKS5 proxy on ")
+            let client = Client::new(&env.samizdat, link)
+                .wrap(&wrapper)
+                .wait(wait)
+                .args(["--log", "warn"])
+                .state_dir(&state)
+                .start()?;
+            let socks = client.socks;
+            (Proc::Client(client), socks, None)
         }
     };
-    let mut cmd = match callgrind {
-        None => match env.pin {
-            Some(core) => {
-                let mut c = Command::new("taskset");
-                c.args(["-c", &core.to_string()]).arg(&program);
-                c
-            }
-            None => Command::new(&program),
-        },
-        Some(out) => {
-            let mut c = Command::new("valgrind");
-            c.args([
-                "--tool=callgrind",
-                "--quiet",
-                &format!("--callgrind-out-file={}", out.display()),
-                &format!("{}", program.display()),
-            ]);
-            c
-        }
-    };
-    cmd.args(args.drain(..))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", program.display()))?;
-    let pid = child.id();
-    let stdout = child.stdout.take().expect("piped");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let wait = if callgrind.is_some() { 120 } else { 20 };
-    let mut addr = None;
-    let mut running = Running {
-        child,
-        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+    let mut proc = proc;
+    let pid = proc.child().id();
+    Ok(Running {
+        proc,
+        addr,
         pid,
-        link: None,
-    };
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(wait))
-            .map_err(|_| anyhow::anyhow!("{} printed no address in {wait} s", program.display()))?;
-        if let Some(rest) = line.strip_prefix(marker) {
-            addr = rest.split(',').next().and_then(|a| a.trim().parse().ok());
-        }
-        if line.trim().starts_with("samizdat://") {
-            running.link = Some(line.trim().to_string());
-        }
-        let done = match spec {
-            Spec::Baseline(_) | Spec::Client(_) => addr.is_some(),
-            Spec::Samizdat(_) => line.starts_with("cover site:"),
-        };
-        if done {
-            break;
-        }
-    }
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in rx {});
-    running.addr = addr.ok_or_else(|| anyhow::anyhow!("no address line"))?;
-    Ok(running)
+        link,
+    })
 }
 
 fn unique() -> u64 {

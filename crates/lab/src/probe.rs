@@ -107,6 +107,16 @@ pub struct Probe {
     pub steps: Vec<Step>,
 }
 
+impl Probe {
+    /// A probe named `name` doing `steps`.
+    pub fn new(name: impl Into<String>, steps: Vec<Step>) -> Probe {
+        Probe {
+            name: name.into(),
+            steps,
+        }
+    }
+}
+
 /// How the server's side of a connection ended, as the prober sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
@@ -127,6 +137,10 @@ pub enum End {
 pub struct Observation {
     /// The server's bytes, normalised (see [`shape`]).
     pub data: String,
+    /// What the prober's side noticed beyond the bytes: a write that
+    /// failed (`step 2 failed: ConnectionReset; `), or what a protocol
+    /// layer above TCP saw (a TLS session's version and responses).
+    pub notes: String,
     /// From the last write to the first byte received.
     pub first_byte: Option<Duration>,
     /// How the connection ended.
@@ -206,6 +220,11 @@ impl Rng {
         let mut b = vec![0; n];
         self.fill(&mut b);
         b
+    }
+    /// A number in `lo..=hi` (`lo` if the range is empty).
+    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
+        let span = hi.saturating_sub(lo) as u64 + 1;
+        lo + (self.next_u64() % span) as usize
     }
 }
 
@@ -357,6 +376,7 @@ pub async fn observe(
 ) -> Observation {
     let unreachable = |kind| Observation {
         data: "nothing".into(),
+        notes: String::new(),
         first_byte: None,
         end: End::Unreachable(kind),
         end_at: None,
@@ -380,11 +400,12 @@ pub async fn observe(
     let deadline = started + pauses + window + Duration::from_millis(500);
     let last_write = std::sync::Mutex::new(started);
     let mut got = Vec::new();
+    let mut notes = String::new();
     let mut first: Option<Instant> = None;
     let (end, ended) = {
         let (mut rd, mut wr) = s.split();
         let writer = async {
-            for step in &probe.steps {
+            for (i, step) in probe.steps.iter().enumerate() {
                 let r = match step {
                     Step::Send(b) => wr.write_all(b).await,
                     Step::Pause(d) => {
@@ -396,7 +417,9 @@ pub async fn observe(
                 if !matches!(step, Step::Pause(_)) {
                     *last_write.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
                 }
-                if r.is_err() {
+                if let Err(e) = r {
+                    // Writing into a connection the server has reset.
+                    notes = format!("step {i} failed: {:?}; ", simplify(e.kind()));
                     break;
                 }
             }
@@ -441,10 +464,19 @@ pub async fn observe(
     };
     Observation {
         data: shape(&got),
+        notes,
         first_byte,
         end,
         end_at,
         after_fin,
+    }
+}
+
+/// One name for the two ways a peer's reset shows up on a write.
+fn simplify(kind: ErrorKind) -> ErrorKind {
+    match kind {
+        ErrorKind::ConnectionAborted => ErrorKind::ConnectionReset,
+        k => k,
     }
 }
 
@@ -533,6 +565,12 @@ pub fn differences(want: &Observation, got: &Observation, tolerance: Duration) -
             "bytes: cover {}, suspect {}",
             clip(&want.data),
             clip(&got.data)
+        ));
+    }
+    if want.notes != got.notes {
+        d.push(format!(
+            "notes: cover {:?}, suspect {:?}",
+            want.notes, got.notes
         ));
     }
     if want.end != got.end {
@@ -647,6 +685,7 @@ mod tests {
     fn identical_observations_do_not_differ_and_close_kinds_do() {
         let o = Observation {
             data: "nothing".into(),
+            notes: String::new(),
             first_byte: None,
             end: End::Fin,
             end_at: Some(Duration::from_millis(100)),
@@ -664,5 +703,22 @@ mod tests {
             ..o.clone()
         };
         assert_eq!(differences(&o, &late, Duration::from_millis(500)).len(), 1);
+        let refused = Observation {
+            notes: "step 1 failed: ConnectionReset; ".into(),
+            ..o.clone()
+        };
+        assert_eq!(
+            differences(&o, &refused, Duration::from_millis(500)).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn range_stays_inside_its_bounds() {
+        let mut rng = Rng::new(7);
+        let got: Vec<usize> = (0..1000).map(|_| rng.range(3, 5)).collect();
+        assert!(got.iter().all(|n| (3..=5).contains(n)));
+        assert!([3, 4, 5].iter().all(|n| got.contains(n)));
+        assert_eq!(rng.range(9, 9), 9);
     }
 }

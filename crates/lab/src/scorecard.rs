@@ -27,8 +27,8 @@ mod render;
 mod subjects;
 
 pub use subjects::{
-    dd_first_flight, fake_cover, fake_dc, link_via, samizdat_bin, secret, socks5_server, Samizdat,
-    SamizdatClient, Subject, DOMAIN, KEY,
+    dd_first_flight, fake_cover, fake_dc, link_via, samizdat_bin, secret, socks5_server,
+    start_samizdat, start_samizdat_client, Subject, DOMAIN, KEY,
 };
 
 use crate::probe::{probe_server, ProbeOptions};
@@ -286,7 +286,7 @@ impl ScorecardOptions {
 
 /// The servers under test, started once per run.
 struct Bench {
-    _samizdat: Samizdat,
+    _samizdat: testkit::process::Served,
     samizdat: SocketAddr,
     /// The link `samizdat serve` printed (for [`Subject::Client`]).
     link: String,
@@ -434,10 +434,10 @@ async fn start_client(
     opts: &ScorecardOptions,
     link: &str,
     servers: &[SocketAddr],
-) -> io::Result<SamizdatClient> {
+) -> io::Result<testkit::process::Running> {
     let link = link_via(link, servers)?;
     let bin = opts.samizdat.clone();
-    tokio::task::spawn_blocking(move || SamizdatClient::start(&bin, &link))
+    tokio::task::spawn_blocking(move || start_samizdat_client(&bin, &link))
         .await
         .map_err(io::Error::other)?
 }
@@ -502,8 +502,8 @@ pub async fn run(
     let (samizdat_cover, _) = fake_cover(CoverKind::Echo).await;
     let (echo, _) = fake_cover(CoverKind::Echo).await;
     let (socks_cover, _) = fake_cover(CoverKind::Http).await;
-    let proc = Samizdat::start(&opts.samizdat, samizdat_cover, dc, "plain,dd,ee")?;
-    let link = proc.link.clone().unwrap_or_default();
+    let proc = start_samizdat(&opts.samizdat, samizdat_cover, dc, "plain,dd,ee")?;
+    let link = proc.link().unwrap_or_default().to_string();
     let bench = Arc::new(Bench {
         samizdat: proc.addr,
         link,

@@ -3,10 +3,11 @@
 //! of real clients' first flights included.
 
 use lab::probe::{probe_server, ProbeOptions};
-use lab::scorecard::{self, Samizdat};
+use lab::scorecard;
 use std::net::SocketAddr;
 use std::time::Duration;
 use testkit::fake_cover::CoverKind;
+use testkit::process::Served;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -79,7 +80,7 @@ async fn naive_servers_are_flagged() {
 
 /// A real ee client's first flight (post-quantum hello) and a bare dd
 /// client's init and first packet, each accepted once by `proxy`.
-async fn recorded_flights(proxy: &Samizdat, dc_events: &testkit::fake_dc::Events) -> Vec<Vec<u8>> {
+async fn recorded_flights(proxy: &Served, dc_events: &testkit::fake_dc::Events) -> Vec<Vec<u8>> {
     let c = testkit::client::Client::connect(
         proxy.addr,
         &scorecard::secret("ee"),
@@ -114,7 +115,8 @@ async fn samizdat_is_not_flagged() {
     for kind in [CoverKind::Echo, CoverKind::Http] {
         let (dc, dc_events) = scorecard::fake_dc().await;
         let (cover, _) = scorecard::fake_cover(kind).await;
-        let proxy = Samizdat::start(&bin, cover, dc, "plain,dd,ee").expect("samizdat serve");
+        let proxy =
+            scorecard::start_samizdat(&bin, cover, dc, "plain,dd,ee").expect("samizdat serve");
         let recorded = recorded_flights(&proxy, &dc_events).await;
         let report = probe_server(proxy.addr, cover, &recorded, &opts()).await;
         eprintln!("{kind:?} cover: {report}");

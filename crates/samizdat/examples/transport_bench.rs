@@ -21,11 +21,13 @@
 //!   `serve` per GB, ratios.
 //!
 //! Counts and durations are bounded; every process is killed at the end.
+// A benchmark measures wall-clock time by design; the clock rule of
+// clippy.toml is for the proxy itself.
+#![allow(clippy::disallowed_methods)]
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use testkit::process::{Client, Running, Serve};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use wire::link::Link;
@@ -58,40 +60,10 @@ fn thread_cpu() -> Duration {
     Duration::from_nanos(ns)
 }
 
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn bin() -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
     // target/release/examples/transport_bench → target/release/samizdat
     exe.parent().unwrap().parent().unwrap().join("samizdat")
-}
-
-/// Spawns and returns the stdout lines up to (and including) the first
-/// line for which `last` is true.
-fn spawn(args: &[String], last: impl Fn(&str) -> bool) -> (Proc, Vec<String>) {
-    let mut child = Command::new(bin())
-        .args(args)
-        .env("SAMIZDAT_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("run target/release/samizdat (cargo build --release -p samizdat first)");
-    let out = child.stdout.take().unwrap();
-    let mut lines = Vec::new();
-    for line in BufReader::new(out).lines().map_while(Result::ok) {
-        let done = last(&line);
-        lines.push(line);
-        if done {
-            break;
-        }
-    }
-    (Proc(child), lines)
 }
 
 /// A source: every connection gets `n` bytes (n = the u64 it sends first).
@@ -233,33 +205,17 @@ async fn main() {
         tokio::spawn(testkit::fake_dc::serve(l, events, false));
         addr
     };
-    let state = tempfile::tempdir().unwrap();
-    let (server, lines) = spawn(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--secret",
-            KEY,
-            "--domain",
-            DOMAIN,
-            "--cover",
-            "127.0.0.1:9",
-            "--egress-allow",
-            "127.0.0.0/8",
-            "--state-dir",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([state.path().display().to_string()])
-        .chain(["--dc-override".to_string(), dc.to_string()])
-        .collect::<Vec<_>>(),
-        |l| l.starts_with("cover site:"),
-    );
-    let link = lines
-        .iter()
-        .find_map(|l| Link::parse(l.trim()).ok())
-        .expect("serve printed a samizdat:// link");
+    let server = Serve::new(bin())
+        .secret(KEY)
+        .domain(DOMAIN)
+        .args(["--cover", "127.0.0.1:9", "--egress-allow", "127.0.0.0/8"])
+        .dc(dc)
+        .env("SAMIZDAT_LOG", "warn")
+        .spawn()
+        .await
+        .expect("run target/release/samizdat (cargo build --release -p samizdat first)");
+    let link = Link::parse(server.link().expect("serve printed a samizdat:// link"))
+        .expect("the printed link parses");
     let cstate = tempfile::tempdir().unwrap();
     let (client, socks_addr) = start_client(&link, cstate.path());
     // Warm up the session.
@@ -286,9 +242,9 @@ async fn main() {
             base
         );
         // Samizdat client + server: two relays in series, each with AEAD.
-        let (c0, s0) = (cpu(client.0.id()), cpu(server.0.id()));
+        let (c0, s0) = (cpu(client.child.id()), cpu(server.child.id()));
         let wall = run(streams, each, || socks(socks_addr, src)).await;
-        let (c1, s1) = (cpu(client.0.id()) - c0, cpu(server.0.id()) - s0);
+        let (c1, s1) = (cpu(client.child.id()) - c0, cpu(server.child.id()) - s0);
         let used = c1 + s1;
         let ours = gb(total, used);
         per_hop.push((streams, each, gb(total, c1) / base, gb(total, s1) / base));
@@ -310,22 +266,22 @@ async fn main() {
 
     // Handshakes per CPU-second of serve: transport vs fake-TLS.
     let n = 2000;
-    let before = cpu(server.0.id());
+    let before = cpu(server.child.id());
     let t = Instant::now();
     for _ in 0..n {
         transport_handshake(link.servers[0].port, &link).await;
     }
-    let (wall_t, cpu_t) = (t.elapsed(), cpu(server.0.id()) - before);
+    let (wall_t, cpu_t) = (t.elapsed(), cpu(server.child.id()) - before);
     let secret = wire::secret::Secret::parse(&format!("ee{KEY}{}", hex::encode(DOMAIN))).unwrap();
     let addr: SocketAddr = ([127, 0, 0, 1], link.servers[0].port).into();
-    let before = cpu(server.0.id());
+    let before = cpu(server.child.id());
     let t = Instant::now();
     for _ in 0..n {
         let _ =
             testkit::client::Client::connect(addr, &secret, &testkit::client::Options::default())
                 .await;
     }
-    let (wall_e, cpu_e) = (t.elapsed(), cpu(server.0.id()) - before);
+    let (wall_e, cpu_e) = (t.elapsed(), cpu(server.child.id()) - before);
     println!();
     println!("| handshakes ({n}, sequential) | per wall-second | per CPU-second of serve |");
     println!("|---|---|---|");
@@ -392,9 +348,9 @@ async fn main() {
         let (client, socks_addr) = start_client(&via, cstate.path());
         // The first megabyte meets the freeze and learns the lane budget.
         run(1, 1 << 20, || socks(socks_addr, src)).await;
-        let s0 = cpu(server.0.id());
+        let s0 = cpu(server.child.id());
         let wall = run(1, n, || socks(socks_addr, src)).await;
-        let (flows, s1) = (mb.events().flows(), cpu(server.0.id()) - s0);
+        let (flows, s1) = (mb.events().flows(), cpu(server.child.id()) - s0);
         let mbps = n as f64 / 1e6 / wall.as_secs_f64();
         let cpu_per_gb = s1.as_secs_f64() / (n as f64 / 1e9);
         println!(
@@ -417,27 +373,13 @@ async fn main() {
 
 /// Starts `samizdat client` for `link` (SOCKS5 only) with its state in
 /// `state`; returns it and its SOCKS5 address.
-fn start_client(link: &Link, state: &std::path::Path) -> (Proc, SocketAddr) {
-    let (client, lines) = spawn(
-        &[
-            "client".to_string(),
-            link.to_string(),
-            "--socks".into(),
-            "127.0.0.1:0".into(),
-            "--http".into(),
-            "off".into(),
-            "--telegram".into(),
-            "off".into(),
-            "--state-dir".into(),
-            state.display().to_string(),
-        ],
-        |l| l.starts_with("SOCKS5 proxy on "),
-    );
-    let socks = lines
-        .last()
-        .and_then(|l| l.strip_prefix("SOCKS5 proxy on "))
-        .and_then(|a| a.parse().ok())
-        .expect("SOCKS5 address");
+fn start_client(link: &Link, state: &std::path::Path) -> (Running, SocketAddr) {
+    let client = Client::new(bin(), link)
+        .state_dir(state)
+        .env("SAMIZDAT_LOG", "warn")
+        .start()
+        .expect("samizdat client prints its SOCKS5 address");
+    let socks = client.socks;
     (client, socks)
 }
 

@@ -22,8 +22,6 @@
 mod common;
 #[path = "differential/nginx.rs"]
 mod nginx;
-#[path = "differential/prober.rs"]
-mod prober;
 #[path = "differential/probes.rs"]
 mod probes;
 #[path = "differential/short_cover.rs"]
@@ -32,51 +30,97 @@ mod short_cover;
 mod tls;
 
 use common::{secret, DOMAIN, KEY};
-use prober::{differences, observe, Observation, Probe};
+use lab::probe::{Observation, Rng, Step};
 use std::net::SocketAddr;
-use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Duration;
 use testkit::client::{Client, Options};
+use testkit::process::Served;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A samizdat process; killed on drop.
-struct Samizdat {
-    child: Child,
-    addr: SocketAddr,
-    name: String,
-    _state: tempfile::TempDir,
+/// The tolerance the issue asks for on times to first byte and to close.
+const TOLERANCE: Duration = Duration::from_secs(1);
+
+/// A probe: raw TCP steps, run by the lab's prober ([`lab::probe`]), or a
+/// real TLS session with HTTP/1.1 requests ([`tls`]).
+#[derive(Debug, Clone)]
+enum Probe {
+    Raw(lab::probe::Probe),
+    Tls { name: String, session: tls::Session },
 }
 
-impl Drop for Samizdat {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl Probe {
+    fn raw(name: impl Into<String>, steps: Vec<Step>) -> Probe {
+        Probe::Raw(lab::probe::Probe::new(name, steps))
+    }
+
+    /// Shown in failures.
+    fn name(&self) -> &str {
+        match self {
+            Probe::Raw(p) => &p.name,
+            Probe::Tls { name, .. } => name,
+        }
     }
 }
 
+/// Runs one probe against `addr`, watching for at most `window` after the
+/// probe's last write.
+async fn observe(addr: SocketAddr, probe: &Probe, window: Duration) -> Observation {
+    match probe {
+        Probe::Raw(p) => lab::probe::observe(addr, p, window, Duration::from_secs(5)).await,
+        Probe::Tls { session, .. } => tls::observe(addr, session, window).await,
+    }
+}
+
+/// How `got` (samizdat) differs from `want` (the cover) beyond [`TOLERANCE`].
+fn differences(want: &Observation, got: &Observation) -> Vec<String> {
+    lab::probe::differences(want, got, TOLERANCE)
+}
+
+/// The probes' generator, seeded from `SAMIZDAT_PROBE_SEED` or the clock;
+/// prints the seed so that a failing run can be repeated.
+fn seeded_rng(label: &str) -> Rng {
+    let seed = std::env::var("SAMIZDAT_PROBE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("{label}: SAMIZDAT_PROBE_SEED={seed}");
+    Rng::new(seed)
+}
+
+/// A samizdat process (killed on drop) and the name it has in reports.
+struct Samizdat {
+    _served: Served,
+    addr: SocketAddr,
+    name: String,
+}
+
 async fn samizdat(cover: SocketAddr, dc: SocketAddr, modes: &str, extra: &[&str]) -> Samizdat {
-    let state = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(common::bin());
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--secret", KEY])
-        .args(["--modes", modes, "--domain", DOMAIN])
-        .args(["--cover", &cover.to_string()])
-        .args(["--dc-override", &dc.to_string()])
-        .arg("--state-dir")
-        .arg(state.path())
-        .args(extra);
-    let (child, addr, _) = common::spawn(&mut cmd).await;
+    let served = common::serve()
+        .secret(KEY)
+        .modes(modes)
+        .domain(DOMAIN)
+        .cover(cover)
+        .dc(dc)
+        .args(extra)
+        .spawn()
+        .await
+        .unwrap();
     let mut name = format!("samizdat --modes {modes}");
     for a in extra {
         name.push(' ');
         name.push_str(a);
     }
     Samizdat {
-        child,
-        addr,
+        addr: served.addr,
+        _served: served,
         name,
-        _state: state,
     }
 }
 
@@ -232,7 +276,7 @@ async fn differential(label: &str, bench: &Bench, probes: Vec<Probe>, window: Du
                 max_end = max_end.max(a.abs_diff(b));
             }
             for d in differences(want, got) {
-                failures.push(format!("[{}] {}: {d}", targets[k].0, probe.name));
+                failures.push(format!("[{}] {}: {d}", targets[k].0, probe.name()));
             }
         }
     }
@@ -245,7 +289,7 @@ async fn differential(label: &str, bench: &Bench, probes: Vec<Probe>, window: Du
     );
     if std::env::var_os("SAMIZDAT_PROBE_VERBOSE").is_some() {
         for (_, probe, obs) in &results {
-            eprintln!("  {}: {:?}", probe.name, obs[0]);
+            eprintln!("  {}: {:?}", probe.name(), obs[0]);
         }
     }
     assert!(
@@ -260,7 +304,7 @@ async fn differential(label: &str, bench: &Bench, probes: Vec<Probe>, window: Du
 async fn nginx_with_default_timeouts() {
     let cover = nginx::Nginx::start("default").await;
     let bench = bench(cover.addr, &[]).await;
-    let mut rng = prober::Rng::from_env("nginx, default timeouts");
+    let mut rng = seeded_rng("nginx, default timeouts");
     let probes = probes::catalogue(&mut rng, &bench.flights, true);
     // nginx's longest default timer is the 75 s keep-alive.
     differential(
@@ -279,7 +323,7 @@ async fn nginx_with_default_timeouts() {
 async fn nginx_with_short_timeouts() {
     let cover = nginx::Nginx::start("short").await;
     let bench = bench(cover.addr, &["--handshake-timeout", "1s"]).await;
-    let mut rng = prober::Rng::from_env("nginx, short timeouts");
+    let mut rng = seeded_rng("nginx, short timeouts");
     let probes = probes::catalogue(&mut rng, &bench.flights, true);
     differential(
         "nginx, short timeouts",
@@ -294,7 +338,7 @@ async fn nginx_with_short_timeouts() {
 async fn short_timer_cover() {
     let (cover, _) = short_cover::start().await;
     let bench = bench(cover, &["--handshake-timeout", "1s"]).await;
-    let mut rng = prober::Rng::from_env("short-timer cover");
+    let mut rng = seeded_rng("short-timer cover");
     let probes = probes::catalogue(&mut rng, &bench.flights, false);
     differential("short-timer cover", &bench, probes, Duration::from_secs(6)).await;
 }
@@ -425,9 +469,7 @@ async fn the_prober_catches_a_late_cover() {
         Probe::raw("empty, waiting", vec![]),
         Probe::raw(
             "authentic hello cut at 100",
-            vec![prober::Step::Send(
-                hello(KEY, DOMAIN, now())[..100].to_vec(),
-            )],
+            vec![Step::Send(hello(KEY, DOMAIN, now())[..100].to_vec())],
         ),
     ];
     let window = Duration::from_secs(8);
@@ -440,7 +482,7 @@ async fn the_prober_catches_a_late_cover() {
         assert!(
             !d.is_empty(),
             "{}: a cover reached 3 s late went unnoticed: {want:?} / {got:?}",
-            probe.name
+            probe.name()
         );
     }
 }

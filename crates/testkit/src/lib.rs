@@ -8,11 +8,17 @@
 //! | [`res_pq`] | the DC's answer to the first auth-key request |
 //! | [`fake_cover`] | cover sites: echo, or an HTTP error page |
 //! | [`client`] | a Telegram-app-like client for plain, `dd` and `ee` secrets |
+//! | [`process`] | the real `samizdat serve` / `client` as child processes, killed on drop |
+//! | [`duplex`] | an in-memory connection with a drop/freeze/alter middlebox, for virtual-time tests |
+//! | [`pki`] | a throwaway CA and `localhost` leaf for loopback TLS |
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod duplex;
 pub mod fake_cover;
 pub mod fake_dc;
+pub mod pki;
+pub mod process;
 pub mod res_pq;
 
 /// Random bytes from the OS (panics if the OS generator fails).

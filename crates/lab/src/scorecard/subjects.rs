@@ -3,15 +3,15 @@
 //! front of a fake DC, a raw SOCKS5 server in front of an echo server, and
 //! `samizdat client` (the real binary) carrying SOCKS5 to the echo server.
 
-use std::io::{self, BufRead, BufReader};
+use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use testkit::client::{Client, Options};
 use testkit::fake_cover::{CoverKind, Received};
 use testkit::fake_dc::Events;
+use testkit::process::{Client as ProcessClient, Running, Serve, Served};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
@@ -81,147 +81,35 @@ pub fn samizdat_bin() -> Result<PathBuf, String> {
     ))
 }
 
-/// A `samizdat serve` process on 127.0.0.1; killed on drop.
-pub struct Samizdat {
-    child: Child,
-    /// Where it listens.
-    pub addr: SocketAddr,
-    /// Its state directory, removed on drop.
-    state: PathBuf,
-    /// The `samizdat://` link it printed (for `samizdat client`).
-    pub link: Option<String>,
+/// Starts `bin serve` with `modes` in front of `cover` and the DC `dc`,
+/// its log discarded, and waits (blocking, up to 20 s) for its address and
+/// link; killed on drop.
+pub fn start_samizdat(
+    bin: &Path,
+    cover: SocketAddr,
+    dc: SocketAddr,
+    modes: &str,
+) -> io::Result<Served> {
+    Serve::new(bin)
+        .secret(KEY)
+        .modes(modes)
+        .domain(DOMAIN)
+        .cover(cover)
+        .dc(dc)
+        // `samizdat client` subjects reach the echo server on loopback.
+        .args(["--egress-allow", "127.0.0.0/8"])
+        // Every client cell runs at once under the one user: each stands
+        // for a user of its own, so none may end another's session (the
+        // default is 4 sessions per user).
+        .args(["--transport-sessions-per-user", "64"])
+        .quiet()
+        .start()
 }
 
-impl Samizdat {
-    /// Starts `bin serve` with `modes` in front of `cover` and the DC `dc`,
-    /// and waits (blocking, up to 20 s) for it to print its address.
-    pub fn start(bin: &Path, cover: SocketAddr, dc: SocketAddr, modes: &str) -> io::Result<Self> {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let state = std::env::temp_dir().join(format!("samizdat-lab-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&state)?;
-        let mut child = Command::new(bin)
-            .args(["serve", "--listen", "127.0.0.1:0", "--secret", KEY])
-            .args(["--modes", modes, "--domain", DOMAIN])
-            .args(["--cover", &cover.to_string()])
-            .args(["--dc-override", &dc.to_string()])
-            // `samizdat client` subjects reach the echo server on loopback.
-            .args(["--egress-allow", "127.0.0.0/8"])
-            // Every client cell runs at once under the one user: each
-            // stands for a user of its own, so none may end another's
-            // session (the default is 4 sessions per user).
-            .args(["--transport-sessions-per-user", "64"])
-            .arg("--state-dir")
-            .arg(&state)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut addr = None;
-        let mut proc = Samizdat {
-            child,
-            addr: ([127, 0, 0, 1], 0).into(),
-            state,
-            link: None,
-        };
-        loop {
-            let line = rx.recv_timeout(Duration::from_secs(20)).map_err(|_| {
-                io::Error::other("samizdat serve printed no 'cover site:' line in 20 s")
-            })?;
-            if let Some(rest) = line.strip_prefix("samizdat serving on ") {
-                addr = rest.split(',').next().and_then(|a| a.trim().parse().ok());
-            }
-            if line.trim().starts_with(wire::link::SCHEME) && proc.link.is_none() {
-                proc.link = Some(line.trim().to_string());
-            }
-            if line.starts_with("cover site:") {
-                break;
-            }
-        }
-        proc.addr = addr.ok_or_else(|| io::Error::other("no 'serving on' line"))?;
-        Ok(proc)
-    }
-}
-
-impl Drop for Samizdat {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.state);
-    }
-}
-
-/// A `samizdat client` process (SOCKS5 only) for a link; killed on drop.
-pub struct SamizdatClient {
-    child: Child,
-    /// Its SOCKS5 address.
-    pub socks: SocketAddr,
-    /// Its state directory (`pool.toml`), removed on drop.
-    state: PathBuf,
-}
-
-impl SamizdatClient {
-    /// Starts `bin client LINK` with its log discarded, and waits (blocking,
-    /// up to 20 s) for its SOCKS5 address.
-    pub fn start(bin: &Path, link: &str) -> io::Result<SamizdatClient> {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let state =
-            std::env::temp_dir().join(format!("samizdat-lab-client-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&state)?;
-        let mut child = Command::new(bin)
-            .args(["client", link, "--socks", "127.0.0.1:0"])
-            .args(["--http", "off", "--telegram", "off"])
-            .arg("--state-dir")
-            .arg(&state)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut proc = SamizdatClient {
-            child,
-            socks: ([127, 0, 0, 1], 0).into(),
-            state,
-        };
-        loop {
-            let line = rx.recv_timeout(Duration::from_secs(20)).map_err(|_| {
-                io::Error::other("samizdat client printed no SOCKS5 address in 20 s")
-            })?;
-            if let Some(rest) = line.strip_prefix("SOCKS5 proxy on ") {
-                proc.socks = rest
-                    .trim()
-                    .parse()
-                    .map_err(|_| io::Error::other("bad SOCKS5 address"))?;
-                return Ok(proc);
-            }
-        }
-    }
-}
-
-impl Drop for SamizdatClient {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.state);
-    }
+/// Starts `bin client LINK` (SOCKS5 only) with its log discarded, and
+/// waits (blocking, up to 20 s) for its SOCKS5 address; killed on drop.
+pub fn start_samizdat_client(bin: &Path, link: &str) -> io::Result<Running> {
+    ProcessClient::new(bin, link).quiet().start()
 }
 
 /// `link` with its servers replaced by `servers` (loopback middleboxes).

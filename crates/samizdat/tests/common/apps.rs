@@ -2,14 +2,10 @@
 //! client started with its printed ports read back, a tiny web server, a
 //! raw SOCKS5 CONNECT and curl.
 
-use super::{bin, Proxy};
+use super::Proxy;
 use sha2::{Digest, Sha256};
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::Receiver;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -21,10 +17,7 @@ use wire::tunnel::handshake::{ClientHandshake, UserCredential};
 /// The `samizdat://` link `serve` printed (the first one).
 pub fn printed_link(proxy: &Proxy) -> Link {
     let line = proxy
-        .stdout
-        .iter()
-        .map(|l| l.trim())
-        .find(|l| l.starts_with("samizdat://"))
+        .link()
         .unwrap_or_else(|| panic!("serve printed no samizdat:// link: {:#?}", proxy.stdout));
     Link::parse(line).expect("the printed link parses")
 }
@@ -52,132 +45,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// The lines of `from` (a child's stdout), read on a thread.
-pub fn lines(from: impl Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(from).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
 // === samizdat client ===
 
-/// How [`ClientProc::start`] runs `samizdat client`.
-#[derive(Default)]
-pub struct ClientOptions<'a> {
-    /// Also open the HTTP proxy and the Telegram endpoint (else both are
-    /// `off`); SOCKS5 is always open.
-    pub all_ports: bool,
-    /// The state directory; `None`: a fresh one, removed on drop.
-    pub state: Option<&'a Path>,
-    /// Environment variables for the client.
-    pub env: &'a [(&'a str, &'a str)],
-    /// More command-line arguments.
-    pub extra: &'a [&'a str],
-}
+/// A running `samizdat client` (see [`client`]).
+pub type ClientProc = testkit::process::Running;
 
-/// A running `samizdat client` on ephemeral loopback ports, its log (stderr)
-/// collected; killed on drop.
-pub struct ClientProc {
-    pub child: Child,
-    pub socks: SocketAddr,
-    /// With [`ClientOptions::all_ports`].
-    pub http: Option<SocketAddr>,
-    /// The `tg://proxy?…` link, with [`ClientOptions::all_ports`].
-    pub telegram_link: Option<String>,
-    /// Its stderr, line by line.
-    pub log: Arc<Mutex<Vec<String>>>,
-    _state: Option<tempfile::TempDir>,
-}
-
-impl Drop for ClientProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl ClientProc {
-    /// Starts `samizdat client LINK` and waits (20 s at most per line) for
-    /// the addresses of the ports it opened.
-    pub fn start(link: &Link, opts: ClientOptions) -> ClientProc {
-        let temp = match opts.state {
-            Some(_) => None,
-            None => Some(tempfile::tempdir().unwrap()),
-        };
-        let state = opts.state.unwrap_or_else(|| temp.as_ref().unwrap().path());
-        let others = if opts.all_ports { "127.0.0.1:0" } else { "off" };
-        let mut child = Command::new(bin())
-            .args(["client", &link.to_string()])
-            .args(["--socks", "127.0.0.1:0", "--http", others])
-            .args(["--telegram", others, "--state-dir"])
-            .arg(state)
-            .args(opts.extra)
-            .envs(opts.env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn samizdat client");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = log.clone();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                eprintln!("client: {line}");
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let rx = lines(child.stdout.take().unwrap());
-        let (mut socks, mut http, mut telegram_link) = (None, None, None);
-        while socks.is_none() || opts.all_ports && (http.is_none() || telegram_link.is_none()) {
-            let line = rx
-                .recv_timeout(Duration::from_secs(20))
-                .expect("samizdat client printed nothing for 20 s");
-            if let Some(a) = line.strip_prefix("SOCKS5 proxy on ") {
-                socks = Some(a.parse().unwrap());
-            } else if let Some(a) = line.strip_prefix("HTTP proxy on ") {
-                http = Some(a.parse().unwrap());
-            } else if line.trim().starts_with("tg://proxy?") {
-                telegram_link = Some(line.trim().to_string());
-            }
-        }
-        ClientProc {
-            child,
-            socks: socks.unwrap(),
-            http,
-            telegram_link,
-            log,
-            _state: temp,
-        }
-    }
-
-    /// Whether a log line so far contains `what`.
-    pub fn logged(&self, what: &str) -> bool {
-        self.log.lock().unwrap().iter().any(|l| l.contains(what))
-    }
-
-    /// The local Telegram endpoint and the secret of its printed link.
-    pub fn telegram(&self) -> (SocketAddr, wire::secret::Secret) {
-        let link = self.telegram_link.as_ref().expect("started with all_ports");
-        let query = link.split_once('?').unwrap().1;
-        let (mut port, mut secret) = (None, None);
-        for pair in query.split('&') {
-            match pair.split_once('=').unwrap() {
-                ("port", p) => port = Some(p.parse::<u16>().unwrap()),
-                ("secret", s) => secret = Some(wire::secret::Secret::parse(s).unwrap()),
-                _ => {}
-            }
-        }
-        (
-            SocketAddr::from(([127, 0, 0, 1], port.unwrap())),
-            secret.unwrap(),
-        )
-    }
+/// `samizdat client LINK` (SOCKS5 on an ephemeral port, the other ports
+/// off, a fresh state directory), its log collected and echoed after
+/// `client: `.
+pub fn client(link: &Link) -> testkit::process::Client {
+    super::client(link).collect_log(Some("client: "))
 }
 
 // === a web server ===

@@ -6,31 +6,36 @@ pub mod apps;
 pub mod ws;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use testkit::fake_cover::{self, CoverKind, Received};
 use testkit::fake_dc::{self, Events};
+use testkit::process::{Serve, Served};
 use tokio::net::TcpListener;
 
 pub const KEY: &str = "19a31a279e164085398129e8ec40976b";
 pub const DOMAIN: &str = "cover.localhost";
 
+/// `samizdat serve` with its fake DC and cover; killed on drop. Derefs to
+/// the [`Served`] process (`proxy.addr`, `proxy.child`, `proxy.stdout`).
 pub struct Proxy {
-    pub child: Child,
-    pub addr: SocketAddr,
-    pub stdout: Vec<String>,
+    pub served: Served,
     pub dc_events: Events,
     pub dc_addr: SocketAddr,
     pub cover_received: Received,
     pub cover_addr: SocketAddr,
-    _state: tempfile::TempDir,
 }
 
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Proxy {
+    type Target = Served;
+    fn deref(&self) -> &Served {
+        &self.served
+    }
+}
+
+impl std::ops::DerefMut for Proxy {
+    fn deref_mut(&mut self) -> &mut Served {
+        &mut self.served
     }
 }
 
@@ -64,74 +69,33 @@ pub async fn start_with(cover: CoverKind, extra: &[&str]) -> Proxy {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let (dc_addr, dc_events) = fake_dc().await;
     let (cover_addr, cover_received) = fake_cover(cover).await;
-    let state = tempfile::tempdir().unwrap();
-    let mut args: Vec<String> = [
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--secret",
-        KEY,
-        "--modes",
-        "plain,dd,ee",
-        "--domain",
-        DOMAIN,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(["--cover".into(), cover_addr.to_string()]);
-    args.extend(["--dc-override".into(), dc_addr.to_string()]);
-    args.extend(["--state-dir".into(), state.path().display().to_string()]);
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let (child, addr, stdout) = spawn(Command::new(bin()).args(&args)).await;
+    let served = serve()
+        .secret(KEY)
+        .modes("plain,dd,ee")
+        .domain(DOMAIN)
+        .cover(cover_addr)
+        .dc(dc_addr)
+        .args(extra)
+        .spawn()
+        .await
+        .expect("samizdat serve starts");
     Proxy {
-        child,
-        addr,
-        stdout,
+        served,
         dc_events,
         dc_addr,
         cover_received,
         cover_addr,
-        _state: state,
     }
 }
 
-/// Spawns a `samizdat serve` command and reads its stdout up to the links.
-pub async fn spawn(cmd: &mut Command) -> (Child, SocketAddr, Vec<String>) {
-    spawn_logging_to(cmd, Stdio::inherit()).await
+/// A `samizdat serve` builder for this test's binary.
+pub fn serve() -> Serve {
+    Serve::new(bin())
 }
 
-/// [`spawn`] with the server's log (stderr) sent to `log`.
-pub async fn spawn_logging_to(cmd: &mut Command, log: Stdio) -> (Child, SocketAddr, Vec<String>) {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .expect("spawn samizdat");
-    let rx = apps::lines(child.stdout.take().unwrap());
-    let mut lines = Vec::new();
-    let mut addr = None;
-    loop {
-        let line = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(line) => line,
-            // Its standard output closed: it ended (a refused config, say);
-            // what it said is in the test's log (stderr).
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!(
-                "samizdat ended before printing its links ({:?}); its error is in the log above",
-                child.wait().map(|s| s.to_string())
-            ),
-            Err(e) => panic!("samizdat printed nothing for 20 s: {e}"),
-        };
-        if let Some(rest) = line.strip_prefix("samizdat serving on ") {
-            addr = Some(rest.split(',').next().unwrap().trim().parse().unwrap());
-        }
-        let done = line.starts_with("cover site:");
-        lines.push(line);
-        if done {
-            break;
-        }
-    }
-    (child, addr.expect("no 'serving on' line"), lines)
+/// A `samizdat client LINK` builder for this test's binary.
+pub fn client(link: impl ToString) -> testkit::process::Client {
+    testkit::process::Client::new(bin(), link)
 }
 
 pub fn secret(form: &str) -> wire::secret::Secret {

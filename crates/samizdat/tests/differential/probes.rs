@@ -2,14 +2,10 @@
 //! al., NDSS 2020), what a careful one would add, and replays of real
 //! clients' first flights.
 
-use super::prober::{Probe, Rng, Step};
 use super::tls::{Session, Then};
+use super::Probe;
+use lab::probe::{Rng, Step, WILD_LENGTHS};
 use std::time::Duration;
-
-/// First-flight lengths probes used in the wild.
-pub const WILD_LENGTHS: &[usize] = &[
-    7, 8, 9, 11, 12, 13, 15, 16, 17, 21, 22, 23, 32, 33, 34, 40, 41, 42, 48, 49, 50, 221,
-];
 
 /// First flights of real clients, to replay.
 pub struct Flights {
@@ -246,9 +242,9 @@ pub fn catalogue(rng: &mut Rng, f: &Flights, tls_sessions: bool) -> Vec<Probe> {
     }
 
     if tls_sessions {
-        let tls = |name: &str, requests, then| Probe {
+        let tls = |name: &str, requests, then| Probe::Tls {
             name: name.into(),
-            plan: super::prober::Plan::Tls(Session { requests, then }),
+            session: Session { requests, then },
         };
         p.push(tls(
             "TLS handshake, 2 keep-alive requests, close_notify",

@@ -2,7 +2,7 @@
 //! tap that records the raw bytes and the TCP close under them, and a
 //! captured rustls ClientHello for replays.
 
-use super::prober::{shape, End, Observation};
+use lab::probe::{shape, End, Observation};
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
 use std::pin::Pin;

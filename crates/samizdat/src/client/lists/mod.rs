@@ -442,29 +442,10 @@ mod tests {
         assert!(response_body(huge.as_bytes(), false).is_err());
     }
 
-    /// A CA and a certificate for `localhost` signed by it; the CA as PEM.
+    /// A fresh CA and a `localhost` leaf it signed (testkit); the CA as PEM.
     fn test_pki() -> (String, rustls::ServerConfig) {
-        use base64::Engine;
-        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-        let leaf_key = KeyPair::generate().unwrap();
-        let leaf = CertificateParams::new(vec!["localhost".to_string()])
-            .unwrap()
-            .signed_by(&leaf_key, &ca)
-            .unwrap();
-        let b64 = base64::engine::general_purpose::STANDARD.encode(ca.der());
-        let pem = format!("-----BEGIN CERTIFICATE-----\n{b64}\n-----END CERTIFICATE-----\n");
-        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
-        let provider = rustls::crypto::aws_lc_rs::default_provider();
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![leaf.der().clone()], key)
-            .unwrap();
-        (pem, config)
+        let pki = testkit::pki::localhost_ca();
+        (pki.ca_pem(), pki.server_config())
     }
 
     /// A dialer standing in for the tunnel: records what it was asked to

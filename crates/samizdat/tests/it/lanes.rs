@@ -13,9 +13,9 @@
 //!
 //! Everything is on 127.0.0.0/8; every wait is bounded.
 
-mod common;
+use crate::common;
 
-use common::apps::{self, ClientOptions, ClientProc};
+use common::apps::{self, ClientProc};
 use lab::techniques::{Freeze, LiveIpBlock};
 use lab::{Flow, Middlebox, Policy, Technique, Verdict};
 use sha2::{Digest, Sha256};
@@ -117,14 +117,11 @@ async fn short_get(socks: SocketAddr, web: SocketAddr) {
 // === the client ===
 
 fn start_client(link: &Link, state: &std::path::Path) -> ClientProc {
-    ClientProc::start(
-        link,
-        ClientOptions {
-            state: Some(state),
-            env: CLIENT_ENV,
-            ..Default::default()
-        },
-    )
+    let mut client = apps::client(link).state_dir(state);
+    for (k, v) in CLIENT_ENV {
+        client = client.env(k, v);
+    }
+    client.start().unwrap()
 }
 
 /// SIGTERM, and waits (10 s at most) for the exit: the pool is saved on
@@ -146,7 +143,7 @@ async fn stop(mut client: ClientProc) {
 }
 
 fn log_lines(client: &ClientProc, what: &str) -> Vec<String> {
-    let log = client.log.lock().unwrap();
+    let log = client.log();
     log.iter().filter(|l| l.contains(what)).cloned().collect()
 }
 

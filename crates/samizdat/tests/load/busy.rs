@@ -16,7 +16,7 @@
 //! for the release build under the real load are in BENCHMARKS.md
 //! ("Set-up under load").
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::net::SocketAddr;
@@ -100,15 +100,6 @@ async fn source(mut wr: OwnedWriteHalf, stop: Option<Arc<AtomicBool>>) {
     }
 }
 
-struct Running(std::process::Child, SocketAddr);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Connects with `dd`, then writes noise and reads everything until `stop`.
 async fn stream(proxy: SocketAddr, stop: Arc<AtomicBool>, moved: Arc<AtomicU64>) {
     let Ok(c) = Client::connect(proxy, &secret("dd"), &Options::default()).await else {
@@ -148,28 +139,23 @@ async fn new_connections_are_answered_while_many_stream() {
     let moved = Arc::new(AtomicU64::new(0));
     let dc = streaming_dc(load.handle().clone(), moved.clone()).await;
     let (cover, _) = fake_cover(testkit::fake_cover::CoverKind::Echo).await;
-    let state = tempfile::tempdir().unwrap();
-    let mut cmd = std::process::Command::new(bin());
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--secret", KEY])
-        .args(["--modes", "dd,ee", "--domain", DOMAIN])
-        .args([
-            "--cover",
-            &cover.to_string(),
-            "--dc-override",
-            &dc.to_string(),
-        ])
-        .arg("--state-dir")
-        .arg(state.path());
-    let (child, addr, _) = spawn(&mut cmd).await;
-    let proxy = Running(child, addr);
+    let served = serve()
+        .secret(KEY)
+        .modes("dd,ee")
+        .domain(DOMAIN)
+        .cover(cover)
+        .dc(dc)
+        .spawn()
+        .await
+        .unwrap();
 
     // The same probe on an idle server, for the message.
-    let idle = probe(proxy.1, "dd").await;
+    let idle = probe(served.addr, "dd").await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut streams = Vec::new();
     for _ in 0..STREAMS {
-        streams.push(load.spawn(stream(proxy.1, stop.clone(), moved.clone())));
+        streams.push(load.spawn(stream(served.addr, stop.clone(), moved.clone())));
     }
     // The streams under way (a buffer's worth through the proxy for each,
     // on average) before probing.
@@ -187,12 +173,12 @@ async fn new_connections_are_answered_while_many_stream() {
     let mut times = Vec::new();
     for i in 0..PROBES {
         let form = if i % 2 == 0 { "dd" } else { "ee" };
-        times.push(probe(proxy.1, form).await);
+        times.push(probe(served.addr, form).await);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let rate = (moved.load(Ordering::Relaxed) - moved0) as f64 / t0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
-    drop(proxy);
+    drop(served);
     for s in streams {
         let _ = tokio::time::timeout(Duration::from_secs(10), s).await;
     }

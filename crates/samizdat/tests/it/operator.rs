@@ -2,7 +2,7 @@
 //! error never breaks `samizdat serve`, and `--no-links` keeps the secrets
 //! off standard output.
 
-mod common;
+use crate::common;
 
 use common::{apps, bin, fake_cover, fake_dc, secret, DOMAIN, KEY};
 use std::process::{Child, Command, Stdio};

@@ -10,16 +10,14 @@
 //! untouched; new streams keep working throughout, on a fresh session to
 //! the next endpoint. Everything is on 127.0.0.0/8.
 
-mod common;
+use crate::common;
 
 use lab::techniques::LiveIpBlock;
 use lab::{Middlebox, Policy, Verdict};
 use sha2::{Digest, Sha256};
-use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -138,70 +136,28 @@ async fn short_get(socks: SocketAddr, web: SocketAddr) {
 }
 
 /// A running `samizdat client` whose log lines are collected.
-struct ClientProc {
-    child: Child,
-    socks: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-}
+struct ClientProc(common::apps::ClientProc);
 
-impl Drop for ClientProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for ClientProc {
+    type Target = common::apps::ClientProc;
+    fn deref(&self) -> &common::apps::ClientProc {
+        &self.0
     }
 }
 
 impl ClientProc {
     fn start(link: &Link, state: &Path) -> ClientProc {
-        let mut child = Command::new(common::bin())
-            .args(["client", &link.to_string()])
-            .args([
-                "--socks",
-                "127.0.0.1:0",
-                "--http",
-                "off",
-                "--telegram",
-                "off",
-            ])
-            .arg("--state-dir")
-            .arg(state)
+        let running = common::apps::client(link)
+            .state_dir(state)
             .env("NO_COLOR", "1")
             .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn samizdat client");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let err = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                eprintln!("client: {line}");
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let socks = loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(20))
-                .expect("samizdat client printed its SOCKS address within 20 s");
-            if let Some(a) = line.strip_prefix("SOCKS5 proxy on ") {
-                break a.parse().unwrap();
-            }
-        };
-        ClientProc { child, socks, log }
+            .start()
+            .expect("samizdat client printed its SOCKS address within 20 s");
+        ClientProc(running)
     }
 
     fn logged(&self, needle: &str) -> bool {
-        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+        self.0.logged(needle)
     }
 
     async fn wait_log(&self, needle: &str) -> bool {
@@ -212,7 +168,7 @@ impl ClientProc {
     /// most) for one that is not `not`.
     async fn in_use(&self, eps: &[Endpoint], not: Option<&Endpoint>) -> Endpoint {
         let last = || {
-            self.log.lock().unwrap().iter().rev().find_map(|l| {
+            self.0.log().iter().rev().find_map(|l| {
                 let (_, rest) = l.split_once("using endpoint ")?;
                 let name = rest.split_whitespace().next()?;
                 eps.iter().find(|e| e.to_string() == name).cloned()
@@ -228,28 +184,16 @@ impl ClientProc {
 
     /// SIGTERM, and waits for the exit (the pool is saved on the way out).
     fn stop(mut self) {
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill(1) runs");
-        assert!(sent.success(), "SIGTERM sent");
-        for _ in 0..100 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("samizdat client did not exit within 10 s of SIGTERM");
+        assert!(
+            self.0.terminate(Duration::from_secs(10)),
+            "samizdat client did not exit within 10 s of SIGTERM"
+        );
     }
 }
 
 /// The link `serve` printed.
 fn printed_link(proxy: &common::Proxy) -> Link {
-    proxy
-        .stdout
-        .iter()
-        .find_map(|l| Link::parse(l.trim()).ok())
-        .expect("serve printed a samizdat:// link")
+    common::apps::printed_link(proxy)
 }
 
 /// One endpoint: a middlebox on `ip` in front of the server, judged as `ip`.
@@ -379,9 +323,8 @@ async fn streams_move_to_the_next_endpoint_as_the_censor_blocks_them() {
     let client = ClientProc::start(&link, state.path());
     short_get(client.socks, web).await;
     let order = client
-        .log
-        .lock()
-        .unwrap()
+        .0
+        .log()
         .iter()
         .find_map(|l| {
             l.split_once("endpoints in order: ")

@@ -8,10 +8,10 @@
 //! address and /etc/resolv.conf points at a name server the test runs on
 //! loopback. No packet leaves the namespace.
 
-mod common;
+use crate::common;
 
-use common::apps::{free_port, web_server, ClientOptions, ClientProc};
-use common::{bin, start, Proxy};
+use common::apps::{free_port, web_server, ClientProc};
+use common::{start, Proxy};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -32,10 +32,13 @@ fn in_namespace(test: &str, flags: &str) -> bool {
     if std::env::var_os(IN_NS).is_some() {
         return true;
     }
+    // The test's name in this binary: its module path without the crate.
+    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
+    let name = format!("{module}::{test}");
     let out = Command::new("unshare")
         .arg(flags)
         .arg(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--nocapture", "--test-threads", "1"])
+        .args(["--exact", &name, "--nocapture", "--test-threads", "1"])
         .env(IN_NS, "1")
         .stderr(Stdio::inherit())
         .output()
@@ -137,7 +140,9 @@ fn the_host_itself_is_out_of_reach() {
             &format!("0.0.0.0:{metrics}"),
         ])
         .await;
-        let client = ClientProc::start(&common::apps::printed_link(&proxy), Default::default());
+        let client = common::apps::client(&common::apps::printed_link(&proxy))
+            .start()
+            .unwrap();
 
         // Everything below is really there: the test reaches it directly.
         for (host, port) in [(PUBLIC, admin), (PUBLIC, metrics), ("127.0.0.1", 25)] {
@@ -343,9 +348,9 @@ fn one_users_silent_lookups_do_not_stall_anothers() {
         assert_eq!(links.len(), 2, "one link per user: {:#?}", proxy.stdout);
         // User A runs three clients (three sessions), user B one.
         let a: Vec<ClientProc> = (0..3)
-            .map(|_| ClientProc::start(&links[0], ClientOptions::default()))
+            .map(|_| common::apps::client(&links[0]).start().unwrap())
             .collect();
-        let b = ClientProc::start(&links[1], ClientOptions::default());
+        let b = common::apps::client(&links[1]).start().unwrap();
 
         let (socks_b, port) = (b.socks, web.port());
         let probe = |label: &'static str| async move {
@@ -412,7 +417,9 @@ fn answers_are_cached_and_failures_too() {
         let queries = name_server().await;
         let web = web_server().await;
         let proxy = start(&["--egress-allow", "127.0.0.0/8"]).await;
-        let client = ClientProc::start(&common::apps::printed_link(&proxy), Default::default());
+        let client = common::apps::client(&common::apps::printed_link(&proxy))
+            .start()
+            .unwrap();
         for _ in 0..3 {
             time_connect(client.socks, "fast.test", web.port()).await;
             let (code, _) =
@@ -457,25 +464,23 @@ async fn debug_log_of_streams(extra: &[&str]) -> (String, u16) {
     let state = tempfile::tempdir().unwrap();
     let (dc, _) = common::fake_dc().await;
     let (cover, _) = common::fake_cover(testkit::fake_cover::CoverKind::Echo).await;
-    let mut cmd = Command::new(bin());
-    cmd.args(["--log", "debug", "serve", "--listen", "127.0.0.1:0"])
-        .args(["--secret", common::KEY, "--domain", common::DOMAIN])
-        .args(["--cover", &cover.to_string()])
-        .args(["--dc-override", &dc.to_string()])
-        .arg("--state-dir")
-        .arg(state.path())
+    let served = common::serve()
+        .global_arg("--log")
+        .global_arg("debug")
+        .secret(common::KEY)
+        .domain(common::DOMAIN)
+        .cover(cover)
+        .dc(dc)
+        .state_dir(state.path())
         .args(["--egress-allow", "127.0.0.0/8"])
         .args(extra)
-        .env_remove("RUST_LOG");
-    let (mut child, _addr, stdout) =
-        common::spawn_logging_to(&mut cmd, Stdio::from(log.reopen().unwrap())).await;
-    let link = stdout
-        .iter()
-        .map(|l| l.trim())
-        .find(|l| l.starts_with("samizdat://"))
-        .map(|l| Link::parse(l).unwrap())
+        .env_remove("RUST_LOG")
+        .log_to(log.reopen().unwrap())
+        .spawn()
+        .await
         .unwrap();
-    let client = ClientProc::start(&link, ClientOptions::default());
+    let link = Link::parse(served.link().unwrap()).unwrap();
+    let client = common::apps::client(&link).start().unwrap();
     for host in ["localhost", "127.0.0.1"] {
         time_connect(client.socks, host, web.port()).await;
     }
@@ -484,8 +489,7 @@ async fn debug_log_of_streams(extra: &[&str]) -> (String, u16) {
     assert_eq!(code, NOT_ALLOWED);
     // Let the server write its lines.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(served);
     (std::fs::read_to_string(log.path()).unwrap(), web.port())
 }
 

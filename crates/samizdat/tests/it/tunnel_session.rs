@@ -1,4 +1,6 @@
-//! Two tunnel sessions over a loopback TCP pair, after a real handshake.
+//! Two tunnel sessions after a real handshake: over a loopback TCP pair,
+//! or over testkit's in-memory pair on virtual time, where a test freezes
+//! or forges the bytes between them and deadlines pass exactly.
 
 use samizdat::transport::{OpenError, Session, SessionConfig, Status, Stream};
 use std::hash::{DefaultHasher, Hasher};
@@ -6,7 +8,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use testkit::duplex::{Direction, Tamper};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use wire::faketls::client::{build_hello, HelloShape};
 use wire::tunnel::handshake::{accept, ClientHandshake, Progress, ServerKey, UserCredential};
@@ -26,8 +29,8 @@ fn now() -> u64 {
 }
 
 /// Client side of the handshake over `tcp`; returns the leftover bytes.
-async fn client_handshake(
-    tcp: &mut TcpStream,
+async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    tcp: &mut S,
     server: [u8; 32],
 ) -> (Vec<u8>, wire::tunnel::Established) {
     let mut hello = build_hello(
@@ -65,7 +68,10 @@ async fn client_handshake(
 }
 
 /// Server side: read the hello record, accept, write the flight.
-async fn server_handshake(tcp: &mut TcpStream, key: &ServerKey) -> wire::tunnel::Established {
+async fn server_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    tcp: &mut S,
+    key: &ServerKey,
+) -> wire::tunnel::Established {
     let mut header = [0u8; 5];
     tcp.read_exact(&mut header).await.unwrap();
     let mut record = header.to_vec();
@@ -147,7 +153,29 @@ async fn sessions(cfg: SessionConfig, stall: Option<Arc<AtomicBool>>) -> (Sessio
         server_handshake(&mut s, &key)
     );
     let client = Session::client(c, leftover, c_est, cfg);
-    let (server, mut incoming) = Session::server(s, Vec::new(), s_est, cfg);
+    let (server, incoming) = Session::server(s, Vec::new(), s_est, cfg);
+    serve_test_services(incoming);
+    (client, server)
+}
+
+/// A client and a server session over testkit's in-memory pair, and the
+/// middlebox between them; the server runs the test services. For
+/// `#[tokio::test(start_paused = true)]`: no socket, only virtual time.
+async fn sessions_in_memory(cfg: SessionConfig) -> (Session, Session, Tamper) {
+    let key = ServerKey::from_secret([0x11; 32]);
+    let (mut c, mut s, tamper) = testkit::duplex::pair(256 * 1024);
+    let ((leftover, c_est), s_est) = tokio::join!(
+        client_handshake(&mut c, key.public()),
+        server_handshake(&mut s, &key)
+    );
+    let client = Session::client(c, leftover, c_est, cfg);
+    let (server, incoming) = Session::server(s, Vec::new(), s_est, cfg);
+    serve_test_services(incoming);
+    (client, server, tamper)
+}
+
+/// The server's side of the test streams, by destination port.
+fn serve_test_services(mut incoming: samizdat::transport::Incoming) {
     tokio::spawn(async move {
         while let Some(mut inc) = incoming.next().await {
             let Destination::Host { port, .. } = inc.destination().clone() else {
@@ -203,7 +231,6 @@ async fn sessions(cfg: SessionConfig, stall: Option<Arc<AtomicBool>>) -> (Sessio
             }
         }
     });
-    (client, server)
 }
 
 fn pattern(seed: u64, len: usize) -> Vec<u8> {
@@ -297,27 +324,37 @@ async fn refuse_reaches_open_with_the_status() {
     echo_roundtrip(client.clone(), 7, 10_000).await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_silent_peer_is_declared_dead_and_streams_fail() {
     let cfg = SessionConfig {
         keepalive: Duration::from_millis(200),
         dead_after: Duration::from_millis(800),
         ..SessionConfig::default()
     };
-    let stall = Arc::new(AtomicBool::new(false));
-    let (client, _server) = sessions(cfg, Some(stall.clone())).await;
+    let (client, _server, tamper) = sessions_in_memory(cfg).await;
     let mut stream: Stream = client.open(dest(ECHO), b"x".to_vec()).await.unwrap();
     let mut one = [0u8; 1];
     stream.read_exact(&mut one).await.unwrap();
-    // Keepalives keep an idle session up well past dead_after.
+    // Keepalives keep an idle session up well past dead_after (virtual
+    // time: this takes no wall time, and no keepalive is ever late).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(!client.is_closed());
-    stall.store(true, Ordering::SeqCst);
-    let started = Instant::now();
+    assert!(
+        tamper.passed(Direction::BToA) > 0,
+        "the server's keepalives came through"
+    );
+    tamper.freeze();
+    let started = tokio::time::Instant::now();
     tokio::time::timeout(Duration::from_secs(5), client.closed())
         .await
         .expect("session not declared dead");
-    assert!(started.elapsed() >= Duration::from_millis(500));
+    // On virtual time the deadline is exact: dead_after since the last
+    // byte it heard, which came at most one keepalive before the freeze.
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(800 - 200) && waited <= Duration::from_millis(800),
+        "declared dead after {waited:?}"
+    );
     assert!(stream.read(&mut one).await.is_err());
     assert!(stream.write_all(b"more").await.is_err());
     assert_eq!(
@@ -450,16 +487,17 @@ async fn measure_throughput_and_handshake() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn dropping_a_stream_resets_it_on_both_ends() {
-    let (client, server) = sessions(SessionConfig::default(), None).await;
+    let (client, server, _tamper) = sessions_in_memory(SessionConfig::default()).await;
     let mut stream = client.open(dest(SOURCE), Vec::new()).await.unwrap();
     let mut some = [0u8; 1000];
     stream.read_exact(&mut some).await.unwrap();
     assert_eq!(server.active_streams(), 1);
     drop(stream);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while (server.active_streams() > 0 || client.active_streams() > 0) && Instant::now() < deadline
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while (server.active_streams() > 0 || client.active_streams() > 0)
+        && tokio::time::Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -468,19 +506,14 @@ async fn dropping_a_stream_resets_it_on_both_ends() {
     assert!(!client.is_closed() && !server.is_closed());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_forged_record_closes_the_session() {
-    let key = ServerKey::from_secret([0x22; 32]);
-    let (mut c, mut s) = tcp_pair().await;
-    let ((leftover, est), _server_est) = tokio::join!(
-        client_handshake(&mut c, key.public()),
-        server_handshake(&mut s, &key)
-    );
-    let client = Session::client(c, leftover, est, SessionConfig::default());
-    // A well-formed record header with bytes no key produced.
+    let (client, _server, tamper) = sessions_in_memory(SessionConfig::default()).await;
+    // An on-path attacker's well-formed record header with bytes no key
+    // produced, between the server's records.
     let mut forged = vec![0x17, 0x03, 0x03, 0x00, 0x40];
     forged.extend_from_slice(&[0x33; 0x40]);
-    s.write_all(&forged).await.unwrap();
+    tamper.inject(Direction::BToA, forged);
     tokio::time::timeout(Duration::from_secs(5), client.closed())
         .await
         .expect("session survived a forged record");

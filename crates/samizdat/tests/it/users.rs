@@ -1,12 +1,12 @@
 //! Users from the config file: limits, quota kept across restarts, expiry,
 //! and live reload under load.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::Duration;
 use testkit::client::{Client, Options};
 use testkit::fake_cover::CoverKind;
@@ -56,17 +56,7 @@ impl Setup {
     }
 }
 
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+type Server = testkit::process::Served;
 
 async fn serve(
     config: &Path,
@@ -75,21 +65,15 @@ async fn serve(
     cover: SocketAddr,
     listen: &str,
 ) -> Server {
-    let mut cmd = Command::new(bin());
-    cmd.args(["serve", "--config"])
-        .arg(config)
-        .args(["--state-dir"])
-        .arg(state);
-    cmd.args([
-        "--listen",
-        listen,
-        "--cover",
-        &cover.to_string(),
-        "--dc-override",
-        &dc.to_string(),
-    ]);
-    let (child, addr, _) = spawn(&mut cmd).await;
-    Server { child, addr }
+    common::serve()
+        .listen(Some(listen))
+        .config(config)
+        .state_dir(state)
+        .cover(cover)
+        .dc(dc)
+        .spawn()
+        .await
+        .unwrap()
 }
 
 fn config(users: &str) -> String {
@@ -323,23 +307,17 @@ async fn log_of_a_session(extra: &[&str]) -> String {
     )
     .unwrap();
     let log = dir.path().join("log");
-    let mut cmd = Command::new(bin());
-    cmd.args(["serve", "--log", "debug", "--config"])
-        .arg(&path)
-        .arg("--state-dir")
-        .arg(dir.path());
-    cmd.args([
-        "--listen",
-        "127.0.0.1:0",
-        "--cover",
-        &cover.to_string(),
-        "--dc-override",
-        &dc.to_string(),
-    ]);
-    cmd.args(extra);
-    let (child, addr, _) =
-        spawn_logging_to(&mut cmd, std::fs::File::create(&log).unwrap().into()).await;
-    let s = Server { child, addr };
+    let s = common::serve()
+        .args(["--log", "debug"])
+        .config(&path)
+        .state_dir(dir.path())
+        .cover(cover)
+        .dc(dc)
+        .args(extra)
+        .log_to(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .await
+        .unwrap();
     let mut a = connect_from(s.addr, "127.0.0.7", &ee(ALICE)).await.unwrap();
     echo(&mut a, 64).await.unwrap();
     assert!(connect_from(s.addr, "127.0.0.7", &ee(ALICE)).await.is_err());

@@ -4,10 +4,10 @@
 //! the link text.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use wire::secret::{Key, Secret};
 
 const KEY1: &str = "1694ecf7cd1f462ac8ff00a26bb35a6b";
@@ -200,38 +200,17 @@ fn link_prints_what_serve_prints_and_shares_the_generated_key() {
     assert!(!stderr.contains(saved.lines().last().unwrap().split('"').nth(1).unwrap()));
 
     // `serve` with the same options and state prints the same links.
-    let mut child = Command::new(bin())
-        .arg("serve")
-        .arg("--state-dir")
-        .arg(state.path())
+    let started = testkit::process::Serve::new(bin())
+        .listen(None)
+        .state_dir(state.path())
         .args(common)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let done = line.starts_with("cover site:");
-            let _ = tx.send(line);
-            if done {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut served = String::new();
-    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        served.push_str(&line);
-        served.push('\n');
-        if line.starts_with("cover site:") {
-            break;
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+        .quiet()
+        .wait(Duration::from_secs(30))
+        .start();
+    let served = match started {
+        Ok(s) => s.stdout.join("\n") + "\n",
+        Err(e) => e.to_string(),
+    };
     assert!(
         served.contains("cover site:"),
         "serve did not start: {served}"

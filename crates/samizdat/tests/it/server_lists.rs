@@ -4,12 +4,12 @@
 //! HTTPS server (test CA) and a local DNS server (TXT), then carrying curl
 //! through it, across restarts, and refusing stale lists.
 
-mod common;
+use crate::common;
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use common::apps::{
-    curl_within, free_port, printed_link, read_request, web_server_with, ClientOptions, ClientProc,
+    curl_within, free_port, printed_link, read_request, web_server_with, ClientProc,
 };
 use common::{bin, start, Proxy};
 use std::net::SocketAddr;
@@ -271,15 +271,11 @@ fn signed(serial: u64, endpoints: &[SocketAddr]) -> String {
 fn start_client(link: &Link, state: &Path, env: &[(&str, &str)], extra: &[&str]) -> ClientProc {
     let mut env = env.to_vec();
     env.extend([("NO_COLOR", "1"), ("SAMIZDAT_LOG", "info")]);
-    ClientProc::start(
-        link,
-        ClientOptions {
-            state: Some(state),
-            env: &env,
-            extra,
-            ..Default::default()
-        },
-    )
+    let mut client = common::apps::client(link).state_dir(state).args(extra);
+    for (k, v) in env {
+        client = client.env(k, v);
+    }
+    client.start().unwrap()
 }
 
 /// curl through the client until the page arrives (the list may still be
@@ -364,7 +360,7 @@ async fn a_client_learns_a_server_from_a_file_keeps_it_across_restarts_and_refus
             "refused: stale list: serial 50 is not newer than the serial 100 already known"
         ),
         "{:#?}",
-        client.log.lock().unwrap()
+        client.log()
     );
     let still = server_list::verify_signature(
         &std::fs::read_to_string(&saved).unwrap(),
@@ -377,30 +373,10 @@ async fn a_client_learns_a_server_from_a_file_keeps_it_across_restarts_and_refus
     );
 }
 
-/// A CA and a `localhost` certificate it signed; the CA as PEM.
+/// A fresh CA and a `localhost` leaf it signed (testkit); the CA as PEM.
 fn test_pki() -> (String, rustls::ServerConfig) {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca)
-        .unwrap();
-    let pem = format!(
-        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-        STANDARD.encode(ca.der())
-    );
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
-    let provider = rustls::crypto::aws_lc_rs::default_provider();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![leaf.der().clone()], key)
-        .unwrap();
-    (pem, config)
+    let pki = testkit::pki::localhost_ca();
+    (pki.ca_pem(), pki.server_config())
 }
 
 /// An HTTPS server answering `GET /servers.list` with `body`; counts the
@@ -488,7 +464,7 @@ async fn an_https_source_with_an_untrusted_certificate_is_not_used() {
     assert!(
         client.logged("unreachable: direct: TLS: invalid peer certificate"),
         "{:#?}",
-        client.log.lock().unwrap()
+        client.log()
     );
     assert_eq!(*served.lock().unwrap(), 0);
 }

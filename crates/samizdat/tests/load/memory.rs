@@ -12,9 +12,9 @@
 //!
 //! Everything is on 127.0.0.1; every loop is bounded in count and time.
 
-mod common;
+use crate::common;
 
-use common::apps::{self, ClientOptions, ClientProc};
+use common::apps::{self, ClientProc};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -81,7 +81,7 @@ struct Bystander {
 impl Bystander {
     async fn start(link: &Link) -> Bystander {
         let web = apps::web_server().await;
-        let client = ClientProc::start(link, ClientOptions::default());
+        let client = apps::client(link).start().unwrap();
         let b = Bystander { client, web };
         b.fetch().await;
         b
@@ -578,7 +578,7 @@ async fn a_session_that_acknowledges_nothing_is_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_egress_stream_is_closed() {
     let (_proxy, _, other) = server(&["--transport-stream-idle-timeout", "1s"]).await;
-    let client = ClientProc::start(&other, ClientOptions::default());
+    let client = apps::client(&other).start().unwrap();
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
     let (code, _app) = apps::socks_connect(client.socks, "127.0.0.1", port).await;

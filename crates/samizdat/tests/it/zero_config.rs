@@ -5,7 +5,7 @@
 //! a real public domain, so this test runs it in a network namespace of its
 //! own that has nothing but loopback: nothing can leave the machine.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -43,16 +43,6 @@ impl Drop for Netns {
     }
 }
 
-/// Kills the server when the test ends, even when it panics.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn testkit_bin() -> PathBuf {
     let p = PathBuf::from(common::bin()).with_file_name("samizdat-testkit");
     assert!(p.exists(), "{} is missing: build it with `cargo build -p samizdat-testkit` (cargo test --workspace does)", p.display());
@@ -63,18 +53,22 @@ fn testkit_bin() -> PathBuf {
 async fn no_arguments_prints_working_links_and_keeps_the_secret() {
     let ns = Netns::new();
     let state = tempfile::tempdir().unwrap();
-    let run = || async {
-        let mut cmd = ns.exec();
-        cmd.args([
-            "env",
-            &format!("SAMIZDAT_STATE_DIR={}", state.path().display()),
-            common::bin(),
-            "serve",
-        ]);
-        common::spawn(&mut cmd).await
+    let run = || {
+        common::serve()
+            .wrap([
+                "ip".to_string(),
+                "netns".into(),
+                "exec".into(),
+                ns.0.clone(),
+                "env".into(),
+                format!("SAMIZDAT_STATE_DIR={}", state.path().display()),
+            ])
+            .listen(None)
+            .no_state_dir()
+            .spawn()
     };
-    let (child, addr, lines) = run().await;
-    let server = Running(child);
+    let server = run().await.unwrap();
+    let (addr, lines) = (server.addr, server.stdout.clone());
     assert_eq!(addr.port(), 443, "the default port: {lines:?}");
     let link = lines
         .iter()
@@ -113,8 +107,8 @@ async fn no_arguments_prints_working_links_and_keeps_the_secret() {
     drop(server);
 
     // A restart keeps the secret, so links already shared keep working.
-    let (child, _, lines) = run().await;
-    let server = Running(child);
+    let server = run().await.unwrap();
+    let lines = server.stdout.clone();
     let again = lines
         .iter()
         .map(|l| l.trim())

@@ -4,10 +4,10 @@
 //! only server is the `wss://` front, carries curl's traffic. Every address
 //! is on 127.0.0.1.
 
-mod common;
+use crate::common;
 
 use common::apps::{
-    body, curl, free_port, printed_link, sha, tunnel_hello, web_server, ClientOptions, ClientProc,
+    body, curl, free_port, printed_link, sha, tunnel_hello, web_server, ClientProc,
 };
 use common::ws::{client_frame, server_frame, upgrade};
 use common::{start, Proxy};
@@ -149,13 +149,11 @@ fn start_client(link: &Link, ca: &std::path::Path) -> ClientProc {
         ("SAMIZDAT_TEST_CA", ca.to_str().unwrap()),
         ("RUST_LOG", "info"),
     ];
-    ClientProc::start(
-        link,
-        ClientOptions {
-            env: &env,
-            ..Default::default()
-        },
-    )
+    let mut client = common::apps::client(link);
+    for (k, v) in env {
+        client = client.env(k, v);
+    }
+    client.start().unwrap()
 }
 
 /// The link with `server` as its only server.
@@ -288,7 +286,7 @@ async fn a_wrong_path_gets_404_and_the_client_says_so() {
             .logged("the front answered HTTP 404 for /not-the-path: wrong path?"))
         .await,
         "the client names the 404: {:#?}",
-        client.log.lock().unwrap()
+        client.log()
     );
     // A certificate the client does not trust is named as such.
     let right = Endpoint {
@@ -312,7 +310,7 @@ async fn a_wrong_path_gets_404_and_the_client_says_so() {
             .logged("TLS certificate not trusted"))
         .await,
         "the client names the certificate: {:#?}",
-        client.log.lock().unwrap()
+        client.log()
     );
 }
 

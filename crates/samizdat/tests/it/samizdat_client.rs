@@ -3,15 +3,15 @@
 //! SOCKS5 client, the Telegram test client and probers as the apps. Every
 //! address is on 127.0.0.1.
 
-mod common;
+use crate::common;
 
 use common::apps::{
     body, curl, free_port, get, printed_link, sha, socks_connect, tunnel_hello, web_server,
-    ClientOptions, ClientProc,
+    ClientProc,
 };
 use common::{bin, eventually, start, start_with};
 use std::net::SocketAddr;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use testkit::client::{Client, Options};
 use testkit::fake_cover::CoverKind;
@@ -24,11 +24,7 @@ use wire::obfuscated2::Tag;
 /// Starts `samizdat client LINK` with SOCKS5, the HTTP proxy and the
 /// Telegram endpoint on ephemeral loopback ports.
 fn start_client(link: &Link) -> ClientProc {
-    let all = ClientOptions {
-        all_ports: true,
-        ..Default::default()
-    };
-    ClientProc::start(link, all)
+    common::apps::client(link).all_ports().start().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,7 +162,7 @@ async fn egress_to_private_addresses_is_refused_by_default() {
 async fn the_telegram_app_reaches_its_dc_through_the_local_endpoint() {
     let proxy = start(&[]).await;
     let client = start_client(&printed_link(&proxy));
-    let (addr, dd) = client.telegram();
+    let (addr, dd) = client.telegram().expect("a tg:// link");
     // The printed link is `dd`; the same key without the prefix (plain)
     // lets apps use the other two framings.
     let plain = wire::secret::Secret::parse(&dd.key.to_hex()).unwrap();
@@ -317,7 +313,7 @@ async fn fails_over_to_the_next_server() {
     assert_eq!(get(s, 5000).await, body(5000));
 }
 
-#[path = "differential/nginx.rs"]
+#[path = "../differential/nginx.rs"]
 mod nginx;
 
 /// Runs the client side of the handshake against `addr`; returns the
@@ -354,26 +350,15 @@ async fn handshake_bytes(addr: SocketAddr, link: &Link) -> Option<(Vec<u8>, Vec<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_servers_answer_has_the_cover_sites_shape() {
     let cover = nginx::Nginx::start("default").await;
-    let state = tempfile::tempdir().unwrap();
-    let (child, addr, stdout) = common::spawn(Command::new(bin()).args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--secret",
-        common::KEY,
-        "--domain",
-        common::DOMAIN,
-        "--cover",
-        &cover.addr.to_string(),
-        "--state-dir",
-        &state.path().display().to_string(),
-    ]))
-    .await;
-    let child = scopeguard(child);
-    let link = stdout
-        .iter()
-        .find_map(|l| Link::parse(l.trim()).ok())
-        .expect("a samizdat:// link");
+    let child = common::serve()
+        .secret(common::KEY)
+        .domain(common::DOMAIN)
+        .cover(cover.addr)
+        .spawn()
+        .await
+        .unwrap();
+    let addr = child.addr;
+    let link = Link::parse(child.link().expect("a samizdat:// link")).unwrap();
     // What nginx itself sends to a Chrome hello.
     let (_, direct) = samizdat::serve::flight_shape::measure(
         &samizdat::serve::cover::CoverTarget::Addr(cover.addr),
@@ -453,26 +438,15 @@ async fn hybrid_cover() -> SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_post_quantum_covers_group_and_hello_size_are_copied() {
     let cover = hybrid_cover().await;
-    let state = tempfile::tempdir().unwrap();
-    let (child, addr, stdout) = common::spawn(Command::new(bin()).args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--secret",
-        common::KEY,
-        "--domain",
-        common::DOMAIN,
-        "--cover",
-        &cover.to_string(),
-        "--state-dir",
-        &state.path().display().to_string(),
-    ]))
-    .await;
-    let child = scopeguard(child);
-    let link = stdout
-        .iter()
-        .find_map(|l| Link::parse(l.trim()).ok())
-        .expect("a samizdat:// link");
+    let child = common::serve()
+        .secret(common::KEY)
+        .domain(common::DOMAIN)
+        .cover(cover)
+        .spawn()
+        .await
+        .unwrap();
+    let addr = child.addr;
+    let link = Link::parse(child.link().expect("a samizdat:// link")).unwrap();
     let (_, direct) = samizdat::serve::flight_shape::measure(
         &samizdat::serve::cover::CoverTarget::Addr(cover),
         common::DOMAIN,
@@ -499,18 +473,6 @@ async fn a_post_quantum_covers_group_and_hello_size_are_copied() {
     // `handshake_bytes` ran the real client handshake to the end: the
     // client authenticated the server through the hybrid answer.
     drop(child);
-}
-
-/// Kills the child when the test ends, however it ends.
-struct Guard(Child);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-fn scopeguard(child: Child) -> Guard {
-    Guard(child)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,11 +2,10 @@
 //! take from everyone else before it has authenticated. The real binary on
 //! loopback; attackers use other 127/8 source addresses than the client.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::Command;
 use std::time::{Duration, Instant};
 use testkit::client::{Client, Options};
 use testkit::fake_cover::CoverKind;
@@ -306,23 +305,16 @@ async fn a_flood_of_random_hellos_from_one_source_does_not_delay_another() {
     }
     let config = dir.path().join("samizdat.toml");
     std::fs::write(&config, toml).unwrap();
-    let (child, addr, _) = spawn(Command::new(bin()).args([
-        "serve",
-        "--config",
-        &config.display().to_string(),
-        "--listen",
-        "127.0.0.1:0",
-        "--cover",
-        &cover_addr.to_string(),
-        "--dc-override",
-        &dc_addr.to_string(),
-        "--state-dir",
-        &dir.path().display().to_string(),
-        "--threads",
-        "2",
-    ]))
-    .await;
-    let _child = KillOnDrop(child);
+    let served = serve()
+        .config(&config)
+        .cover(cover_addr)
+        .dc(dc_addr)
+        .state_dir(dir.path())
+        .args(["--threads", "2"])
+        .spawn()
+        .await
+        .unwrap();
+    let addr = served.addr;
     let legit = |j: usize| {
         wire::secret::Secret::parse(&format!("ee{}{}", key(USERS + j), hex::encode(DOMAIN)))
             .unwrap()
@@ -372,13 +364,4 @@ async fn a_flood_of_random_hellos_from_one_source_does_not_delay_another() {
         *worst < Duration::from_secs(1),
         "a flood from one source delayed another's handshake to {worst:?}"
     );
-}
-
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -1,7 +1,7 @@
 //! `samizdat serve` end to end on 127.0.0.1: the real binary between a fake
 //! Telegram DC and a fake cover site.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::time::{Duration, Instant};
@@ -439,32 +439,21 @@ fn bad_options_are_named_with_the_fix() {
 async fn a_cover_named_by_host_is_resolved_and_reached() {
     let (dc, _) = fake_dc().await;
     let (cover, received) = fake_cover(testkit::fake_cover::CoverKind::Echo).await;
-    let state = tempfile::tempdir().unwrap();
-    let mut cmd = std::process::Command::new(bin());
-    cmd.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--secret",
-        KEY,
-        "--domain",
-        DOMAIN,
-    ]);
-    cmd.args([
-        "--cover",
-        &format!("localhost:{}", cover.port()),
-        "--dc-override",
-        &dc.to_string(),
-    ]);
-    cmd.arg("--state-dir").arg(state.path());
-    let (mut child, addr, _) = spawn(&mut cmd).await;
+    let served = serve()
+        .secret(KEY)
+        .domain(DOMAIN)
+        .args(["--cover".to_string(), format!("localhost:{}", cover.port())])
+        .dc(dc)
+        .spawn()
+        .await
+        .unwrap();
+    let addr = served.addr;
     for i in 0..3 {
         let bytes = format!("GET /{i} HTTP/1.1\r\n\r\n").into_bytes();
         assert_eq!(probe(addr, &bytes).await, bytes);
     }
     assert_eq!(received.lock().unwrap().len(), 3);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(served);
 }
 
 /// The `ee` ServerHello's X25519 key share, as it goes on the wire, is a

@@ -2,7 +2,7 @@
 //! parsed as Prometheus text; the Grafana dashboard checked against the
 //! names the endpoint exports.
 
-mod common;
+use crate::common;
 
 use common::*;
 use prometheus_parse::{LineInfo, Scrape, Value};
