@@ -10,6 +10,9 @@
 //!   server flight verified) from fresh 127.0.0.x source addresses (cold)
 //!   and from one address (warm hint), latency p50/p99 and handshakes/s of
 //!   sequential clients. Counts and durations are bounded.
+// Tests measure real time (deadlines, latency, timeouts of real
+// processes): the workspace's clock rule is for the library.
+#![allow(clippy::disallowed_methods)]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};

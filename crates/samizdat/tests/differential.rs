@@ -18,6 +18,9 @@
 //! All probes of a cover run at once, so a run takes about as long as the
 //! cover's longest timer (nginx: 75 s keep-alive). Set
 //! `SAMIZDAT_PROBE_SEED` to repeat a run's random probes.
+// Tests measure real time (deadlines, latency, timeouts of real
+// processes): the workspace's clock rule is for the library.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 #[path = "differential/nginx.rs"]

@@ -9,6 +9,9 @@
 //! running beside it in the same binary would skew; `differential`
 //! compares samizdat with a real nginx within 1 s for about 75 s, and
 //! needs the machine as quiet as it can be.
+// Tests measure real time (deadlines, latency, timeouts of real
+// processes): the workspace's clock rule is for the library.
+#![allow(clippy::disallowed_methods)]
 
 #[path = "../common/mod.rs"]
 mod common;
