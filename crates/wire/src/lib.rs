@@ -10,6 +10,7 @@
 //! | module | job |
 //! |---|---|
 //! | [`secret`] | the 16-byte key, the plain / `dd` / `ee` secret forms, hex and base64url text, `tg://proxy` links |
+//! | [`codec`] | the one byte `Reader` (integers, arrays, length-prefixed vectors, no trailing data) every binary parser uses |
 //! | [`cipher`] | AES-256-CTR keystream used by obfuscated2 |
 //! | [`obfuscated2`] | the 64-byte init packet: build (initiator), accept (responder), key derivation |
 //! | [`framing`] | abridged, intermediate and padded-intermediate packet framing |
@@ -28,6 +29,7 @@
 pub mod browser;
 pub mod cipher;
 pub mod classify;
+pub mod codec;
 pub mod faketls;
 pub mod framing;
 pub mod fuzzing;
