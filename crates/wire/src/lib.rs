@@ -22,6 +22,7 @@
 //! | [`classify`] | the first-flight classifier: need more bytes, send to cover, or authenticated |
 //! | [`users`] | the set of keys a server tries, pre-keyed for HMAC |
 //! | [`socks5`] | SOCKS5 server side: greeting, RFC 1929 auth, CONNECT request, replies |
+//! | [`http1`] | HTTP/1.1 heads within a bound, request lines, the WebSocket upgrade both ways, response bodies (length, chunked), HTTP dates |
 //! | [`http_proxy`] | HTTP proxy request heads: `CONNECT` and absolute-form, rewritten to origin-form |
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
@@ -33,6 +34,7 @@ pub mod codec;
 pub mod faketls;
 pub mod framing;
 pub mod fuzzing;
+pub mod http1;
 pub mod http_proxy;
 pub mod link;
 pub mod obfuscated2;
