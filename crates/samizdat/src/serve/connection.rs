@@ -563,7 +563,12 @@ async fn serve_dc(
     }
     let Some(server) = server else { return };
     let _ = server.set_nodelay(true);
-    let ours = obfuscated2::initiate(safe_random(), init.tag, init.dc.saturating_abs(), None);
+    let ours = obfuscated2::initiate(
+        obfuscated2::safe_init_random(&mut crate::random::fill),
+        init.tag,
+        init.dc.saturating_abs(),
+        None,
+    );
     if relay::write_all(&server, &ours.wire).await.is_err() {
         return;
     }
@@ -686,16 +691,5 @@ async fn relay_dc(
         }
         // The relay runtime shut down under it (the process is ending).
         Err(_) => broken,
-    }
-}
-
-/// 64 random bytes that may be sent bare (spec §2.2).
-pub(super) fn safe_random() -> [u8; INIT_LEN] {
-    let mut r = [0u8; INIT_LEN];
-    loop {
-        crate::random::fill(&mut r);
-        if obfuscated2::is_safe_bare_prefix(&r) {
-            return r;
-        }
     }
 }

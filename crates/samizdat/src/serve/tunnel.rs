@@ -577,7 +577,7 @@ impl DcStream {
         first: Vec<u8>,
     ) -> Result<DcStream, OpenError> {
         let ours = obfuscated2::initiate(
-            super::connection::safe_random(),
+            obfuscated2::safe_init_random(&mut crate::random::fill),
             tag,
             dc.saturating_abs(),
             None,
