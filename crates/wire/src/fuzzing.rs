@@ -345,6 +345,9 @@ pub fn http1(data: &[u8]) {
     if let Ok(line) = http1::request_line(data) {
         assert!(line.target.starts_with(line.path()));
     }
+    if let Ok(status) = http1::status_line(data) {
+        assert!((0..1000).contains(&status.code));
+    }
     let _ = websocket::upgrade_request(data, "/p", "x-real-ip");
     let _ = websocket::check_upgrade_response(data, "dGhlIHNhbXBsZSBub25jZQ==");
     for eof in [false, true] {

@@ -13,6 +13,7 @@
 //! |---|---|
 //! | [`find_head`] | where a head ends, within a limit |
 //! | [`request_line`] | method, target and version of a request |
+//! | [`status_line`] | version, code and reason of a response, even cut short |
 //! | [`has_token`] | comma-separated header values (`Connection: keep-alive, Upgrade`) |
 //! | [`websocket`] | the upgrade request and answer (RFC 6455 §4) |
 //! | [`body`] | a response's status and body: `Content-Length`, chunked, or to the close |
@@ -62,6 +63,9 @@ pub enum HeadError {
     /// The first line is not `METHOD SP target SP HTTP/1.x`.
     #[error("the request line is not `METHOD target HTTP/1.x`")]
     RequestLine,
+    /// The first line is not `HTTP/1.x SP code SP reason`.
+    #[error("the status line is not `HTTP/1.x code reason`")]
+    StatusLine,
     /// httparse refused the head (bad header syntax, too many headers, not
     /// HTTP/1.x).
     #[error("not an HTTP/1.x head: {0}")]
@@ -119,6 +123,49 @@ pub fn request_line(head: &[u8]) -> Result<RequestLine<'_>, HeadError> {
         method,
         target,
         minor_version: minor,
+    })
+}
+
+/// The first line of a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusLine<'a> {
+    /// The `x` of `HTTP/1.x`.
+    pub minor_version: u8,
+    /// The three-digit status code.
+    pub code: u16,
+    /// The reason phrase as sent (may be empty).
+    pub reason: &'a str,
+}
+
+/// Reads the status line at the front of `head` (`HTTP/1.x SP 3DIGIT SP
+/// reason`); the rest of the head need not be there, so a driver can judge
+/// an answer that was cut short.
+pub fn status_line(head: &[u8]) -> Result<StatusLine<'_>, HeadError> {
+    let end = head
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(head.len());
+    let line = &head[..end];
+    let (minor, code, reason) = match line {
+        [b'H', b'T', b'T', b'P', b'/', b'1', b'.', m, b' ', c @ ..] if m.is_ascii_digit() => {
+            let (code, reason) = match c {
+                [a, b, c] => ([*a, *b, *c], &[][..]),
+                [a, b, c, b' ', reason @ ..] => ([*a, *b, *c], reason),
+                _ => return Err(HeadError::StatusLine),
+            };
+            (m - b'0', code, reason)
+        }
+        _ => return Err(HeadError::StatusLine),
+    };
+    if !code.iter().all(u8::is_ascii_digit) {
+        return Err(HeadError::StatusLine);
+    }
+    let code = code.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+    let reason = std::str::from_utf8(reason).map_err(|_| HeadError::StatusLine)?;
+    Ok(StatusLine {
+        minor_version: minor,
+        code,
+        reason,
     })
 }
 
@@ -203,6 +250,32 @@ mod tests {
             assert_eq!(
                 request_line(bad),
                 Err(HeadError::RequestLine),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn status_lines() {
+        let s = status_line(b"HTTP/1.1 404 Not Found\r\nServer: x\r\n").unwrap();
+        assert_eq!((s.minor_version, s.code, s.reason), (1, 404, "Not Found"));
+        let s = status_line(b"HTTP/1.0 200").unwrap();
+        assert_eq!((s.code, s.reason), (200, ""));
+        assert_eq!(status_line(b"HTTP/1.1 200 \r\n").unwrap().reason, "");
+        for bad in [
+            &b""[..],
+            b"HTTP/1.1",
+            b"HTTP/1.1 20 OK",
+            b"HTTP/1.1 2000 OK",
+            b"HTTP/1.1 2x0 OK",
+            b"HTTP/2 200 OK",
+            b"SSH-2.0-OpenSSH_9.6\r\n",
+            b"HTTP/1.1 200 \xff",
+        ] {
+            assert_eq!(
+                status_line(bad),
+                Err(HeadError::StatusLine),
                 "{:?}",
                 String::from_utf8_lossy(bad)
             );
