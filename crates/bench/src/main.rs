@@ -15,7 +15,7 @@
 //! | [`procfs`] | CPU time, RSS, descriptors, machine |
 //! | [`redis`] | a `redis-server` for the Redis-backend handshakes |
 //! | [`report`] | the tables |
-
+#![forbid(unsafe_code)]
 // The load generators take randomness with `expect` (a failure panics);
 // clippy.toml's one-function rule is for the server and client.
 #![allow(clippy::disallowed_methods)]

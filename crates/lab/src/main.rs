@@ -2,6 +2,7 @@
 //! production `samizdat` binary links neither the lab nor its test doubles
 //! (docs/lab.md). It drives the samizdat binary built beside it (or
 //! `SAMIZDAT_BIN`).
+#![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

@@ -148,13 +148,13 @@ async fn main() -> anyhow::Result<()> {
         }
         let path = state.path().join("samizdat.toml");
         std::fs::write(&path, toml)?;
-        let args = samizdat::config::ServeArgs {
+        let args = samizdat::serve::config::ServeArgs {
             config: Some(path),
             listen: vec!["127.0.0.1:0".parse()?],
             state_dir: Some(state.path().to_path_buf()),
             ..Default::default()
         };
-        let config = samizdat::config::ServeConfig::from_args(&args, || unreachable!())?;
+        let config = samizdat::serve::config::ServeConfig::from_args(&args, || unreachable!())?;
         let server = samizdat::serve::Server::bind(config)?;
         let proxy = server.addrs[0];
         let stop = tokio_util::sync::CancellationToken::new();

@@ -4,35 +4,33 @@
 //!
 //! | module | job |
 //! |---|---|
-//! | [`config`] | `serve` options → one validated [`config::ServeConfig`] |
-//! | [`serve`] | listener, connection handling, cover splice, DC routing, relay |
-//! | [`links`] | the `tg://proxy` links printed at start |
-//! | [`link_cmd`] | `samizdat link`: those links and their QR codes, no server |
-//! | [`list_cmd`] | `samizdat list`: make the list key, sign and check server lists |
-//! | [`doctor`] | `samizdat doctor`: config, clock, DNS, cover and DC checks, each with a fix |
-//! | [`fleet`] | state shared by several instances through Redis; `samizdat users` |
+//! | [`serve`] | `samizdat serve`: config, listeners, classification, admission, cover splice, DC routing, relay, egress, usage, reload |
+//! | [`client`] | `samizdat client`: config, local front-ends (SOCKS5, HTTP, Telegram), the endpoint pool, lanes, signed server lists |
+//! | [`transport`] | the samizdat transport's tokio driver, used by both sides: session, streams, braid of lanes, WebSocket carrier |
+//! | [`dial`] | the [`dial::Dialer`] trait between front-ends and where streams go, and [`dial::OpenError`] |
+//! | [`fleet`] | state shared by several instances through Redis: replay, usage, leases, the shared user table |
+//! | [`cli`] | the other subcommands: `link`, `list`, `doctor`, `users` |
 //! | [`metrics`] | Prometheus metrics and the `--metrics` endpoint |
-//! | [`proxy`] | local SOCKS5 / HTTP / Telegram front-ends, the [`proxy::Dialer`] trait, the server's egress policy |
+//! | [`accept`] | accepting within a connection limit (listeners and the metrics endpoint) |
+//! | [`clock`] | the one place the system clocks are read (unix time, real elapsed time) |
 //! | [`random`] | the one way to take bytes from the OS generator (fails loudly) |
-//! | [`state`] | the state directory (the zero-config secret) |
+//! | [`state`] | the state directory (the zero-config secret), files written owner-only |
 //! | [`duration`] | `10s`-style durations |
 //!
 //! All protocol logic lives in the sans-io `wire` crate; this crate only
 //! drives sockets and timers around it.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod accept;
+pub mod cli;
 pub mod client;
-pub mod config;
-pub mod doctor;
+pub mod clock;
+pub mod dial;
 pub mod duration;
 pub mod fleet;
-pub mod link_cmd;
-pub mod links;
-pub mod list_cmd;
 pub mod metrics;
-pub mod proxy;
 pub mod random;
 pub mod serve;
 pub mod state;
-pub mod tunnel;
+pub mod transport;

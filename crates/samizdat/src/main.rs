@@ -1,7 +1,9 @@
-//! The `samizdat` command.
+//! The `samizdat` command: parses flags and hands each subcommand to the
+//! library (`serve`, `client`, `cli::*`).
+#![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
-use samizdat::config::{ServeArgs, ServeConfig};
+use samizdat::serve::config::{ServeArgs, ServeConfig};
 use samizdat::serve::Server;
 use tokio_util::sync::CancellationToken;
 
@@ -27,18 +29,18 @@ enum Command {
     Client(samizdat::client::ClientArgs),
     /// Print each user's tg:// and t.me links (the ones `serve` prints, for
     /// the same options) and QR codes of them, without starting a server.
-    Link(samizdat::link_cmd::LinkArgs),
+    Link(samizdat::cli::link::LinkArgs),
     /// Check the config, the clock, the domain's DNS, the cover site and
     /// the Telegram DCs; each problem comes with what to do. Exit code 1
     /// if a check failed.
-    Doctor(samizdat::doctor::DoctorArgs),
+    Doctor(samizdat::cli::doctor::DoctorArgs),
     /// The user table shared by a fleet through Redis: add (printing the
     /// new user's links), remove, list. See docs/fleet.md.
-    Users(samizdat::fleet::users::UsersArgs),
+    Users(samizdat::cli::users::UsersArgs),
     /// Signed server lists: make the list key, sign a list of endpoints,
     /// check a list (docs/operators.md).
     #[command(subcommand)]
-    List(samizdat::list_cmd::ListCommand),
+    List(samizdat::cli::list::ListCommand),
     /// The censor lab is its own program, `samizdat-lab` (docs/lab.md):
     /// this runs it from beside this binary with the same arguments.
     Lab {
@@ -82,10 +84,10 @@ fn main() -> std::process::ExitCode {
             no_links,
         }) => serve(args, no_links),
         Command::Client(args) => client(args),
-        Command::Link(args) => samizdat::link_cmd::run(&args),
-        Command::List(command) => samizdat::list_cmd::run(&command),
-        Command::Doctor(args) => samizdat::doctor::run(&args),
-        Command::Users(args) => samizdat::fleet::users::run(&args),
+        Command::Link(args) => samizdat::cli::link::run(&args),
+        Command::List(command) => samizdat::cli::list::run(&command),
+        Command::Doctor(args) => samizdat::cli::doctor::run(&args),
+        Command::Users(args) => samizdat::cli::users::run(&args),
         Command::Lab { args } => return run_lab(&args),
     };
     match result {
@@ -159,7 +161,7 @@ fn serve(args: ServeArgs, no_links: bool) -> anyhow::Result<()> {
         let server = Server::bind(config.clone())?;
         server.relay_on(relay_handle);
         let bound = server.addrs[0];
-        let (host, hint) = samizdat::links::link_host(&config, bound);
+        let (host, hint) = samizdat::serve::links::link_host(&config, bound);
         let mut out = Banner(Some(std::io::stdout()));
         out.say(format_args!(
             "samizdat serving on {}\n",
@@ -193,7 +195,7 @@ fn serve(args: ServeArgs, no_links: bool) -> anyhow::Result<()> {
         } else {
             out.say(format_args!(
                 "{}",
-                samizdat::links::render(&config, &host, bound.port(), server.tunnel_public.as_ref())
+                samizdat::serve::links::render(&config, &host, bound.port(), server.tunnel_public.as_ref())
             ));
             if let Some(h) = hint {
                 out.say(format_args!("note: {h}\n"));
@@ -209,7 +211,7 @@ fn serve(args: ServeArgs, no_links: bool) -> anyhow::Result<()> {
             "cover site: {} (connections that fail authentication go there)\n",
             config.cover
         ));
-        tokio::spawn(reload_on_change(args.clone(), server.shared()));
+        tokio::spawn(samizdat::serve::reload::on_change(args.clone(), server.shared()));
         let stop = CancellationToken::new();
         let signals = stop.clone();
         tokio::spawn(async move {
@@ -219,7 +221,7 @@ fn serve(args: ServeArgs, no_links: bool) -> anyhow::Result<()> {
             signals.cancel();
             tracing::info!("shutting down");
         });
-        tokio::spawn(release_memory_after_crowds(server.shared()));
+        tokio::spawn(samizdat::serve::memory::release_after_crowds(server.shared()));
         server.run(stop).await;
         anyhow::Ok(())
     });
@@ -276,44 +278,6 @@ fn client(args: samizdat::client::ClientArgs) -> anyhow::Result<()> {
     })
 }
 
-/// Reloads the configuration on SIGHUP and when the config file changes
-/// (polled every 2 s, which also catches editors and Kubernetes replacing
-/// the file). An invalid new configuration is refused and the old one keeps
-/// serving.
-async fn reload_on_change(args: ServeArgs, shared: std::sync::Arc<samizdat::serve::Shared>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        return;
-    };
-    let stamp = |path: &Option<std::path::PathBuf>| {
-        path.as_ref()
-            .and_then(|p| std::fs::metadata(p).ok())
-            .map(|m| (m.modified().ok(), m.len()))
-    };
-    let mut seen = stamp(&args.config);
-    loop {
-        let why = tokio::select! {
-            _ = hup.recv() => "SIGHUP",
-            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {
-                let now = stamp(&args.config);
-                if now == seen {
-                    continue;
-                }
-                seen = now;
-                "the config file changed"
-            }
-        };
-        match ServeConfig::load(&args) {
-            Ok((config, _)) => {
-                for note in shared.reload(config) {
-                    tracing::info!("{why}: {note}");
-                }
-            }
-            Err(e) => tracing::error!("{why}, but the new configuration is refused; still serving the previous one: {e:#}"),
-        }
-    }
-}
-
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -323,41 +287,3 @@ async fn wait_for_signal() {
         _ = int.recv() => {}
     }
 }
-
-/// Gives memory back once a crowd of connections has left. glibc keeps
-/// what freed connections used in its arenas and returns only what lies at
-/// the top of a heap, so without this RSS stays at its peak (measured: 72
-/// MB after 9,900 idle connections closed, 7.7 MB after `malloc_trim`).
-/// Once a second: if the open connections fell to half of their peak since
-/// the last release, and by at least 256, drop the pool's idle buffers and
-/// trim.
-async fn release_memory_after_crowds(shared: std::sync::Arc<samizdat::serve::Shared>) {
-    let mut peak = 0;
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let open = shared
-            .stats
-            .active
-            .load(std::sync::atomic::Ordering::Relaxed);
-        peak = peak.max(open);
-        if peak >= open + 256 && open <= peak / 2 {
-            shared.pool.release();
-            trim_heap();
-            peak = open;
-        }
-    }
-}
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn trim_heap() {
-    // SAFETY: malloc_trim takes no pointers and is thread-safe: it locks
-    // each arena in turn and hands whole free pages back to the kernel.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn trim_heap() {}

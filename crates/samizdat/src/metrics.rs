@@ -494,7 +494,7 @@ fn route(
 }
 
 /// Binds the metrics listener, warning when it is not on loopback.
-pub fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     if !addr.ip().is_loopback() {
         tracing::warn!(
             %addr,
@@ -502,8 +502,7 @@ pub fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
              keep them on 127.0.0.1 or firewall the port"
         );
     }
-    let l = std::net::TcpListener::bind(addr)
-        .map_err(|e| anyhow::anyhow!("--metrics {addr}: cannot listen: {e}"))?;
+    let l = std::net::TcpListener::bind(addr)?;
     l.set_nonblocking(true)?;
     Ok(l)
 }

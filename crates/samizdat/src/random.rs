@@ -31,6 +31,11 @@ pub fn bytes<const N: usize>() -> [u8; N] {
     b
 }
 
+/// Uniform in `[0, 1)` (53 random bits), for back-off and refresh jitter.
+pub fn unit() -> f64 {
+    (u64::from_le_bytes(bytes::<8>()) >> 11) as f64 / (1u64 << 53) as f64
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -46,5 +51,13 @@ mod tests {
         let mut b = [0u8; 64];
         super::fill(&mut b);
         assert_ne!(b, [0u8; 64]);
+    }
+
+    #[test]
+    fn unit_stays_in_its_interval_and_spreads() {
+        let draws: Vec<f64> = (0..1000).map(|_| super::unit()).collect();
+        assert!(draws.iter().all(|&x| (0.0..1.0).contains(&x)));
+        // 1000 draws all in one half: probability 2^-999.
+        assert!(draws.iter().any(|&x| x < 0.5) && draws.iter().any(|&x| x >= 0.5));
     }
 }

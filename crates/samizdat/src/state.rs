@@ -36,6 +36,54 @@ pub fn default_dir() -> PathBuf {
     home.join(".local/state/samizdat")
 }
 
+/// A state file that could not be read, written or understood. Each names
+/// the file and, where there is one, the fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// Reading a state file failed (other than its absence).
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Writing one failed.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The state directory could not be made.
+    #[error("cannot create state directory {}: {source}; pass --state-dir DIR", path.display())]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file is there but its content is not what it must be.
+    #[error("{}: {reason}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+}
+
+impl StateError {
+    fn invalid(path: &Path, reason: impl Into<String>) -> StateError {
+        StateError::Invalid {
+            path: path.to_path_buf(),
+            reason: reason.into(),
+        }
+    }
+}
+
 #[derive(serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StateFile {
@@ -45,32 +93,33 @@ struct StateFile {
 
 /// Loads the generated key from `dir`, or makes and saves a new one. The
 /// file is created readable by its owner only: it holds the proxy's key.
-pub fn load_or_create_key(dir: &Path) -> anyhow::Result<(Key, bool)> {
+pub fn load_or_create_key(dir: &Path) -> Result<(Key, bool), StateError> {
     warn_if_exposed(dir, "state directory");
     let path = dir.join(FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             warn_if_exposed(&path, "state file");
             let state: StateFile = toml::from_str(&text).map_err(|e| {
-                anyhow::anyhow!(
-                    "{}: {e}; fix or delete the file to generate a new secret",
-                    path.display()
+                StateError::invalid(
+                    &path,
+                    format!("{e}; fix or delete the file to generate a new secret"),
                 )
             })?;
             let key = Key::from_hex(&state.key)
-                .map_err(|e| anyhow::anyhow!("{}: key: {e}", path.display()))?;
+                .map_err(|e| StateError::invalid(&path, format!("key: {e}")))?;
             Ok((key, false))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = Key::generate(&mut crate::random::fill);
             let text = format!(
                 "# Written by `samizdat serve`. It holds the proxy's secret key: keep it private.\n{}",
-                toml::to_string(&StateFile { key: key.to_hex() })?
+                toml::to_string(&StateFile { key: key.to_hex() })
+                    .map_err(|e| StateError::invalid(&path, e.to_string()))?
             );
             write_private(dir, FILE, &text)?;
             Ok((key, true))
         }
-        Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
+        Err(e) => Err(StateError::Read { path, source: e }),
     }
 }
 
@@ -87,7 +136,7 @@ struct TransportFile {
 
 /// Loads the transport's static private key from `dir`, or makes and saves
 /// a new one (owner-only file). Changing it invalidates every samizdat link.
-pub fn load_or_create_transport_key(dir: &Path) -> anyhow::Result<[u8; 32]> {
+pub fn load_or_create_transport_key(dir: &Path) -> Result<[u8; 32], StateError> {
     warn_if_exposed(dir, "state directory");
     let path = dir.join(TRANSPORT_FILE);
     match std::fs::read_to_string(&path) {
@@ -102,24 +151,25 @@ pub fn load_or_create_transport_key(dir: &Path) -> anyhow::Result<[u8; 32]> {
                 "# Written by `samizdat serve`: the private key of the samizdat transport.\n# Keep it private; its public half is in every samizdat:// link.\n{}",
                 toml::to_string(&TransportFile {
                     private_key: hex::encode(key)
-                })?
+                })
+                .map_err(|e| StateError::invalid(&path, e.to_string()))?
             );
             write_private(dir, TRANSPORT_FILE, &text)?;
             Ok(key)
         }
-        Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
+        Err(e) => Err(StateError::Read { path, source: e }),
     }
 }
 
 /// The transport key: from `file` when given (it must exist: a fleet's
 /// instances share it), else from (or generated into) `dir`.
-pub fn transport_key(file: Option<&Path>, dir: &Path) -> anyhow::Result<[u8; 32]> {
+pub fn transport_key(file: Option<&Path>, dir: &Path) -> Result<[u8; 32], StateError> {
     match file {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
-                anyhow::anyhow!(
-                    "transport key {}: {e}; copy transport.toml from a server's state directory there",
-                    path.display()
+                StateError::invalid(
+                    path,
+                    format!("{e}; copy transport.toml from a server's state directory there"),
                 )
             })?;
             warn_if_exposed(path, "transport key file");
@@ -129,33 +179,31 @@ pub fn transport_key(file: Option<&Path>, dir: &Path) -> anyhow::Result<[u8; 32]
     }
 }
 
-fn parse_transport_key(text: &str, path: &Path) -> anyhow::Result<[u8; 32]> {
+fn parse_transport_key(text: &str, path: &Path) -> Result<[u8; 32], StateError> {
     let file: TransportFile = toml::from_str(text).map_err(|e| {
-        anyhow::anyhow!(
-            "{}: {e}; fix it, or delete it to generate a new key (every samizdat:// link then changes)",
-            path.display()
+        StateError::invalid(
+            path,
+            format!("{e}; fix it, or delete it to generate a new key (every samizdat:// link then changes)"),
         )
     })?;
     hex::decode(file.private_key.trim())
         .ok()
         .and_then(|b| <[u8; 32]>::try_from(b).ok())
         .ok_or_else(|| {
-            anyhow::anyhow!(
-                "{}: private_key must be 64 hex characters (a 32-byte X25519 key)",
-                path.display()
+            StateError::invalid(
+                path,
+                "private_key must be 64 hex characters (a 32-byte X25519 key)",
             )
         })
 }
 
 /// Writes `text` to `dir/name` atomically, readable by the owner only,
 /// creating `dir` (owner-only) if needed.
-fn write_private(dir: &Path, name: &str, text: &str) -> anyhow::Result<()> {
+fn write_private(dir: &Path, name: &str, text: &str) -> Result<(), StateError> {
     let existed = dir.exists();
-    std::fs::create_dir_all(dir).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot create state directory {}: {e}; pass --state-dir DIR",
-            dir.display()
-        )
+    std::fs::create_dir_all(dir).map_err(|e| StateError::CreateDir {
+        path: dir.to_path_buf(),
+        source: e,
     })?;
     #[cfg(unix)]
     if !existed {
@@ -163,8 +211,7 @@ fn write_private(dir: &Path, name: &str, text: &str) -> anyhow::Result<()> {
         let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
     }
     let path = dir.join(name);
-    replace_private(&path, text.as_bytes())
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+    replace_private(&path, text.as_bytes()).map_err(|e| StateError::Write { path, source: e })
 }
 
 /// Replaces `path` with `bytes` atomically, the new file readable by its

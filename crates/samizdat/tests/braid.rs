@@ -1,8 +1,8 @@
-//! The braid driver (`samizdat::tunnel::braid`) over in-memory lanes: a
+//! The braid driver (`samizdat::transport::braid`) over in-memory lanes: a
 //! session's stream survives lanes being cut under it, budgets hold, and
 //! nothing is left running.
 
-use samizdat::tunnel::braid::{BraidHandle, LaneEvent};
+use samizdat::transport::braid::{BraidHandle, LaneEvent};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use wire::tunnel::lanes::SessionSecret;

@@ -2,7 +2,7 @@
 //! documented mistake is refused with a message naming file, line, key and
 //! the fix.
 
-use samizdat::config::{ServeArgs, ServeConfig};
+use samizdat::serve::config::{ServeArgs, ServeConfig};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -36,6 +36,7 @@ fn filled_example(dir: &std::path::Path) -> PathBuf {
 
 fn load(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
     ServeConfig::from_args(args, || panic!("users are configured: nothing to generate"))
+        .map_err(anyhow::Error::from)
 }
 
 #[test]
@@ -465,7 +466,7 @@ fn egress_deny_ports_and_log_destinations_from_file_and_flags() {
 
 #[test]
 fn transport_limits_load_from_file_and_flags() {
-    use samizdat::config::TransportLimits;
+    use samizdat::serve::config::TransportLimits;
     // The example documents the defaults.
     let dir = tempfile::tempdir().unwrap();
     let args = ServeArgs {

@@ -2,7 +2,7 @@
 //! real binary, everything on 127.0.0.1, no public DNS (`localhost` and IP
 //! literals only).
 
-use samizdat::doctor::clock::format_http_date;
+use samizdat::cli::doctor::clock::format_http_date;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

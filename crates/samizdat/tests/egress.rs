@@ -393,7 +393,7 @@ fn one_users_silent_lookups_do_not_stall_anothers() {
         // names asked are the lookups in flight: three sessions may have
         // 16 each, the user 32 in all.
         assert!(
-            names <= samizdat::proxy::egress::USER_LOOKUPS,
+            names <= samizdat::serve::egress::USER_LOOKUPS,
             "user A had {names} lookups in flight"
         );
         drop((held, a, b));

@@ -129,7 +129,7 @@ async fn sink() -> (SocketAddr, Arc<AtomicU64>) {
 /// whatever lane and session frames the attack wants. It reads the
 /// server's records (so TCP keeps flowing) but never acknowledges them.
 struct Attacker {
-    wr: WriteHalf<samizdat::proxy::BoxIo>,
+    wr: WriteHalf<samizdat::dial::BoxIo>,
     lane: Sealer,
     inner: Sealer,
     /// Next braid offset to send.
@@ -273,7 +273,7 @@ impl Attacker {
 
 /// Reads the server's lane records; notes its ACKs; never answers.
 async fn read_acks(
-    mut rd: ReadHalf<samizdat::proxy::BoxIo>,
+    mut rd: ReadHalf<samizdat::dial::BoxIo>,
     mut opener: Opener,
     leftover: Vec<u8>,
     consumed: Arc<AtomicU64>,

@@ -4,10 +4,9 @@
 //! connect, malformed and stalled handshakes, and the Telegram endpoint with
 //! testkit's obfuscated2 client. Nothing here leaves 127.0.0.0/8.
 
-use samizdat::proxy::egress::{DirectDialer, EgressPolicy};
-use samizdat::proxy::{
-    serve_http, serve_socks5, serve_telegram, telegram_link, BoxIo, Destination, Dialer, OpenFuture,
-};
+use samizdat::client::frontends::{serve_http, serve_socks5, serve_telegram, telegram_link};
+use samizdat::dial::{BoxIo, Destination, Dialer, OpenFuture};
+use samizdat::serve::egress::{DirectDialer, EgressPolicy};
 use std::net::SocketAddr;
 use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,6 +1,6 @@
 //! Two tunnel sessions over a loopback TCP pair, after a real handshake.
 
-use samizdat::tunnel::{OpenError, Session, SessionConfig, Status, Stream};
+use samizdat::transport::{OpenError, Session, SessionConfig, Status, Stream};
 use std::hash::{DefaultHasher, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,5 +1,6 @@
 //! `samizdat-testkit`: run a fake DC or a fake cover site on loopback, for
 //! the interop suite and manual testing.
+#![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;

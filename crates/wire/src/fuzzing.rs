@@ -70,7 +70,38 @@ pub fn classify(data: &[u8]) {
         tls: ReplayCache::new(0, 660, 1000),
         obfuscated2: ReplayCache::new(0, 0, 1000),
     };
-    let _ = classify::classify(data, &policy, &users, 1_700_000_000, &mut replay, None);
+    let one = classify::classify(data, &policy, &users, 1_700_000_000, &mut replay, None);
+    // The pumped classifier the server drives decides the same, with a
+    // fleet that has seen nothing.
+    let mut replay = ReplayState {
+        tls: ReplayCache::new(0, 660, 1000),
+        obfuscated2: ReplayCache::new(0, 0, 1000),
+    };
+    let mut c = classify::Classifier::new(data, &policy, &users, 1_700_000_000, None).with_fleet();
+    let pumped = loop {
+        match c.step() {
+            classify::Step::NeedMore => break classify::Verdict::NeedMore,
+            classify::Step::Search => {
+                if !c.search(&[0]) {
+                    c.searched_all();
+                }
+            }
+            classify::Step::Admit => c.admit(&mut replay),
+            classify::Step::FleetReplay { .. } => c.fleet_answer(true),
+            classify::Step::Done(v) => break v,
+        }
+    };
+    assert_eq!(verdict_name(&one), verdict_name(&pumped));
+}
+
+fn verdict_name(v: &classify::Verdict) -> &'static str {
+    match v {
+        classify::Verdict::NeedMore => "need more",
+        classify::Verdict::Cover(r) => r.name(),
+        classify::Verdict::FakeTls(_) => "fake-tls",
+        classify::Verdict::Obfuscated2(_) => "obfuscated2",
+        classify::Verdict::Tunnel(_) => "tunnel",
+    }
 }
 
 /// Secret text parsing.

@@ -24,6 +24,9 @@
 //! | [`socks5`] | SOCKS5 server side: greeting, RFC 1929 auth, CONNECT request, replies |
 //! | [`http1`] | HTTP/1.1 heads within a bound, request lines, the WebSocket upgrade both ways, response bodies (length, chunked), HTTP dates |
 //! | [`http_proxy`] | HTTP proxy request heads: `CONNECT` and absolute-form, rewritten to origin-form |
+//! | [`tunnel`] | the samizdat transport: hello slots, Noise NK handshake, server flight, AEAD records, mux frames and stream table, lanes |
+//! | [`fuzzing`] | entry points shared by the fuzz targets and the corpus replay test |
+//! | `testing` | deterministic randomness for tests (hidden from the docs) |
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
@@ -42,5 +45,7 @@ pub mod replay;
 pub mod secret;
 pub mod server_list;
 pub mod socks5;
+#[doc(hidden)]
+pub mod testing;
 pub mod tunnel;
 pub mod users;

@@ -15,15 +15,7 @@ const NOW: u64 = 1_790_000_000;
 const SECRET: [u8; 16] = *b"hybrid-user-key!";
 
 fn rng(seed: u64) -> impl FnMut(&mut [u8]) {
-    let mut s = seed | 1;
-    move |buf: &mut [u8]| {
-        for b in buf {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            *b = s as u8;
-        }
-    }
+    wire::testing::seeded_fill(seed)
 }
 
 /// Runs the handshake over `hello` and returns the server's flight, after

@@ -13,15 +13,7 @@ const SECRET: [u8; 16] = *b"tunnel-user-key!";
 
 /// A deterministic fill (xorshift), so failures reproduce.
 fn rng(seed: u64) -> impl FnMut(&mut [u8]) {
-    let mut s = seed | 1;
-    move |buf: &mut [u8]| {
-        for b in buf {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            *b = s as u8;
-        }
-    }
+    wire::testing::seeded_fill(seed)
 }
 
 /// A Chrome-like hello with every handshake slot zeroed.

@@ -4,10 +4,8 @@
 //! endpoint puts TLS and a WebSocket in front of the same exchange
 //! ([`ws`], `docs/fronting.md`).
 
-#[path = "ws.rs"]
-pub mod ws;
-
-use crate::proxy::BoxIo;
+use crate::dial::BoxIo;
+use crate::transport::ws;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -79,13 +77,6 @@ pub enum ConnectError {
     Front(String),
 }
 
-fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 fn fill(b: &mut [u8]) {
     crate::random::fill(b);
 }
@@ -153,9 +144,14 @@ where
         .try_build(&link.sni, &mut fill)
         .map_err(|e| ConnectError::Template(format!("server name {:?}: {e}", link.sni)))?;
     let cred = UserCredential::from_secret(&link.secret.0);
-    let (mut hs, hello) =
-        ClientHandshake::start(&built, &link.server_key, &cred, now_unix(), &mut fill)
-            .map_err(|e| ConnectError::Template(e.to_string()))?;
+    let (mut hs, hello) = ClientHandshake::start(
+        &built,
+        &link.server_key,
+        &cred,
+        crate::clock::unix_now(),
+        &mut fill,
+    )
+    .map_err(|e| ConnectError::Template(e.to_string()))?;
     io.write_all(&hello)
         .await
         .map_err(|e| ConnectError::Closed(e.to_string()))?;

@@ -17,12 +17,12 @@
 
 use super::connect::{connect, ConnectError, LaneConn};
 use super::pool::{Pool, Standing};
-use crate::proxy::{BoxIo, Dialer, OpenError, OpenFuture};
-use crate::tunnel::{Session, SessionConfig};
+use crate::dial::{BoxIo, Dialer, OpenError, OpenFuture};
+use crate::transport::{Session, SessionConfig};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -54,7 +54,7 @@ pub struct TunnelDialer {
     /// second do not count: they hold a socket each, but not the race).
     pub max_parallel: usize,
     /// State shared with the session watchers.
-    shared: Arc<Shared>,
+    shared: Arc<DialerShared>,
     /// Only one task (re)connects at a time; the others wait for its session.
     connecting: tokio::sync::Mutex<()>,
     /// Ends the session watchers (on [`TunnelDialer::shutdown`] or drop).
@@ -69,11 +69,11 @@ pub(super) struct Racer {
     timeout: Duration,
     stagger: Duration,
     max_parallel: usize,
-    pub(super) shared: Arc<Shared>,
+    pub(super) shared: Arc<DialerShared>,
 }
 
 /// What the dialer and its session watchers share.
-pub(super) struct Shared {
+pub(super) struct DialerShared {
     /// Endpoint health.
     pub(super) pool: Mutex<Pool>,
     /// The session in use.
@@ -100,9 +100,7 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Uniform in `[0, 1)`, for the backoff's jitter.
 pub(super) fn jitter() -> f64 {
-    let mut b = [0u8; 8];
-    crate::random::fill(&mut b);
-    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
+    crate::random::unit()
 }
 
 /// A short reason for logs and `pool.toml`.
@@ -119,7 +117,7 @@ fn reason(e: &ConnectError) -> String {
     }
 }
 
-impl Shared {
+impl DialerShared {
     pub(super) fn save(&self) {
         if let Some(dir) = &self.state_dir {
             let pool = lock(&self.pool).clone();
@@ -140,8 +138,12 @@ impl Shared {
         };
         let Some(live) = live else { return };
         let lived = live.since.elapsed();
-        let wait =
-            lock(&self.pool).record_session_end(&live.endpoint, lived, SystemTime::now(), jitter());
+        let wait = lock(&self.pool).record_session_end(
+            &live.endpoint,
+            lived,
+            crate::clock::system_now(),
+            jitter(),
+        );
         tracing::warn!(
             "the session on endpoint {} ended after {} s (reset, or nothing arrived: blocked, or the server went away); backing off {} s",
             live.endpoint,
@@ -189,7 +191,7 @@ impl TunnelDialer {
             },
             stagger: Duration::from_millis(250),
             max_parallel: 3,
-            shared: Arc::new(Shared {
+            shared: Arc::new(DialerShared {
                 pool: Mutex::new(pool),
                 current: Mutex::new(None),
                 state_dir,
@@ -297,7 +299,7 @@ impl Racer {
     pub(super) async fn race(&self, quiet: bool) -> Result<(Endpoint, LaneConn), OpenError> {
         let order = {
             let pool = lock(&self.shared.pool);
-            let now = SystemTime::now();
+            let now = crate::clock::system_now();
             let order = pool.rank(now);
             let described: Vec<String> = order
                 .iter()
@@ -383,7 +385,7 @@ impl Racer {
                     let wait = lock(&self.shared.pool).record_failure(
                         endpoint,
                         &why,
-                        SystemTime::now(),
+                        crate::clock::system_now(),
                         jitter(),
                     );
                     tracing::warn!(
@@ -413,7 +415,7 @@ impl Racer {
         pending: &[Option<Instant>],
         quiet: bool,
     ) {
-        let now = SystemTime::now();
+        let now = crate::clock::system_now();
         {
             let mut pool = lock(&self.shared.pool);
             pool.record_success(endpoint, took, now);
@@ -474,8 +476,8 @@ impl Dialer for TunnelDialer {
 /// Whether an open failed because its session ended. A pending open can
 /// see its session's end a moment before the session reports itself
 /// closed, so a local failure waits briefly for the close.
-async fn ended_with(session: &Session, e: crate::tunnel::OpenError) -> bool {
-    use crate::tunnel::{OpenError as E, Status};
+async fn ended_with(session: &Session, e: crate::transport::OpenError) -> bool {
+    use crate::transport::{OpenError as E, Status};
     if session.is_closed() {
         return true;
     }
@@ -491,9 +493,9 @@ async fn ended_with(session: &Session, e: crate::tunnel::OpenError) -> bool {
 
 /// The front-ends' error for a refused or failed open: the server's status
 /// when it sent one, else what went wrong locally.
-fn open_error(e: crate::tunnel::OpenError) -> OpenError {
+fn open_error(e: crate::transport::OpenError) -> OpenError {
     match e {
-        crate::tunnel::OpenError::Refused(status) => OpenError::from_code(status.code())
+        crate::transport::OpenError::Refused(status) => OpenError::from_code(status.code())
             .err()
             .unwrap_or_else(|| OpenError::General(e.to_string())),
         other => OpenError::General(other.to_string()),

@@ -1,5 +1,5 @@
 //! The lane keeper: keeps a client session's braid supplied with lane
-//! connections (`crate::tunnel::braid`, `docs/transport.md` "Lanes").
+//! connections (`crate::transport::braid`, `docs/transport.md` "Lanes").
 //!
 //! - **Stalls.** When data sent waits over [`STALL_AFTER`] for its
 //!   acknowledgement, or the session goes quiet that long after receiving,
@@ -19,11 +19,11 @@
 
 use super::connect::LaneConn;
 use super::dialer::{jitter, lock, Racer};
-use crate::tunnel::braid::{BraidHandle, LaneEvent};
-use crate::tunnel::{Session, SessionConfig};
+use crate::transport::braid::{BraidHandle, LaneEvent};
+use crate::transport::{Session, SessionConfig};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -32,26 +32,26 @@ use wire::tunnel::lanes::{Opening, SessionSecret, Token, MIN_BUDGET};
 use wire::tunnel::mux::Role;
 
 /// Unacknowledged data, or silence after receiving, this long: probe.
-pub const STALL_AFTER: Duration = Duration::from_millis(600);
+pub(crate) const STALL_AFTER: Duration = Duration::from_millis(600);
 /// A probed lane that receives not one byte this long (or four times its
 /// handshake time, if longer) is dead. Any byte counts, so a throttled
 /// lane that still trickles is alive.
-pub const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
 /// Fewest bytes down a lane (flight included) for a stall to count as a
 /// freeze.
-pub const FREEZE_MIN: u64 = 2 * 1024;
+pub(crate) const FREEZE_MIN: u64 = 2 * 1024;
 /// Most bytes down a lane for a stall to count as a freeze; a stall after
 /// more is a block of the endpoint.
-pub const FREEZE_MAX: u64 = 128 * 1024;
+pub(crate) const FREEZE_MAX: u64 = 128 * 1024;
 /// Lanes kept joined beyond the one in use when lanes have budgets: each
 /// lane takes two round trips to open and carries a few kilobytes, so at a
 /// real round-trip time the rate is about (spares × budget) per two round
 /// trips.
-pub const SPARES: usize = 6;
+pub(crate) const SPARES: usize = 6;
 /// Lane connections raced at once.
 const CONNECTING: usize = 6;
 /// No lane this long: the session ends.
-pub const GIVE_UP: Duration = Duration::from_secs(20);
+pub(crate) const GIVE_UP: Duration = Duration::from_secs(20);
 /// The slowest upstream a probe waits for: a PING queued behind our own
 /// unacknowledged data reaches the server only after it, so a probe may
 /// wait that data's time at this rate (64 kbit/s, a throttle's pace), up to
@@ -125,7 +125,7 @@ struct Keeper {
     next_id: u32,
     /// Some lane has a budget: keep spares.
     budgeted: bool,
-    connecting: JoinSet<Result<(Endpoint, LaneConn), crate::proxy::OpenError>>,
+    connecting: JoinSet<Result<(Endpoint, LaneConn), crate::dial::OpenError>>,
     no_lane_since: Option<Instant>,
     /// A lane broke or stalled: the next one is announced.
     replacing: bool,
@@ -266,7 +266,7 @@ impl Keeper {
                     let wait = lock(&self.racer.shared.pool).record_failure(
                         &info.endpoint,
                         why,
-                        SystemTime::now(),
+                        crate::clock::system_now(),
                         jitter(),
                     );
                     tracing::warn!(
@@ -353,7 +353,7 @@ impl Keeper {
             let wait = lock(&self.racer.shared.pool).record_failure(
                 endpoint,
                 &why,
-                SystemTime::now(),
+                crate::clock::system_now(),
                 jitter(),
             );
             tracing::warn!(

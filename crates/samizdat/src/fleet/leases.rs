@@ -18,7 +18,7 @@
 //! test guessed addresses against it.
 
 use super::{DownLimits, Fleet};
-use crate::config::UserLimits;
+use crate::serve::config::UserLimits;
 use crate::serve::users::Refusal;
 use std::collections::HashMap;
 use std::net::IpAddr;

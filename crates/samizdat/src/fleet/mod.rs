@@ -1,6 +1,6 @@
 //! Fleet state: what several `serve` instances share.
 //!
-//! One interface, two backends ([`Backend`]): in-process (the default: no
+//! One interface ([`SharedState`]), two implementations: in-process (the default: no
 //! setup, every check is this instance's own) and Redis (`--redis URL`).
 //! The local checks always run first; the Redis backend adds the fleet-wide
 //! answer on top:
@@ -18,6 +18,7 @@
 //! key, a secret or the Redis password.
 
 pub mod leases;
+pub mod shared;
 pub mod users;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -176,22 +177,20 @@ pub enum ReplayAnswer {
     Replay,
 }
 
-/// Which replay cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplayKind {
-    /// Fake-TLS ClientHello randoms (bounded by the timestamp window).
-    Tls,
-    /// Bare obfuscated2 inits (no timestamp: kept for [`BARE_REPLAY_TTL`]).
-    Obfuscated2,
-    /// samizdat transport hellos (Noise NK), by the client's ephemeral key;
-    /// bounded by the timestamp window like fake-TLS.
-    Tunnel,
-}
+/// Which replay cache (`wire` names them: the classifier asks).
+pub use shared::{InProcess, Redis, SharedState};
+pub use wire::classify::ReplayKind;
 
-/// How long a bare init is remembered fleet-wide. Bare modes carry no
-/// timestamp, so some bound is needed to keep Redis from growing without
-/// end; the local cache (a million inits) stays the longer memory.
-pub const BARE_REPLAY_TTL: Duration = Duration::from_secs(24 * 3600);
+/// A `--redis` URL the client refused (the URL shown without its
+/// password).
+#[derive(Debug, thiserror::Error)]
+#[error("--redis {url}: {reason}")]
+pub struct StartError {
+    /// The URL, redacted.
+    pub url: String,
+    /// What was wrong with it.
+    pub reason: String,
+}
 
 /// The Redis side of the fleet.
 pub struct Fleet {
@@ -210,10 +209,12 @@ pub struct Fleet {
 impl Fleet {
     /// Creates the client without connecting: it connects on first use, and
     /// reconnects by itself after Redis comes back. Must run in a runtime.
-    pub fn start(config: FleetConfig) -> anyhow::Result<Fleet> {
-        let client = redis::Client::open(config.url.as_str()).map_err(|e| {
-            anyhow::anyhow!("--redis {}: {}", redact_url(&config.url), e.kind_name())
-        })?;
+    pub fn start(config: FleetConfig) -> Result<Fleet, StartError> {
+        let refused = |e: redis::RedisError| StartError {
+            url: redact_url(&config.url),
+            reason: e.kind_name(),
+        };
+        let client = redis::Client::open(config.url.as_str()).map_err(refused)?;
         let manager = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout.max(Duration::from_millis(500))))
             .set_response_timeout(Some(config.timeout))
@@ -223,10 +224,8 @@ impl Fleet {
             // Bounds the requests queued on the one multiplexed connection.
             .set_pipeline_buffer_size(4096)
             .set_concurrency_limit(4096);
-        let conn =
-            redis::aio::ConnectionManager::new_lazy_with_config(client, manager).map_err(|e| {
-                anyhow::anyhow!("--redis {}: {}", redact_url(&config.url), e.kind_name())
-            })?;
+        let conn = redis::aio::ConnectionManager::new_lazy_with_config(client, manager)
+            .map_err(refused)?;
         let mut random = [0u8; 32];
         crate::random::fill(&mut random);
         let leases = leases::Leases::new(&config, random);
@@ -292,7 +291,7 @@ impl Fleet {
 
     fn down(&self, why: &str) {
         let was_up = self.up.swap(false, Ordering::Relaxed);
-        let now = crate::serve::unix_now();
+        let now = crate::clock::unix_now();
         let last = self.last_down_log.load(Ordering::Relaxed);
         if !self.quiet.load(Ordering::Relaxed)
             && (was_up || now >= last + 10)
@@ -382,43 +381,6 @@ impl Fleet {
         let mut cmd = redis::cmd("HGETALL");
         cmd.arg(self.key("users"));
         self.call(&cmd).await
-    }
-}
-
-/// The state interface `serve` talks to: the same calls whatever the
-/// backend. In-process answers are immediate (the local caches and counters
-/// have already decided); the Redis backend asks the fleet.
-#[derive(Clone, Default)]
-pub enum Backend {
-    /// Everything in this process.
-    #[default]
-    InProcess,
-    /// Shared through Redis.
-    Redis(std::sync::Arc<Fleet>),
-}
-
-impl Backend {
-    /// The Redis side, if any.
-    pub fn fleet(&self) -> Option<&std::sync::Arc<Fleet>> {
-        match self {
-            Backend::InProcess => None,
-            Backend::Redis(f) => Some(f),
-        }
-    }
-
-    /// Second replay filter, after the local cache accepted `key`. `Err`
-    /// carries what the configured down-behaviour decided.
-    pub async fn replay(&self, kind: ReplayKind, key: &[u8; 16], ttl: Duration) -> ReplayAnswer {
-        let Some(f) = self.fleet() else {
-            return ReplayAnswer::Fresh;
-        };
-        match f.check_replay(kind, key, ttl).await {
-            Ok(a) => a,
-            Err(Down) => match f.config.replay_when_down {
-                DownReplay::Open => ReplayAnswer::Fresh,
-                DownReplay::Closed => ReplayAnswer::Replay,
-            },
-        }
     }
 }
 

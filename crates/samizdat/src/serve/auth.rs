@@ -24,19 +24,15 @@
 //! 4. **The lock is short.** Only the final admission (time window, replay
 //!    cache) takes the replay lock; key search runs outside it.
 //!
-//! With a fleet (`--redis`), a handshake the local replay cache accepted
-//! (fake-TLS, bare init or samizdat transport hello) is also checked
-//! against the fleet's (one `SET NX PX`, bounded by the Redis
-//! deadline; see [`crate::fleet`] for what happens when Redis is down).
+//! The order of the whole classification (transport check, search,
+//! replay caches) is `wire::classify::Classifier`'s; [`super::admit`]
+//! drives it and calls [`bounded_search`] for the search step.
 
-use super::users::Snapshot;
-use super::{unix_now, Shared};
-use crate::fleet::{ReplayAnswer, ReplayKind, BARE_REPLAY_TTL};
+use super::ServeShared;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
-use wire::classify::{self, CoverReason, Inspected, Verdict};
+use std::time::Duration;
 
 /// Keys tried between two looks at the clock.
 const CHUNK: usize = 64;
@@ -104,7 +100,7 @@ impl AuthIndex {
 
     /// The search order in two parts: the hint (if it may hold this SNI),
     /// then the others without it, and how many those are at most.
-    fn order(
+    pub(super) fn order(
         &self,
         peer: IpAddr,
         sni: Option<&str>,
@@ -134,8 +130,8 @@ const SMALL_SEARCH: usize = 256;
 /// a global slot ([`super::sources::SearchBudget`]). `None` when no key
 /// matched, or when the source has spent its budget (its hello is then
 /// treated as one with a wrong key).
-async fn bounded_search<T>(
-    shared: &Shared,
+pub(super) async fn bounded_search<T>(
+    shared: &ServeShared,
     peer: IpAddr,
     order: (Option<usize>, impl Iterator<Item = usize>, usize),
     mut try_chunk: impl FnMut(&[usize]) -> Option<T>,
@@ -150,10 +146,7 @@ async fn bounded_search<T>(
         return search(rest, try_chunk).await;
     }
     let Ok(_slot) = shared.search_budget.cold(peer).await else {
-        shared
-            .stats
-            .cold_searches_refused
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!("cold key search refused: the source spent its budget");
         return None;
     };
     search(rest, try_chunk).await
@@ -165,7 +158,7 @@ async fn search<T>(
     candidates: impl Iterator<Item = usize>,
     mut try_chunk: impl FnMut(&[usize]) -> Option<T>,
 ) -> Option<T> {
-    let mut slice = Instant::now();
+    let mut slice = crate::clock::real_now();
     let mut chunk = Vec::with_capacity(CHUNK);
     let mut candidates = candidates.peekable();
     while candidates.peek().is_some() {
@@ -176,151 +169,10 @@ async fn search<T>(
         }
         if slice.elapsed() >= SLICE {
             tokio::task::yield_now().await;
-            slice = Instant::now();
+            slice = crate::clock::real_now();
         }
     }
     None
-}
-
-/// Classifies everything read so far: structure, then the key search, then
-/// admission. See the module doc for the order and fairness rules.
-pub(super) async fn decide(buf: &[u8], shared: &Shared, snap: &Snapshot, peer: IpAddr) -> Verdict {
-    let policy = &snap.config.policy;
-    let users = &snap.users;
-    match classify::inspect(buf, policy) {
-        Inspected::NeedMore => Verdict::NeedMore,
-        Inspected::Cover(reason) => Verdict::Cover(reason),
-        Inspected::Hello { hello, record_len } => {
-            let record = &buf[..record_len];
-            if let Some(verdict) = tunnel(record, shared, snap).await {
-                return verdict;
-            }
-            let order = snap.auth.order(peer, hello.sni.as_deref());
-            let found = bounded_search(shared, peer, order, |chunk| {
-                classify::find_hello_user(record, &hello, users, chunk.iter().copied())
-            })
-            .await;
-            let Some(verified) = found else {
-                return Verdict::Cover(CoverReason::BadHmac);
-            };
-            let verdict = {
-                let mut replay = shared.replay.lock().unwrap_or_else(|p| p.into_inner());
-                classify::admit_hello(
-                    hello,
-                    record_len,
-                    verified,
-                    policy,
-                    unix_now(),
-                    &mut replay.tls,
-                )
-            };
-            let verdict = match verdict {
-                Verdict::FakeTls(acc) => {
-                    let mut key = [0u8; 16];
-                    key.copy_from_slice(&acc.hello.random[..16]);
-                    match shared
-                        .state
-                        .replay(ReplayKind::Tls, &key, fleet_replay_ttl(policy))
-                        .await
-                    {
-                        ReplayAnswer::Fresh => Verdict::FakeTls(acc),
-                        ReplayAnswer::Replay => Verdict::Cover(CoverReason::Replay),
-                    }
-                }
-                other => other,
-            };
-            if let Verdict::FakeTls(acc) = &verdict {
-                snap.auth.remember(peer, acc.user);
-            }
-            verdict
-        }
-        Inspected::Init(init) => {
-            let order = snap.auth.order(peer, None);
-            let found = bounded_search(shared, peer, order, |chunk| {
-                classify::find_init_user(&init, policy, users, chunk.iter().copied())
-            })
-            .await;
-            let Some(accepted) = found else {
-                return Verdict::Cover(CoverReason::BadInit);
-            };
-            let user = accepted.user;
-            let verdict = {
-                let mut replay = shared.replay.lock().unwrap_or_else(|p| p.into_inner());
-                classify::admit_init(&init, accepted, unix_now(), &mut replay.obfuscated2)
-            };
-            let verdict = match verdict {
-                Verdict::Obfuscated2(acc) => {
-                    let mut key = [0u8; 16];
-                    key.copy_from_slice(&init[8..24]);
-                    match shared
-                        .state
-                        .replay(ReplayKind::Obfuscated2, &key, BARE_REPLAY_TTL)
-                        .await
-                    {
-                        ReplayAnswer::Fresh => Verdict::Obfuscated2(acc),
-                        ReplayAnswer::Replay => Verdict::Cover(CoverReason::Replay),
-                    }
-                }
-                other => other,
-            };
-            if matches!(verdict, Verdict::Obfuscated2(_)) {
-                snap.auth.remember(peer, user);
-            }
-            verdict
-        }
-    }
-}
-
-/// How long the fleet remembers a timestamped hello: a replay is possible
-/// while its timestamp is in the window, up to max_past + max_future after
-/// acceptance, plus a minute for clocks that differ between instances.
-fn fleet_replay_ttl(policy: &classify::Policy) -> Duration {
-    Duration::from_secs(policy.max_past + policy.max_future + 60)
-}
-
-/// The samizdat transport's check, tried before any MTProto key: one
-/// X25519 operation and a hash-map lookup (`docs/transport.md`), then the
-/// same replay admission as fake-TLS: the local cache, then (with a fleet)
-/// Redis, so a hello another instance accepted goes to the cover too.
-/// `None` when the hello is not a samizdat client's, so the MTProto search
-/// runs. The WebSocket listener runs the same check on the hello it carries.
-pub(super) async fn tunnel(record: &[u8], shared: &Shared, snap: &Snapshot) -> Option<Verdict> {
-    use wire::tunnel::handshake::{accept, Reject};
-    let key = shared.tunnel_key.as_ref().filter(|_| snap.config.tunnel)?;
-    let policy = &snap.config.policy;
-    let now = unix_now();
-    // The window is checked by `admit_tunnel`, with the horizon and skew.
-    let verdict = match accept(
-        record,
-        key,
-        |id| snap.tunnel.get(id).copied(),
-        now,
-        u64::MAX,
-    ) {
-        Ok(accepted) => {
-            let mut replay = shared.replay.lock().unwrap_or_else(|p| p.into_inner());
-            classify::admit_tunnel(accepted, policy, now, &mut replay.tls)
-        }
-        Err(Reject::UnknownUser | Reject::BadMac) => {
-            return Some(Verdict::Cover(CoverReason::BadHmac))
-        }
-        Err(_) => return None,
-    };
-    Some(match verdict {
-        Verdict::Tunnel(acc) => {
-            let mut key = [0u8; 16];
-            key.copy_from_slice(&acc.replay_key[..16]);
-            match shared
-                .state
-                .replay(ReplayKind::Tunnel, &key, fleet_replay_ttl(policy))
-                .await
-            {
-                ReplayAnswer::Fresh => Verdict::Tunnel(acc),
-                ReplayAnswer::Replay => Verdict::Cover(CoverReason::Replay),
-            }
-        }
-        other => other,
-    })
 }
 
 #[cfg(test)]

@@ -2,9 +2,10 @@
 //! answer → inner init) → DC → relay. The protocol decisions are made by
 //! `wire`; this file only moves bytes and keeps deadlines.
 
+use super::admit::{self, shown};
 use super::relay::{self, ClientToDc, DcToClient, Identity};
 use super::users::{Admission, Snapshot};
-use super::Shared;
+use super::ServeShared;
 use std::future::Future;
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
@@ -19,11 +20,12 @@ use wire::obfuscated2::{self, Accepted, INIT_LEN};
 
 type Connecting = Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>>;
 
-/// Why the classification phase ended.
+/// Why the classification phase ended: the classifier's verdict (under
+/// its names), or the connection went away first.
 enum Decision {
     Cover(CoverReason),
-    Tls(classify::TlsAccepted),
-    Bare(Box<classify::O2Accepted>),
+    FakeTls(classify::TlsAccepted),
+    Obfuscated2(Box<classify::O2Accepted>),
     /// A samizdat client (the transport of `docs/transport.md`).
     Tunnel(Box<wire::tunnel::handshake::Accepted>),
     /// The client reset or the server is shutting down.
@@ -53,7 +55,7 @@ enum Event {
 pub(super) async fn handle(
     client: TcpStream,
     peer: SocketAddr,
-    shared: Arc<Shared>,
+    shared: Arc<ServeShared>,
     source: Option<super::sources::SourceGuard>,
 ) {
     let _ = client.set_nodelay(true);
@@ -81,7 +83,7 @@ pub(super) async fn handle(
         let verdict = if first.is_empty() {
             Verdict::NeedMore
         } else {
-            super::auth::decide(&first, &shared, &snap, peer.ip()).await
+            super::admit::classify(&first, &shared, &snap, peer.ip()).await
         };
         match verdict {
             Verdict::NeedMore if client_eof => break Decision::Cover(CoverReason::Unrecognised),
@@ -97,8 +99,8 @@ pub(super) async fn handle(
                 }
             }
             Verdict::Cover(reason) => break Decision::Cover(reason),
-            Verdict::FakeTls(acc) => break Decision::Tls(acc),
-            Verdict::Obfuscated2(acc) => break Decision::Bare(acc),
+            Verdict::FakeTls(acc) => break Decision::FakeTls(acc),
+            Verdict::Obfuscated2(acc) => break Decision::Obfuscated2(acc),
             Verdict::Tunnel(acc) => break Decision::Tunnel(acc),
         }
         let event = tokio::select! {
@@ -144,11 +146,7 @@ pub(super) async fn handle(
     match decision {
         Decision::Gone => {}
         Decision::Cover(reason) => {
-            shared.stats.count_cover(reason);
-            shared.metrics.handshake(reason.name());
-            if let CoverReason::BadTimestamp { skew } = reason {
-                shared.warn_clock_skew(skew);
-            }
+            admit::to_cover(&shared, reason);
             tracing::debug!(
                 reason = reason.name(),
                 bytes = first.len(),
@@ -157,16 +155,12 @@ pub(super) async fn handle(
             );
             splice_to_cover(client, first, cover, client_eof, &shared, &snap).await;
         }
-        Decision::Tls(acc) => {
+        Decision::FakeTls(acc) => {
             drop(source);
             // The first flight's buffer (up to 16 KiB) is not needed any
             // more, and an idle relay must not keep it.
             drop((cover, first));
-            shared
-                .stats
-                .authenticated_tls
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some(admission) = admit(&shared, &snap, acc.user, peer).await else {
+            let Some(admission) = admit::user(&shared, &snap, acc.user, peer).await else {
                 return;
             };
             shared.metrics.handshake("ok_tls");
@@ -177,19 +171,14 @@ pub(super) async fn handle(
             drop(cover);
             // A client sends nothing after its hello until our flight, but
             // keep whatever did follow the hello record.
-            let record_len = 5 + usize::from(u16::from_be_bytes([first[3], first[4]]));
-            let leftover = first.split_off(record_len.min(first.len()));
+            let leftover = first.split_off(acc.record_len.min(first.len()));
             drop(first);
-            super::tunnel::run(client, *acc, leftover, peer, &shared, &snap).await;
+            super::transport::run(client, *acc, leftover, peer, &shared, &snap).await;
         }
-        Decision::Bare(acc) => {
+        Decision::Obfuscated2(acc) => {
             drop(source);
             drop(cover);
-            shared
-                .stats
-                .authenticated_bare
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some(admission) = admit(&shared, &snap, acc.user, peer).await else {
+            let Some(admission) = admit::user(&shared, &snap, acc.user, peer).await else {
                 return;
             };
             shared.metrics.handshake("ok_obfuscated2");
@@ -198,51 +187,6 @@ pub(super) async fn handle(
             let acc = *acc;
             serve_dc(client, admission, acc.init, None, leftover, &shared, &snap).await;
         }
-    }
-}
-
-/// Applies the user's limits to a connection that authenticated. A refused
-/// connection is closed (the peer proved it holds the key, so this reveals
-/// nothing to a prober) and logged by user name.
-pub(super) async fn admit(
-    shared: &Shared,
-    snap: &Snapshot,
-    user: usize,
-    peer: SocketAddr,
-) -> Option<Admission> {
-    let state = snap.states.get(user)?;
-    // This instance's count first, then (with a fleet) the fleet's.
-    let admitted = match state.admit(peer.ip(), super::unix_now()) {
-        Ok(a) => match shared.state.fleet() {
-            Some(fleet) => fleet
-                .admit(&state.name, peer.ip(), &state.limits())
-                .await
-                .map(|lease| a.with_lease(lease)),
-            None => Ok(a),
-        },
-        Err(r) => Err(r),
-    };
-    match admitted {
-        Ok(a) => Some(a),
-        Err(refusal) => {
-            shared.metrics.handshake(refusal.name());
-            tracing::info!(
-                user = %state.name,
-                limit = refusal.name(),
-                client = %shown(snap, peer),
-                "connection refused by the user's limits"
-            );
-            None
-        }
-    }
-}
-
-/// The client's address as logs may show it: only with `--log-client-ips`.
-fn shown(snap: &Snapshot, peer: SocketAddr) -> String {
-    if snap.config.log_client_ips {
-        peer.ip().to_string()
-    } else {
-        "hidden".to_string()
     }
 }
 
@@ -300,7 +244,7 @@ fn take_ready(s: &TcpStream, buf: &mut Vec<u8>, limit: usize) -> io::Result<usiz
 /// the stack and discarded, and at the handshake deadline (or its own
 /// end, or shutdown) it is closed: with FIN, since nothing was left
 /// unread, as a web server closes a connection at its header timeout.
-pub(super) async fn hold(client: TcpStream, shared: &Shared) {
+pub(super) async fn hold(client: TcpStream, shared: &ServeShared) {
     let deadline = Instant::now() + shared.snapshot().config.handshake_timeout;
     loop {
         tokio::select! {
@@ -357,7 +301,7 @@ async fn splice_to_cover(
     mut first: Vec<u8>,
     mut cover: Cover,
     mut client_eof: bool,
-    shared: &Shared,
+    shared: &ServeShared,
     snap: &Snapshot,
 ) {
     let stream = match (cover.stream.take(), cover.pending.take(), cover.failed) {
@@ -436,7 +380,7 @@ async fn serve_tls(
     client: TcpStream,
     acc: classify::TlsAccepted,
     deadline: Instant,
-    shared: &Arc<Shared>,
+    shared: &Arc<ServeShared>,
     snap: &Snapshot,
     admission: Admission,
 ) {
@@ -521,7 +465,7 @@ async fn serve_dc(
     init: Accepted,
     records: Option<RecordDecoder>,
     mut leftover: Vec<u8>,
-    shared: &Arc<Shared>,
+    shared: &Arc<ServeShared>,
     snap: &Snapshot,
 ) {
     let user = admission.user.clone();
@@ -532,37 +476,9 @@ async fn serve_dc(
     let user_metrics = shared.metrics.user(name);
     user_metrics.connections.inc();
     let _user_open = crate::metrics::GaugeGuard::new(&user_metrics.active);
-    let addrs = snap.config.dcs.resolve(init.dc);
-    if addrs.is_empty() {
-        tracing::info!(
-            user = name,
-            dc = init.dc,
-            "client asked for an unknown DC id; add --dc {}=ADDR to route it",
-            init.dc
-        );
+    let Ok(server) = super::dc::connect(shared, snap, init.dc, name).await else {
         return;
-    }
-    let mut server = None;
-    for addr in &addrs {
-        let connecting = Instant::now();
-        match tokio::time::timeout(snap.config.connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => {
-                shared.metrics.dc_connected(init.dc, connecting.elapsed());
-                server = Some(s);
-                break;
-            }
-            Ok(Err(e)) => {
-                shared.metrics.dc_connect_failed(init.dc);
-                tracing::warn!(dc = init.dc, %addr, error = %e, "cannot connect to Telegram DC")
-            }
-            Err(_) => {
-                shared.metrics.dc_connect_failed(init.dc);
-                tracing::warn!(dc = init.dc, %addr, "connecting to Telegram DC timed out")
-            }
-        }
-    }
-    let Some(server) = server else { return };
-    let _ = server.set_nodelay(true);
+    };
     let ours = obfuscated2::initiate(
         obfuscated2::safe_init_random(&mut crate::random::fill),
         init.tag,
@@ -590,10 +506,6 @@ async fn serve_dc(
         tls,
     };
     let started = Instant::now();
-    shared
-        .stats
-        .relays_active
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let relaying = crate::metrics::GaugeGuard::new(&shared.metrics.relays_active);
     let out = relay_dc(
         client,
@@ -606,13 +518,9 @@ async fn serve_dc(
     )
     .await;
     let _ = user.charge(leftover.len());
-    if out.end == relay::End::Quota {
+    if out.end == relay::RelayEnd::Quota {
         tracing::info!(user = name, "quota used up; the user's connections end");
     }
-    shared
-        .stats
-        .relays_active
-        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     drop(relaying);
     // Bytes are added once, when the relay ends.
     user_metrics
@@ -642,7 +550,7 @@ async fn relay_dc(
     server: TcpStream,
     up: ClientToDc,
     down: DcToClient,
-    shared: &Arc<Shared>,
+    shared: &Arc<ServeShared>,
     user: &Arc<super::users::UserState>,
     idle: std::time::Duration,
 ) -> relay::Outcome {
@@ -671,7 +579,7 @@ async fn relay_dc(
     let broken = relay::Outcome {
         up: 0,
         down: 0,
-        end: relay::End::Reset,
+        end: relay::RelayEnd::Reset,
     };
     // `into_std` leaves the sockets non-blocking, as `from_std` needs.
     let (Ok(client), Ok(server)) = (client.into_std(), server.into_std()) else {

@@ -43,7 +43,7 @@ async fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
         if c.len() > 64 {
             c.clear();
         }
-        c.insert(key, (Instant::now(), addrs.clone()));
+        c.insert(key, (crate::clock::real_now(), addrs.clone()));
     }
     Ok(addrs)
 }

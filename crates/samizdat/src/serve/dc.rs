@@ -123,6 +123,51 @@ impl DcTable {
     }
 }
 
+/// Connects to data centre `dc` for `user` (for the log): each of its
+/// addresses in the table's order, each within `--connect-timeout`,
+/// counting successes, failures and connect time in the metrics. Both the
+/// MTProto path and samizdat clients' Telegram streams come here.
+pub(super) async fn connect(
+    shared: &super::ServeShared,
+    snap: &super::users::Snapshot,
+    dc: i16,
+    user: &str,
+) -> Result<tokio::net::TcpStream, crate::dial::OpenError> {
+    use crate::dial::OpenError;
+    let addrs = snap.config.dcs.resolve(dc);
+    if addrs.is_empty() {
+        tracing::info!(
+            user,
+            dc,
+            "client asked for an unknown DC id; add --dc {dc}=ADDR to route it"
+        );
+        return Err(OpenError::HostUnreachable);
+    }
+    let mut last = OpenError::HostUnreachable;
+    for addr in &addrs {
+        let started = tokio::time::Instant::now();
+        let connecting = tokio::net::TcpStream::connect(addr);
+        match tokio::time::timeout(snap.config.connect_timeout, connecting).await {
+            Ok(Ok(s)) => {
+                shared.metrics.dc_connected(dc, started.elapsed());
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Ok(Err(e)) => {
+                shared.metrics.dc_connect_failed(dc);
+                tracing::warn!(dc, %addr, error = %e, "cannot connect to Telegram DC");
+                last = OpenError::from(e);
+            }
+            Err(_) => {
+                shared.metrics.dc_connect_failed(dc);
+                tracing::warn!(dc, %addr, "connecting to Telegram DC timed out");
+                last = OpenError::TimedOut;
+            }
+        }
+    }
+    Err(last)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -333,7 +333,7 @@ mod tests {
                 }
             }
         });
-        let started = std::time::Instant::now();
+        let started = crate::clock::real_now();
         let err = measure(&CoverTarget::Addr(addr), "cover.localhost")
             .await
             .unwrap_err();

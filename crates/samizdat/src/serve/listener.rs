@@ -3,13 +3,14 @@
 //! accepts, admits each connection within the caps and hands it to
 //! `connection` (or `websocket`), then drains on shutdown.
 
+use super::usage::{load_usage, FLEET_USAGE_SYNC};
 use super::*;
 use tokio::net::TcpSocket;
 
 /// A bound server, ready to run.
 pub struct Server {
     listeners: Vec<TcpListener>,
-    shared: Arc<Shared>,
+    shared: Arc<ServeShared>,
     /// Bound addresses (with real ports when 0 was asked for).
     pub addrs: Vec<SocketAddr>,
     metrics_listener: Option<std::net::TcpListener>,
@@ -40,7 +41,7 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 impl Server {
     /// Binds the listeners. Without `--listen`, tries 0.0.0.0:443 and falls
     /// back to 8443 when 443 may not be bound, saying so.
-    pub fn bind(config: ServeConfig) -> anyhow::Result<Server> {
+    pub fn bind(config: ServeConfig) -> Result<Server, BindError> {
         // aws-lc-rs seeds its random generator from CPU jitter the first
         // time it is used (a few milliseconds; 0.4 billion instructions
         // under callgrind): here, before the first client, rather than in
@@ -50,8 +51,10 @@ impl Server {
         match &config.listen {
             Some(addrs) => {
                 for a in addrs {
-                    let l = bind(*a).map_err(|e| {
-                        anyhow::anyhow!("--listen {a}: cannot listen: {e}{}", bind_hint(&e))
+                    let l = bind(*a).map_err(|source| BindError::Listen {
+                        flag: "--listen",
+                        addr: *a,
+                        source,
                     })?;
                     listeners.push(l);
                 }
@@ -66,17 +69,16 @@ impl Server {
                             "port {DEFAULT_PORT} needs root or CAP_NET_BIND_SERVICE; listening on {FALLBACK_PORT} instead \
                              (a cover site on 443 is less suspicious: see --listen)"
                         );
-                        listeners.push(bind(fallback).map_err(|e| {
-                            anyhow::anyhow!(
-                                "cannot listen on {fallback} either: {e}; pass --listen ADDR"
-                            )
+                        listeners.push(bind(fallback).map_err(|source| BindError::Fallback {
+                            addr: fallback,
+                            source,
                         })?);
                     }
-                    Err(e) => {
-                        return Err(anyhow::anyhow!(
-                            "cannot listen on {default}: {e}{}",
-                            bind_hint(&e)
-                        ));
+                    Err(source) => {
+                        return Err(BindError::Default {
+                            addr: default,
+                            source,
+                        });
                     }
                 }
             }
@@ -87,7 +89,16 @@ impl Server {
             .collect();
         let now = unix_now();
         let window = config.policy.max_past + config.policy.max_future;
-        let metrics_listener = config.metrics.map(crate::metrics::bind).transpose()?;
+        let metrics_listener = config
+            .metrics
+            .map(|addr| {
+                crate::metrics::bind(addr).map_err(|source| BindError::Listen {
+                    flag: "--metrics",
+                    addr,
+                    source,
+                })
+            })
+            .transpose()?;
         let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
         let metrics = crate::metrics::Metrics::new(config.users.iter().map(|u| u.name.as_str()));
         // The transport key also keys the fleet's client-address hashes
@@ -106,14 +117,15 @@ impl Server {
                 fleet
                     .leases
                     .set_address_key(crate::fleet::leases::address_key(secret));
-                crate::fleet::Backend::Redis(Arc::new(fleet))
+                Arc::new(crate::fleet::Redis(Arc::new(fleet))) as Arc<dyn crate::fleet::SharedState>
             }
-            _ => crate::fleet::Backend::InProcess,
+            _ => Arc::new(crate::fleet::InProcess),
         };
         // With a fleet, usage comes from Redis at start-up (`run`).
-        let usage = match state {
-            crate::fleet::Backend::InProcess => load_usage(&config.state_dir)?,
-            crate::fleet::Backend::Redis(_) => Default::default(),
+        let usage = if state.usage_is_local() {
+            load_usage(&config.state_dir)?
+        } else {
+            Default::default()
         };
         let tunnel_key = transport_secret
             .filter(|_| config.tunnel)
@@ -121,10 +133,12 @@ impl Server {
         let tunnel_public = tunnel_key.as_ref().map(|k| k.public());
         let (ws_listener, ws_path) = match (config.ws_listen, &tunnel_public) {
             (Some(a), Some(public)) => {
-                let l = bind(a).map_err(|e| {
-                    anyhow::anyhow!("--ws-listen {a}: cannot listen: {e}{}", bind_hint(&e))
+                let l = bind(a).map_err(|source| BindError::Listen {
+                    flag: "--ws-listen",
+                    addr: a,
+                    source,
                 })?;
-                (Some(l), Some(crate::links::ws_path(&config, public)))
+                (Some(l), Some(crate::serve::links::ws_path(&config, public)))
             }
             _ => (None, None),
         };
@@ -146,7 +160,7 @@ impl Server {
         });
         let search_budget = sources::SearchBudget::new(cores);
         let base = Mutex::new(config.clone());
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(ServeShared {
             current: arc_swap::ArcSwap::from_pointee(Snapshot::build(
                 config, None, &usage, &shutdown,
             )),
@@ -160,7 +174,7 @@ impl Server {
             }),
             pool: pool::BufferPool::new(64),
             shutdown,
-            stats: Stats::default(),
+            active: AtomicUsize::new(0),
             metrics,
             tunnel_key,
             sources,
@@ -168,8 +182,8 @@ impl Server {
             search_budget,
             flight_shape: Arc::default(),
             relay_runtime: std::sync::OnceLock::new(),
-            braids: tunnel::Braids::default(),
-            egress: crate::proxy::egress::Egress::new(own_ports),
+            braids: transport::Braids::default(),
+            egress: crate::serve::egress::Egress::new(own_ports),
             last_cover_warning: AtomicU64::new(0),
             last_skew_warning: AtomicU64::new(0),
             draining: std::sync::atomic::AtomicBool::new(false),
@@ -188,7 +202,7 @@ impl Server {
     }
 
     /// The shared state (for tests and metrics).
-    pub fn shared(&self) -> Arc<Shared> {
+    pub fn shared(&self) -> Arc<ServeShared> {
         self.shared.clone()
     }
 
@@ -208,6 +222,8 @@ impl Server {
         let _ = self.shared.relay_runtime.set(rt);
     }
 
+    /// Serves until `stop` fires, then drains: open connections get
+    /// `--drain-timeout` before they are cancelled.
     pub async fn run(self, stop: CancellationToken) {
         let tracker = TaskTracker::new();
         let limit = Arc::new(Semaphore::new(
@@ -308,7 +324,6 @@ impl Server {
                     else {
                         break;
                     };
-                    shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
                     shared.metrics.connections.inc();
                     // The per-source caps apply to the TLS listeners; the
                     // WebSocket listener's peer is usually the front (a
@@ -319,10 +334,6 @@ impl Server {
                             Some(g) => Some(g),
                             None => {
                                 drop(permit);
-                                shared
-                                    .stats
-                                    .refused_over_limit
-                                    .fetch_add(1, Ordering::Relaxed);
                                 shared.metrics.connections_refused.inc();
                                 if let Ok(held) = shared.held.clone().try_acquire_owned() {
                                     let shared = shared.clone();
@@ -338,7 +349,7 @@ impl Server {
                     let shared = shared.clone();
                     let ws_path = ws_path.clone();
                     conns.spawn(async move {
-                        shared.stats.active.fetch_add(1, Ordering::Relaxed);
+                        shared.active.fetch_add(1, Ordering::Relaxed);
                         let open =
                             crate::metrics::GaugeGuard::new(&shared.metrics.connections_active);
                         match ws_path {
@@ -348,7 +359,7 @@ impl Server {
                             }
                         }
                         drop(open);
-                        shared.stats.active.fetch_sub(1, Ordering::Relaxed);
+                        shared.active.fetch_sub(1, Ordering::Relaxed);
                         drop(permit);
                     });
                 }
@@ -358,7 +369,7 @@ impl Server {
         self.shared.draining.store(true, Ordering::Relaxed);
         tracker.close();
         let drain = self.shared.snapshot().config.drain_timeout;
-        let open = self.shared.stats.active.load(Ordering::Relaxed);
+        let open = self.shared.active.load(Ordering::Relaxed);
         if open > 0 {
             tracing::info!(
                 open,
@@ -376,6 +387,45 @@ impl Server {
             tracing::warn!(error = %e, "cannot save quota usage");
         }
     }
+}
+
+/// Why `samizdat serve` could not start: each names the flag or file and
+/// how to fix it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BindError {
+    /// A listening socket asked for by `flag`.
+    #[error("{flag} {addr}: cannot listen: {source}{}", bind_hint(source))]
+    Listen {
+        /// `--listen`, `--ws-listen` or `--metrics`.
+        flag: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The default address (no `--listen`).
+    #[error("cannot listen on {addr}: {source}{}", bind_hint(source))]
+    Default {
+        /// 0.0.0.0:443.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The fallback port after 443 needed a privilege we lack.
+    #[error("cannot listen on {addr} either: {source}; pass --listen ADDR")]
+    Fallback {
+        /// 0.0.0.0:8443.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The state directory (transport key, usage).
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    /// The `--redis` URL.
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::StartError),
 }
 
 fn bind_hint(e: &std::io::Error) -> &'static str {

@@ -1,127 +1,94 @@
 //! `samizdat serve`: listeners, shared state, the accept loop and graceful
-//! shutdown. Each accepted connection runs in one task
-//! ([`connection::handle`]).
+//! shutdown. Each accepted connection runs in one task.
 //!
-//! This file holds what connections share ([`Shared`]: the snapshot of
-//! config and users, reloads, replay caches, counters, usage saving);
-//! `listener` binds and runs the accept loops ([`Server`]).
+//! One MTProto connection, in file order: `listener` (accept, caps) →
+//! `connection` (read the first flight, keep the cover warm) → `admit`
+//! (classify with `wire`, key search in `auth`, replay caches, the user's
+//! limits) → `cover` (splice, if not ours) or the fake-TLS answer and the
+//! inner init → `dc` (connect) → `relay` (the pumps, metered).
+//!
+//! | module | job |
+//! |---|---|
+//! | [`config`] | flags + TOML file → one validated [`config::ServeConfig`] |
+//! | `listener` | bind, accept loops, the drain ([`Server`]) |
+//! | `connection` | one TCP connection: first flight, cover splice, fake-TLS answer, DC relay |
+//! | `websocket` | `--ws-listen`: the WebSocket listener behind a reverse proxy or CDN |
+//! | [`admit`] | the one admission path: classify, replay (local, fleet), user limits, cover accounting |
+//! | [`auth`] | key search order (hints, domains), time slices, the cold-search budget |
+//! | [`sources`] | per-source caps on unauthenticated connections |
+//! | [`users`] | per-user limits and live state, the config snapshot |
+//! | `transport` | a samizdat client's lanes and session; its streams to egress or a DC |
+//! | [`egress`], [`resolve`] | where a samizdat client's stream may go, and the resolver |
+//! | [`dc`] | the Telegram DC table, overrides, and the one DC dialer |
+//! | [`cover`] | the cover site: address and connect |
+//! | [`flight_shape`] | the cover's measured TLS answer, for the transport's flight |
+//! | [`relay`], [`pool`] | readiness pumps with metering; their borrowed buffers |
+//! | [`usage`], [`reload`], [`memory`] | usage saving, live reload, giving memory back |
+//! | [`links`] | the links printed at start |
+//!
+//! This file holds what connections share ([`ServeShared`]: the snapshot of
+//! config and users, reloads, replay caches, shared state, the open count).
 
+pub mod admit;
 pub mod auth;
+pub mod config;
 pub mod cover;
 pub mod dc;
+pub mod egress;
 pub mod flight_shape;
+pub mod links;
+pub mod memory;
 pub mod pool;
 pub mod relay;
+pub mod reload;
+pub mod resolve;
 pub mod sources;
+pub mod usage;
 pub mod users;
 
 mod connection;
 mod listener;
-mod tunnel;
+mod transport;
 mod websocket;
 
-use crate::config::{ServeConfig, DEFAULT_PORT, FALLBACK_PORT};
-pub use listener::Server;
+use crate::serve::config::{ServeConfig, DEFAULT_PORT, FALLBACK_PORT};
+pub use listener::{BindError, Server};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+pub use usage::USAGE_FILE;
 use users::Snapshot;
-use wire::classify::{CoverReason, ReplayState};
+use wire::classify::ReplayState;
 use wire::replay::ReplayCache;
 
-/// Unix time in seconds.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// Per-user byte usage inside the state directory.
-pub const USAGE_FILE: &str = "usage.toml";
+use crate::clock::unix_now;
 
 /// How often usage is saved and expiry checked.
 const HOUSEKEEPING: Duration = Duration::from_secs(5);
 
-/// Reads the usage file; a missing file is no usage, a broken one is an error.
-fn load_usage(dir: &std::path::Path) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
-    let path = dir.join(USAGE_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => toml::from_str(&text).map_err(|e| {
-            anyhow::anyhow!(
-                "{}: {e}; fix it, or delete it to reset every user's quota usage",
-                path.display()
-            )
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
-        Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
-    }
-}
-
-/// Users per pipelined usage push (bounds one request's size).
-const USAGE_BATCH: usize = 500;
-
-/// How often usage is pushed to (and read from) the fleet.
-const FLEET_USAGE_SYNC: Duration = Duration::from_secs(1);
-
 /// Most replay-cache entries per generation (about 40 bytes each).
 const REPLAY_CAP: usize = 1 << 20;
 
-/// Counters, readable by tests today and exported as metrics later.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Connections accepted.
-    pub accepted: AtomicU64,
-    /// Connections from a source over its unauthenticated cap
-    /// (`--max-unauthenticated-per-ip`, `--max-unauthenticated-per-subnet`):
-    /// held unread, then closed.
-    pub refused_over_limit: AtomicU64,
-    /// Cold key searches not run because their source had spent its
-    /// budget (the hello went to the cover).
-    pub cold_searches_refused: AtomicU64,
-    /// Connections open right now.
-    pub active: AtomicUsize,
-    /// Relays to a DC open right now.
-    pub relays_active: AtomicUsize,
-    /// Fake-TLS hellos that authenticated.
-    pub authenticated_tls: AtomicU64,
-    /// Bare obfuscated2 inits that authenticated.
-    pub authenticated_bare: AtomicU64,
-    /// Connections sent to the cover site.
-    pub covered: AtomicU64,
-    /// Of those, replays.
-    pub replays: AtomicU64,
-}
-
-impl Stats {
-    fn count_cover(&self, reason: CoverReason) {
-        self.covered.fetch_add(1, Ordering::Relaxed);
-        if reason == CoverReason::Replay {
-            self.replays.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
 /// Everything connections share. Immutable but for the replay caches,
 /// the counters and the buffer pool.
-pub struct Shared {
+pub struct ServeShared {
     /// Config, users and their live state; swapped whole by a reload.
     current: arc_swap::ArcSwap<Snapshot>,
     /// Replay caches (fake-TLS randoms, bare inits): the first filter, also
     /// with a fleet.
     pub replay: Mutex<ReplayState>,
     /// Where state shared with other instances lives (in-process or Redis).
-    pub state: crate::fleet::Backend,
+    pub state: Arc<dyn crate::fleet::SharedState>,
     /// The configuration as loaded (file and flags), before the shared
     /// users are added to it.
     base: Mutex<ServeConfig>,
     /// The shared users last read from the fleet.
-    fleet_users: Mutex<Vec<crate::config::UserEntry>>,
+    fleet_users: Mutex<Vec<crate::serve::config::UserEntry>>,
     /// One reload at a time (the config file's and the shared table's).
     reloading: Mutex<()>,
     /// Relay buffers.
@@ -129,7 +96,10 @@ pub struct Shared {
     /// Fires on shutdown.
     pub shutdown: CancellationToken,
     /// Counters.
-    pub stats: Stats,
+    /// Connections open right now (the drain waits for them; the memory
+    /// release watches them fall). Everything else is counted in
+    /// [`crate::metrics`].
+    pub active: AtomicUsize,
     /// Prometheus metrics (exported only with `--metrics`).
     pub metrics: crate::metrics::Metrics,
     /// The samizdat transport's static key (from the state directory), if
@@ -148,17 +118,17 @@ pub struct Shared {
     /// ([`Server::relay_on`]); unset, they stay on the accepting runtime.
     pub relay_runtime: std::sync::OnceLock<tokio::runtime::Handle>,
     /// samizdat sessions later lanes may join.
-    pub braids: tunnel::Braids,
+    pub braids: transport::Braids,
     /// What samizdat clients' streams share: the host's own addresses and
     /// ports (refused), the resolver, each user's lookup slots.
-    pub egress: Arc<crate::proxy::egress::Egress>,
+    pub egress: Arc<crate::serve::egress::Egress>,
     last_cover_warning: AtomicU64,
     last_skew_warning: AtomicU64,
     /// Set when accepting stopped (SIGTERM): `/readyz` says 503.
     draining: std::sync::atomic::AtomicBool,
 }
 
-impl Shared {
+impl ServeShared {
     /// The configuration and users new connections use now.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.current.load_full()
@@ -216,64 +186,19 @@ impl Shared {
 
     /// Swaps in a new shared user table (from the fleet) over the last
     /// loaded configuration.
-    pub fn reload_shared_users(&self, users: Vec<crate::config::UserEntry>) -> Vec<String> {
+    pub fn reload_shared_users(&self, users: Vec<crate::serve::config::UserEntry>) -> Vec<String> {
         let _one = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         *self.fleet_users.lock().unwrap_or_else(|p| p.into_inner()) = users;
         let base = self.base.lock().unwrap_or_else(|p| p.into_inner()).clone();
         self.reload_locked(base)
     }
 
-    /// Pushes each user's new bytes to the fleet and reads the totals
-    /// back; on failure the bytes wait for the next push.
-    pub async fn sync_usage(&self) {
-        let Some(fleet) = self.state.fleet() else {
-            return;
-        };
-        let snap = self.snapshot();
-        for chunk in snap.states.chunks(USAGE_BATCH) {
-            let deltas: Vec<(&str, u64)> = chunk
-                .iter()
-                .map(|u| (u.name.as_str(), u.take_pending()))
-                .collect();
-            match fleet.add_usage_many(&deltas).await {
-                Ok(totals) => {
-                    for (user, total) in chunk.iter().zip(totals) {
-                        if user.set_fleet_usage(total) {
-                            tracing::info!(user = %user.name, "fleet-wide quota used up; their connections end");
-                        }
-                    }
-                }
-                Err(_) => {
-                    // Counted again with the next push: nothing is lost.
-                    for (user, (_, delta)) in chunk.iter().zip(deltas) {
-                        user.unpushed(delta);
-                    }
-                    break;
-                }
-            }
-        }
-    }
-
     /// Reads the shared user table when its version changed since `seen`.
     async fn poll_shared_users(&self, seen: &mut Option<u64>) {
-        let Some(fleet) = self.state.fleet() else {
-            return;
-        };
-        if !fleet.config.shared_users {
-            return;
-        }
-        let Ok(version) = fleet.users_version().await else {
-            return;
-        };
-        if *seen == Some(version) {
-            return;
-        }
-        let Ok(users) = fleet.shared_users().await else {
-            return;
-        };
-        *seen = Some(version);
-        for note in self.reload_shared_users(users) {
-            tracing::info!("shared user table changed: {note}");
+        if let Some(users) = self.state.users(seen).await {
+            for note in self.reload_shared_users(users) {
+                tracing::info!("shared user table changed: {note}");
+            }
         }
     }
 
@@ -282,38 +207,7 @@ impl Shared {
         if self.shutdown.is_cancelled() || self.draining.load(Ordering::Relaxed) {
             return (false, "shutting down\n".into());
         }
-        match self.state.fleet() {
-            None => (true, "ready\n".into()),
-            Some(f) if f.is_up() => (true, "ready; redis up\n".into()),
-            // Serving on with the configured fallbacks is the point of
-            // them; the body says why the replay and limits are local.
-            Some(_) => (true, "ready; redis down (fallbacks in force)\n".into()),
-        }
-    }
-
-    fn usage_path(&self) -> std::path::PathBuf {
-        self.snapshot().config.state_dir.join(USAGE_FILE)
-    }
-
-    /// Writes every user's byte usage to the state directory (atomically).
-    pub fn save_usage(&self) -> std::io::Result<()> {
-        if self.state.fleet().is_some() {
-            // With a fleet, usage lives in Redis.
-            return Ok(());
-        }
-        let usage = self.snapshot().usage();
-        if usage.values().all(|&b| b == 0) && !self.usage_path().exists() {
-            return Ok(());
-        }
-        let text = format!(
-            "# Bytes used per user, kept across restarts for quotas. Written by samizdat serve.\n{}",
-            toml::to_string(&usage).map_err(std::io::Error::other)?
-        );
-        let path = self.usage_path();
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        crate::state::replace_private(&path, text.as_bytes())
+        (true, format!("{}\n", self.state.readiness()))
     }
 
     fn rate_limited(slot: &AtomicU64) -> bool {

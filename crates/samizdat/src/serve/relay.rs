@@ -172,7 +172,7 @@ impl Transform for DcToClient {
 
 /// How a relay ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
+pub enum RelayEnd {
     /// Both sides closed (FIN) in turn.
     Closed,
     /// One side reset; the other was reset too.
@@ -190,17 +190,17 @@ pub enum End {
     Quota,
 }
 
-impl End {
+impl RelayEnd {
     /// Stable name for logs.
     pub fn name(self) -> &'static str {
         match self {
-            End::Closed => "closed",
-            End::Reset => "reset",
-            End::Idle => "idle_timeout",
-            End::Stalled => "send_timeout",
-            End::Protocol => "protocol_error",
-            End::Shutdown => "shutdown",
-            End::Quota => "quota",
+            RelayEnd::Closed => "closed",
+            RelayEnd::Reset => "reset",
+            RelayEnd::Idle => "idle_timeout",
+            RelayEnd::Stalled => "send_timeout",
+            RelayEnd::Protocol => "protocol_error",
+            RelayEnd::Shutdown => "shutdown",
+            RelayEnd::Quota => "quota",
         }
     }
 }
@@ -213,7 +213,7 @@ pub struct Outcome {
     /// Payload bytes server → client.
     pub down: u64,
     /// How it ended.
-    pub end: End,
+    pub end: RelayEnd,
 }
 
 /// Writes all of `data` using readiness, so the stream can be shared.
@@ -453,30 +453,30 @@ pub async fn relay<U: Transform, D: Transform>(
         let idle_at = idle.map(|d| activity.last() + d);
         tokio::select! {
             r = &mut up_fut, if !up_done => match r {
-                PumpEnd::Eof => { up_done = true; if down_done { break End::Closed } }
-                PumpEnd::Reset => break End::Reset,
-                PumpEnd::Protocol => break End::Protocol,
-                PumpEnd::Quota => break End::Quota,
-                PumpEnd::Stalled => break End::Stalled,
+                PumpEnd::Eof => { up_done = true; if down_done { break RelayEnd::Closed } }
+                PumpEnd::Reset => break RelayEnd::Reset,
+                PumpEnd::Protocol => break RelayEnd::Protocol,
+                PumpEnd::Quota => break RelayEnd::Quota,
+                PumpEnd::Stalled => break RelayEnd::Stalled,
             },
             r = &mut down_fut, if !down_done => match r {
-                PumpEnd::Eof => { down_done = true; if up_done { break End::Closed } }
-                PumpEnd::Reset => break End::Reset,
-                PumpEnd::Protocol => break End::Protocol,
-                PumpEnd::Quota => break End::Quota,
-                PumpEnd::Stalled => break End::Stalled,
+                PumpEnd::Eof => { down_done = true; if up_done { break RelayEnd::Closed } }
+                PumpEnd::Reset => break RelayEnd::Reset,
+                PumpEnd::Protocol => break RelayEnd::Protocol,
+                PumpEnd::Quota => break RelayEnd::Quota,
+                PumpEnd::Stalled => break RelayEnd::Stalled,
             },
             // A side that sent FIN is no longer read, yet it can still reset
             // (it had closed completely and we forwarded more bytes to it).
             // Someone talking to it directly would get that reset: mirror it.
-            _ = reset_after_fin(server), if down_done => { arm_reset(client); break End::Reset }
-            _ = reset_after_fin(client), if up_done => { arm_reset(server); break End::Reset }
+            _ = reset_after_fin(server), if down_done => { arm_reset(client); break RelayEnd::Reset }
+            _ = reset_after_fin(client), if up_done => { arm_reset(server); break RelayEnd::Reset }
             _ = sleep_until_opt(idle_at) => {
                 if idle_at.is_some_and(|t| t <= Instant::now()) && activity.last() + idle.unwrap_or_default() <= Instant::now() {
-                    break End::Idle;
+                    break RelayEnd::Idle;
                 }
             }
-            _ = shutdown.cancelled() => break End::Shutdown,
+            _ = shutdown.cancelled() => break RelayEnd::Shutdown,
         }
     };
     Outcome {
@@ -557,7 +557,7 @@ mod tests {
         });
         let t0 = Instant::now();
         let out = splice_within_an_hour(&client_side, &cover_side).await;
-        assert_eq!(out.end, End::Stalled);
+        assert_eq!(out.end, RelayEnd::Stalled);
         assert!(
             out.down > 0,
             "the cover's bytes were relayed until the stall"
@@ -578,7 +578,7 @@ mod tests {
         let (cover_side, _cover) = pair().await;
         let t0 = Instant::now();
         let out = splice_within_an_hour(&client_side, &cover_side).await;
-        assert_eq!(out.end, End::Idle);
+        assert_eq!(out.end, RelayEnd::Idle);
         assert!(t0.elapsed() >= SPLICE_IDLE);
     }
 }

@@ -202,7 +202,7 @@ impl SearchBudget {
     /// held for the search. A source whose budget is spent for longer than
     /// [`SEARCH_MAX_WAIT`] ahead gets [`OverBudget`] at once.
     pub async fn cold(&self, ip: IpAddr) -> Result<ColdSlot, OverBudget> {
-        let wait = self.reserve(ip, Instant::now())?;
+        let wait = self.reserve(ip, crate::clock::real_now())?;
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
@@ -360,7 +360,7 @@ mod tests {
     #[test]
     fn a_source_gets_its_burst_then_waits_then_is_refused() {
         let b = SearchBudget::new(2);
-        let t = Instant::now();
+        let t = crate::clock::real_now();
         let me = ip("198.51.100.7");
         for _ in 0..SEARCH_BURST as usize {
             assert_eq!(b.reserve(me, t), Ok(Duration::ZERO));

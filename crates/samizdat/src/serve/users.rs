@@ -9,7 +9,7 @@
 //! `UserState` (live counters, usage); a removed user's, or one whose key
 //! changed, is ended: their connections close.
 
-use crate::config::{ServeConfig, UserLimits};
+use crate::serve::config::{ServeConfig, UserLimits};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

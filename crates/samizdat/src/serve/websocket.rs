@@ -5,7 +5,7 @@
 //! WebSocket upgrade is upgraded; anything else gets the 404 a static site
 //! would give. Inside the WebSocket runs exactly the transport of the TCP
 //! listener: the client's hello record, the same check, replay admission
-//! and user limits ([`super::auth::tunnel`], [`super::tunnel::run`]), our
+//! and user limits ([`super::auth::tunnel`], [`super::transport::run`]), our
 //! flight, then the session. A hello that fails simply closes the
 //! WebSocket: the front is the cover here, there is nothing to splice to.
 //!
@@ -14,8 +14,8 @@
 //! from `ws_trusted_proxies` (loopback by default). Anyone else could write
 //! any address there, to dodge `max_ips` or to fill logs with chosen ones.
 
-use super::Shared;
-use crate::client::connect::ws::{self, HeadError};
+use super::ServeShared;
+use crate::transport::ws::{self, HeadError};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -29,7 +29,7 @@ use wire::http1::websocket::{self as upgrade, UpgradeRequest, BAD_REQUEST, NOT_F
 pub(super) async fn handle(
     mut client: TcpStream,
     peer: SocketAddr,
-    shared: Arc<Shared>,
+    shared: Arc<ServeShared>,
     path: Arc<str>,
 ) {
     let _ = client.set_nodelay(true);
@@ -73,13 +73,11 @@ pub(super) async fn handle(
         tracing::debug!("WebSocket client sent no hello record in time");
         return;
     };
-    let verdict = super::auth::tunnel(&record, &shared, &snap)
-        .await
-        .unwrap_or(Verdict::Cover(CoverReason::Unrecognised));
+    let verdict = super::admit::transport_hello(&record, &shared, &snap, peer.ip()).await;
     match verdict {
         Verdict::Tunnel(acc) => {
             drop(record);
-            super::tunnel::run(carrier, *acc, leftover, peer, &shared, &snap).await;
+            super::transport::run(carrier, *acc, leftover, peer, &shared, &snap).await;
         }
         other => refuse(&shared, other),
     }
@@ -133,16 +131,12 @@ async fn answer_and_close(mut client: TcpStream, answer: &[u8], deadline: Instan
 }
 
 /// Counts and logs a hello that did not authenticate; the caller closes.
-fn refuse(shared: &Shared, verdict: Verdict) {
+fn refuse(shared: &ServeShared, verdict: Verdict) {
     let reason = match verdict {
         Verdict::Cover(reason) => reason,
         _ => CoverReason::Unrecognised,
     };
-    shared.stats.count_cover(reason);
-    shared.metrics.handshake(reason.name());
-    if let CoverReason::BadTimestamp { skew } = reason {
-        shared.warn_clock_skew(skew);
-    }
+    super::admit::to_cover(shared, reason);
     tracing::debug!(reason = reason.name(), "WebSocket hello refused; closing");
 }
 

@@ -32,7 +32,7 @@ pub enum Then {
     Idle,
 }
 
-use samizdat::doctor::cover::verifier::AcceptAnyCertificate;
+use samizdat::cli::doctor::cover::verifier::AcceptAnyCertificate;
 
 const SNI: &str = "cover.localhost";
 

@@ -567,6 +567,9 @@ pub struct Accepted {
     pub replay_key: [u8; 32],
     /// The unix time the client wrote.
     pub client_time: u64,
+    /// Bytes of the hello record: what follows it in the connection's
+    /// first read already belongs to the session.
+    pub record_len: usize,
     hs: HandshakeState,
     slot: Slot,
     session_id: [u8; 32],
@@ -644,6 +647,7 @@ pub fn accept(
         user,
         replay_key: e,
         client_time,
+        record_len: record.len(),
         hs,
         slot,
         session_id: halves(&msg).1,
@@ -743,15 +747,7 @@ mod tests {
     const NOW: u64 = 1_790_000_000;
 
     fn fill(seed: u64) -> impl FnMut(&mut [u8]) {
-        let mut s = seed | 1;
-        move |buf: &mut [u8]| {
-            for b in buf {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                *b = s as u8;
-            }
-        }
+        crate::testing::seeded_fill(seed)
     }
 
     fn dh_attempts() -> usize {

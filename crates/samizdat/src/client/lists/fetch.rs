@@ -70,7 +70,7 @@ pub async fn fetch_all(
                 continue;
             }
         };
-        let now = now_unix();
+        let now = crate::clock::unix_now();
         let mut best: Option<(ServerList, &String)> = None;
         let mut refusal = None;
         for t in &texts {
@@ -188,7 +188,7 @@ pub(super) async fn fetch_source(
 /// The first line that looks like a list, else the whole text trimmed.
 pub(super) fn first_list(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
-    crate::list_cmd::extract(&text).to_string()
+    crate::cli::list::extract(&text).to_string()
 }
 
 pub(super) async fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {

@@ -22,7 +22,7 @@
 //! | `fetch` | [`fetch_all`]: every source, bounded in size and time |
 //! | this file | loading at start and the refresh task |
 
-use crate::proxy::Dialer;
+use crate::dial::Dialer;
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use std::fmt;
@@ -75,13 +75,6 @@ pub const DIR: &str = "lists";
 
 // === saved lists ===
 
-fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 // === fetching ===
 
 // === the refresh task ===
@@ -92,7 +85,7 @@ pub fn load_at_start(link: &Link, state_dir: &Path) -> Option<ServerList> {
     let key = link.list_key?;
     match load_saved(state_dir, &key) {
         Ok(Some(list)) => {
-            if list.expires <= now_unix() {
+            if list.expires <= crate::clock::unix_now() {
                 tracing::warn!(
                     "the saved server list (serial {}) has expired; its servers are not used until a newer list arrives",
                     list.serial
@@ -116,15 +109,12 @@ pub fn load_at_start(link: &Link, state_dir: &Path) -> Option<ServerList> {
 
 /// The servers to use now ([`servers`]); an expired list adds none.
 pub fn usable_servers(link: &Link, list: Option<&ServerList>) -> Vec<Endpoint> {
-    servers(link, list.filter(|l| l.expires > now_unix()))
+    servers(link, list.filter(|l| l.expires > crate::clock::unix_now()))
 }
 
 /// Random wait in `[0, max)`.
 fn jitter(max: Duration) -> Duration {
-    let mut b = [0u8; 8];
-    crate::random::fill(&mut b);
-    let ms = max.as_millis().max(1) as u64;
-    Duration::from_millis(u64::from_le_bytes(b) % ms)
+    max.mul_f64(crate::random::unit())
 }
 
 /// Starts fetching `link`'s lists: now, then every [`REFRESH_EVERY`] plus
@@ -208,7 +198,7 @@ pub fn spawn_refresh(
 mod tests {
     use super::fetch::{fetch_source, response_body};
     use super::*;
-    use crate::proxy::{BoxIo, OpenError, OpenFuture};
+    use crate::dial::{BoxIo, OpenError, OpenFuture};
     use std::sync::Mutex;
     use wire::server_list::Listed;
 
@@ -224,7 +214,7 @@ mod tests {
     }
 
     fn list(serial: u64, endpoints: &[&str]) -> ServerList {
-        let now = now_unix();
+        let now = crate::clock::unix_now();
         ServerList {
             serial,
             issued: now - 10,

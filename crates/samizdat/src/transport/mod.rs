@@ -1,0 +1,57 @@
+//! The tokio driver of the samizdat transport: one [`Session`] per TLS
+//! look-alike connection, multiplexing [`Stream`]s.
+//!
+//! The protocol (handshake, records, frames, stream table) is sans-io in
+//! `wire::tunnel`; this module only moves bytes and wakes tasks:
+//!
+//! - a reader task reads into the record opener's bounded buffer, opens
+//!   records and feeds their frames to the `wire` stream table, queueing
+//!   data per stream (never more than the stream's window);
+//! - a writer task packs pending control frames and stream data
+//!   round-robin into padded records, sends keepalive PINGs when idle;
+//! - [`Stream`]s read and write those per-stream queues under one lock.
+//!
+//! The session dies on any I/O or protocol error, when no bytes arrive for
+//! [`SessionConfig::dead_after`], or when every handle ([`Session`],
+//! [`Incoming`], [`Stream`], [`IncomingStream`]) is gone; then both tasks
+//! end and every stream errors out.
+
+pub mod braid;
+mod reader;
+mod session;
+mod stream;
+mod writer;
+pub mod ws;
+
+pub use session::{Incoming, IncomingStream, OpenError, Session};
+pub use stream::Stream;
+pub use wire::tunnel::frame::Status;
+
+use std::time::Duration;
+
+/// Limits and timers of one session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// Receive window per stream: the most bytes buffered for a stream the
+    /// application does not read (at least 256 KiB, the protocol's initial
+    /// window).
+    pub window: u32,
+    /// Most concurrent streams (the peer's opens beyond this are a
+    /// protocol error; ours fail with [`OpenError::TooManyStreams`]).
+    pub max_streams: usize,
+    /// Send a PING after this long without sending anything.
+    pub keepalive: Duration,
+    /// Declare the session dead after this long without receiving a byte.
+    pub dead_after: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> SessionConfig {
+        SessionConfig {
+            window: wire::tunnel::mux::INITIAL_WINDOW,
+            max_streams: 1024,
+            keepalive: Duration::from_secs(10),
+            dead_after: Duration::from_secs(30),
+        }
+    }
+}
