@@ -292,6 +292,28 @@ mod tests {
         assert!(!has_token(b"\xff, up", "upgrade"));
     }
 
+    /// Pieces [`the_fuzz_entry_takes_http_shaped_noise`] strings together.
+    const NOISE: &[&[u8]] = &[
+        b"HTTP/1.1 ",
+        b"200 OK",
+        b"101 ",
+        b"GET /p ",
+        b"\r\n",
+        b"\r\n\r\n",
+        b": ",
+        b"Content-Length",
+        b"Transfer-Encoding: chunked",
+        b"Upgrade: websocket",
+        b"Connection: upgrade",
+        b"Sec-WebSocket-Key",
+        b"0",
+        b"ff",
+        b"7fffffffffffffff",
+        b";",
+        b" GMT",
+        b"\xff",
+    ];
+
     proptest! {
         #[test]
         fn request_lines_round_trip(
@@ -304,6 +326,16 @@ mod tests {
             prop_assert_eq!(l.method, method.as_str());
             prop_assert_eq!(l.target, target.as_str());
             prop_assert_eq!(l.minor_version, minor);
+        }
+
+        /// The fuzz entry on HTTP-shaped noise: pieces of heads, numbers,
+        /// separators and junk in any order, so the parsers get past their
+        /// first checks more often than with uniform bytes.
+        #[test]
+        fn the_fuzz_entry_takes_http_shaped_noise(
+            pieces in proptest::collection::vec(prop::sample::select(NOISE), 0..40),
+        ) {
+            crate::fuzzing::http1(&pieces.concat());
         }
 
         #[test]
