@@ -92,10 +92,27 @@ fn yes(ok: bool) -> &'static str {
     }
 }
 
+/// The systems of the throughput, handshake and instruction tables, in
+/// column order.
+const SYSTEMS: [&str; 4] = ["plain relay", "crypto floor", "samizdat dd", "samizdat ee"];
+
 /// Renders the tables.
 pub fn render(r: &Results) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "Machine: {}.", r.machine);
+    header(&mut o, r);
+    let conns = throughput(&mut o, r);
+    handshakes(&mut o, r);
+    latency(&mut o, r);
+    setup(&mut o, r);
+    memory(&mut o, r);
+    let sz_ir = instructions(&mut o, r);
+    goals(&mut o, r, &conns, sz_ir);
+    o
+}
+
+/// The machine, placement, threads and counts of the run.
+fn header(o: &mut String, r: &Results) {
+    let _ = writeln!(*o, "Machine: {}.", r.machine);
     let placement = match r.pinned {
         Some(core) => format!(
             "Each system under test is pinned to core {core} (so its default runtime has one worker thread, as on a 1-core VPS); the load generator, DC and cover run in the bench process ({} runtime threads) on the other cores.",
@@ -107,26 +124,30 @@ pub fn render(r: &Results) -> String {
         ),
     };
     let _ = writeln!(
-        o,
+        *o,
         "{placement} Runtime worker threads of the systems under test: {} (samizdat had {} threads in all). Open-files limit {}. Run time {:.0} s.",
         r.threads.map(|n| n.to_string()).unwrap_or_else(|| "their default (one per available core)".into()),
         r.sz_threads,
         r.fd_limit,
         r.elapsed.as_secs_f64()
     );
-    let _ = writeln!(o, "Counts: `{}`.\n", r.sizes);
+    let _ = writeln!(*o, "Counts: `{}`.\n", r.sizes);
+}
 
-    let systems = ["plain relay", "crypto floor", "samizdat dd", "samizdat ee"];
-    let _ = writeln!(o, "### Relayed throughput\n");
+/// Relayed throughput per system, connection count and direction; the
+/// connection counts measured.
+fn throughput(o: &mut String, r: &Results) -> Vec<usize> {
+    let systems = SYSTEMS;
+    let _ = writeln!(*o, "### Relayed throughput\n");
     let _ = writeln!(
-        o,
+        *o,
         "GB (10⁹ bytes) of payload per CPU-second of the relay process (utime+stime from /proc); wall-clock GB/s in brackets. dd and ee are samizdat's two client forms; the floor speaks dd.\n"
     );
     let _ = writeln!(
-        o,
+        *o,
         "| conns | direction | plain relay | crypto floor | samizdat dd | samizdat ee | dd / floor | ee / floor | ee / plain |"
     );
-    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(*o, "|---|---|---|---|---|---|---|---|---|");
     let mut conns: Vec<usize> = r.bulk.iter().map(|b| b.1).collect();
     conns.dedup();
     for &c in &conns {
@@ -149,7 +170,7 @@ pub fn render(r: &Results) -> String {
                 Dir::Down => "DC → client",
             };
             let _ = writeln!(
-                o,
+                *o,
                 "| {c} | {d} | {} | {} | {} | {} | {} | {} | {} |",
                 cells[0],
                 cells[1],
@@ -161,17 +182,21 @@ pub fn render(r: &Results) -> String {
             );
         }
     }
+    conns
+}
 
-    let _ = writeln!(o, "\n### Handshakes\n");
+/// Handshakes per CPU-second against the crypto floor.
+fn handshakes(o: &mut String, r: &Results) {
+    let _ = writeln!(*o, "\n### Handshakes\n");
     let _ = writeln!(
-        o,
+        *o,
         "A handshake is connect, the client's handshake, the proxy's connect and init to the DC, the DC's encrypted acknowledgement back to the client, and a close (RST). Per CPU-second of the relay process = per core.\n"
     );
     let _ = writeln!(
-        o,
+        *o,
         "| system | per CPU-second | per wall second | vs floor (CPU) | failed |"
     );
-    let _ = writeln!(o, "|---|---|---|---|---|");
+    let _ = writeln!(*o, "|---|---|---|---|---|");
     let floor_hs = r
         .handshakes
         .iter()
@@ -180,7 +205,7 @@ pub fn render(r: &Results) -> String {
         .unwrap_or(0.0);
     for (name, w) in &r.handshakes {
         let _ = writeln!(
-            o,
+            *o,
             "| {name} | {:.0} | {:.0} | {} | {} |",
             w.per_cpu_sec(),
             w.per_wall_sec(),
@@ -188,21 +213,24 @@ pub fn render(r: &Results) -> String {
             w.errors
         );
     }
+}
 
-    let _ = writeln!(o, "\n### Round-trip latency\n");
+/// Round-trip latency added by each path.
+fn latency(o: &mut String, r: &Results) {
+    let _ = writeln!(*o, "\n### Round-trip latency\n");
     let _ = writeln!(
-        o,
+        *o,
         "64-byte messages echoed by the DC, one connection per path, the paths taking turns; added = this path minus the direct path.\n"
     );
     let _ = writeln!(
-        o,
+        *o,
         "| path | RTT p50 | RTT p99 | added p50 | added p99 | samples |"
     );
-    let _ = writeln!(o, "|---|---|---|---|---|---|");
+    let _ = writeln!(*o, "|---|---|---|---|---|---|");
     let direct = r.latency.first().map(|l| l.1).unwrap_or_default();
     for (name, l) in &r.latency {
         let _ = writeln!(
-            o,
+            *o,
             "| {name} | {} | {} | {} | {} | {} |",
             micros(l.p50),
             micros(l.p99),
@@ -211,23 +239,26 @@ pub fn render(r: &Results) -> String {
             l.samples,
         );
     }
+}
 
+/// Set-up under load (when measured).
+fn setup(o: &mut String, r: &Results) {
     if !r.setup.is_empty() {
-        let _ = writeln!(o, "\n### Set-up under load\n");
+        let _ = writeln!(*o, "\n### Set-up under load\n");
         let _ = writeln!(
-            o,
+            *o,
             "Time from connect to the DC's first byte at the client (its acknowledgement) for new connections, one at a time, while other `dd` connections stream both ways at full speed through the same samizdat; the streams and the DC's side of them run on a runtime of their own in the bench process. The samizdat client rows do the same with SOCKS5 streams through one `samizdat client` (the samizdat transport) to a loopback destination that sends a byte on accept, timed from connect to the SOCKS5 port to that byte, while other such streams stream both ways (a server of their own, `--transport-streams-per-user {}`). Goal: p99 ≤ 50 ms with 200 streams.\n",
-            crate::CLIENT_SETUP_STREAMS_PER_USER
+            crate::run::CLIENT_SETUP_STREAMS_PER_USER
         );
         let _ = writeln!(
-            o,
+            *o,
             "| new connection | streaming | p50 | p99 | samples | over {} s | streams received |",
             crate::phases::SETUP_LIMIT.as_secs()
         );
-        let _ = writeln!(o, "|---|---|---|---|---|---|---|");
+        let _ = writeln!(*o, "|---|---|---|---|---|---|---|");
         for (name, streams, l, errors, rate) in &r.setup {
             let _ = writeln!(
-                o,
+                *o,
                 "| {name} | {streams} | {:.1} ms | {:.1} ms | {} | {errors} | {:.0} MB/s |",
                 l.p50.as_secs_f64() * 1e3,
                 l.p99.as_secs_f64() * 1e3,
@@ -236,20 +267,23 @@ pub fn render(r: &Results) -> String {
             );
         }
     }
+}
 
-    let _ = writeln!(o, "\n### Memory (RSS of the relay process)\n");
+/// RSS at start, with idle connections and after they closed.
+fn memory(o: &mut String, r: &Results) {
+    let _ = writeln!(*o, "\n### Memory (RSS of the relay process)\n");
     let _ = writeln!(
-        o,
+        *o,
         "A fresh process each: at start, with idle authenticated connections (handshake done, DC connected, acknowledged, nothing moving), and after they closed.\n"
     );
     let _ = writeln!(
-        o,
+        *o,
         "| system | at start | idle connections | with them | per idle connection | after close | anonymous: start / with / after |"
     );
-    let _ = writeln!(o, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(*o, "|---|---|---|---|---|---|---|");
     for (name, m) in &r.memory {
         let _ = writeln!(
-            o,
+            *o,
             "| {name} | {} | {}{} | {} | {:.0} B | {} | {} / {} / {} |",
             kib(m.start),
             m.conns,
@@ -267,11 +301,16 @@ pub fn render(r: &Results) -> String {
         );
     }
     let _ = writeln!(
-        o,
+        *o,
         "\nsamizdat's peak RSS over the throughput and handshake phases: {}.",
         kib(r.peak_rss)
     );
+}
 
+/// Instructions per byte and per handshake (when measured); samizdat ee's
+/// (per byte, per handshake) for the goals.
+fn instructions(o: &mut String, r: &Results) -> (Option<f64>, Option<f64>) {
+    let systems = SYSTEMS;
     let ir = |name: &str, want: fn(&Load) -> bool| {
         r.instructions
             .iter()
@@ -303,16 +342,16 @@ pub fn render(r: &Results) -> String {
     };
     let mut sz_ir = (None, None);
     if !r.instructions.is_empty() {
-        let _ = writeln!(o, "\n### Instructions (callgrind)\n");
+        let _ = writeln!(*o, "\n### Instructions (callgrind)\n");
         let _ = writeln!(
-            o,
+            *o,
             "Fixed workloads in a fresh process with one runtime thread, minus the same process only starting and stopping. Valgrind shows every machine the same CPU (AES-NI, no VAES), so these compare across machines.\n"
         );
         let _ = writeln!(
-            o,
+            *o,
             "| workload | plain relay | crypto floor | samizdat dd | samizdat ee | ee / floor |"
         );
-        let _ = writeln!(o, "|---|---|---|---|---|---|");
+        let _ = writeln!(*o, "|---|---|---|---|---|---|");
         for (label, hs) in [
             ("instructions per relayed byte (up and down)", false),
             ("instructions per handshake", true),
@@ -324,7 +363,7 @@ pub fn render(r: &Results) -> String {
                 None => "–".into(),
             };
             let _ = writeln!(
-                o,
+                *o,
                 "| {label} | {} | {} | {} | {} | {} |",
                 f(v[0]),
                 f(v[1]),
@@ -339,12 +378,16 @@ pub fn render(r: &Results) -> String {
             }
         }
     }
+    sz_ir
+}
 
+/// The goals of issue 3, measured.
+fn goals(o: &mut String, r: &Results, conns: &[usize], sz_ir: (Option<f64>, Option<f64>)) {
     // Goals of issue 3.
-    let _ = writeln!(o, "\n### Goals\n");
-    let _ = writeln!(o, "| goal | target | measured | |");
-    let _ = writeln!(o, "|---|---|---|---|");
-    for &c in &conns {
+    let _ = writeln!(*o, "\n### Goals\n");
+    let _ = writeln!(*o, "| goal | target | measured | |");
+    let _ = writeln!(*o, "|---|---|---|---|");
+    for &c in conns {
         let mut worst = f64::INFINITY;
         let mut detail = Vec::new();
         for dir in [Dir::Up, Dir::Down] {
@@ -365,7 +408,7 @@ pub fn render(r: &Results) -> String {
             }
         }
         let _ = writeln!(
-            o,
+            *o,
             "| throughput, {c} connection{} | ≥ 0.90 × crypto floor (per CPU-second) | {} | {} |",
             if c == 1 { "" } else { "s" },
             detail.join(", "),
@@ -374,13 +417,13 @@ pub fn render(r: &Results) -> String {
     }
     if let Some((_, m)) = r.memory.iter().find(|m| m.0.starts_with("samizdat")) {
         let _ = writeln!(
-            o,
+            *o,
             "| memory per idle connection | ≤ 9 KB | {:.0} B | {} |",
             m.per_conn(),
             yes(m.per_conn() <= 9000.0)
         );
         let _ = writeln!(
-            o,
+            *o,
             "| idle RSS | ≤ 2 MB | {} at start ({} of it anonymous) | {} |",
             kib(m.start),
             kib(m.anon[0]),
@@ -388,7 +431,7 @@ pub fn render(r: &Results) -> String {
         );
         let back = m.after <= m.start + (m.idle.saturating_sub(m.start)) / 10;
         let _ = writeln!(
-            o,
+            *o,
             "| memory comes back after close | within 10% of the idle growth | {} after, {} at start | {} |",
             kib(m.after),
             kib(m.start),
@@ -401,7 +444,7 @@ pub fn render(r: &Results) -> String {
         .filter(|h| h.0.starts_with("samizdat ee"))
     {
         let _ = writeln!(
-            o,
+            *o,
             "| fake-TLS handshakes per core ({}) | ≥ 20,000 per CPU-second | {:.0} | {} |",
             name.trim_start_matches("samizdat ee, "),
             w.per_cpu_sec(),
@@ -410,9 +453,8 @@ pub fn render(r: &Results) -> String {
     }
     if let (Some(b), Some(h)) = sz_ir {
         let _ = writeln!(
-            o,
+            *o,
             "| (reference) samizdat ee instructions | — | {b:.2} per byte, {h:.0} per handshake | |"
         );
     }
-    o
 }

@@ -65,6 +65,15 @@ pub enum StateError {
         /// Why.
         source: std::io::Error,
     },
+    /// `--transport-key FILE` (shared by a fleet's instances) is missing or
+    /// unreadable: it is never generated in its place.
+    #[error("transport key {}: {source}; copy transport.toml from a server's state directory there", path.display())]
+    TransportKeyFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// A file is there but its content is not what it must be.
     #[error("{}: {reason}", path.display())]
     Invalid {
@@ -166,12 +175,11 @@ pub fn load_or_create_transport_key(dir: &Path) -> Result<[u8; 32], StateError> 
 pub fn transport_key(file: Option<&Path>, dir: &Path) -> Result<[u8; 32], StateError> {
     match file {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                StateError::invalid(
-                    path,
-                    format!("{e}; copy transport.toml from a server's state directory there"),
-                )
-            })?;
+            let text =
+                std::fs::read_to_string(path).map_err(|source| StateError::TransportKeyFile {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
             warn_if_exposed(path, "transport key file");
             parse_transport_key(&text, path)
         }

@@ -25,7 +25,6 @@ use tokio::time::Instant;
 use wire::link::{Endpoint, Link};
 use wire::tunnel::frame::Frame;
 use wire::tunnel::lanes::{self, LaneFrame, Opening, SessionSecret, WINDOW};
-use wire::tunnel::mux::Role;
 use wire::tunnel::{Destination, Opener, Sealer};
 
 /// The documented per-user budget (`docs/transport.md`).
@@ -131,7 +130,6 @@ async fn sink() -> (SocketAddr, Arc<AtomicU64>) {
 struct Attacker {
     wr: WriteHalf<samizdat::dial::BoxIo>,
     lane: Sealer,
-    inner: Sealer,
     /// Next braid offset to send.
     next: u64,
     /// What the server reports consumed (from its ACKs).
@@ -165,7 +163,6 @@ impl Attacker {
         let mut bytes = [0u8; 32];
         samizdat::random::fill(&mut bytes);
         let secret = SessionSecret::new(bytes);
-        let (inner, _) = secret.inner_keys(Role::Client).into_split();
         let (rd, mut wr) = tokio::io::split(conn.io);
         let consumed = Arc::new(AtomicU64::new(0));
         let ended = Arc::new(AtomicBool::new(false));
@@ -193,7 +190,6 @@ impl Attacker {
         Attacker {
             wr,
             lane,
-            inner,
             next: 0,
             consumed,
             ended,
@@ -247,7 +243,7 @@ impl Attacker {
     /// `false` if the window stayed shut or the lane ended.
     async fn send_session(&mut self, plaintext: &[u8], patience: Duration) -> bool {
         let mut record = Vec::new();
-        self.inner.seal_record(plaintext, &mut record).unwrap();
+        lanes::encode_inner(plaintext, &mut record).unwrap();
         let end = self.next + record.len() as u64;
         let until = Instant::now() + patience;
         while end > self.consumed.load(Ordering::Relaxed) + WINDOW as u64 {

@@ -308,13 +308,33 @@ pub fn server_list(data: &[u8]) {
     }
 }
 
-/// Lane frames and the braid: openings, and records on four lanes in
-/// any order (the peer is authenticated but may be buggy or hostile):
-/// never a panic, and the buffers stay within the window.
+/// Lane frames, the session records a braid carries, and the braid:
+/// openings, and records on four lanes in any order (the peer is
+/// authenticated but may be buggy or hostile): never a panic, and the
+/// buffers stay within the window.
 pub fn tunnel_lanes(data: &[u8]) {
-    use crate::tunnel::lanes::{lane_frames, opening, Braid, LaneFrame, WINDOW};
+    use crate::tunnel::lanes::{
+        lane_frames, opening, Braid, InnerReader, LaneFrame, INNER_BUFFER, WINDOW,
+    };
     use crate::tunnel::mux::Role;
     let _ = opening(data);
+    // The session's records in a braid stream: cut whole, never past the
+    // buffer, whatever the length headers say.
+    let mut inner = InnerReader::new();
+    let mut pending = data;
+    loop {
+        let n = inner.feed(pending);
+        pending = &pending[n..];
+        let mut took = false;
+        while let Ok(Some(pt)) = inner.next_record() {
+            let _ = crate::tunnel::frame::frames(pt).count();
+            took = true;
+        }
+        assert!(inner.buffered() <= INNER_BUFFER);
+        if !took && (n == 0 || pending.is_empty()) {
+            break;
+        }
+    }
     for frame in lane_frames(data) {
         let Ok(frame) = frame else { break };
         let mut again = Vec::new();

@@ -92,7 +92,7 @@ pub(super) fn start(
     let secret = SessionSecret::new(bytes);
     let (tx, rx) = BraidHandle::event_channel();
     let braid = BraidHandle::new(Role::Client, Some(tx));
-    let session = Session::client(braid.io(), Vec::new(), secret.inner_keys(Role::Client), cfg);
+    let session = Session::client_on_braid(braid.io(), cfg);
     let mut keeper = Keeper {
         token: secret.token(),
         braid,

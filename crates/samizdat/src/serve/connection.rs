@@ -1,10 +1,13 @@
-//! One client connection through `serve`: classify → (cover | fake-TLS
-//! answer → inner init) → DC → relay. The protocol decisions are made by
-//! `wire`; this file only moves bytes and keeps deadlines.
+//! One client connection through `serve`: read the first flight while the
+//! cover connection warms up, ask [`super::admit`] after each read, then
+//! splice to the cover or hand the connection on: to [`super::fake_tls`]
+//! (`ee`), [`super::dc`] (bare `dd`) or the transport. The protocol
+//! decisions are made by `wire`; this file only moves bytes and keeps
+//! deadlines.
 
 use super::admit::{self, shown};
-use super::relay::{self, ClientToDc, DcToClient, Identity};
-use super::users::{Admission, Snapshot};
+use super::relay::{self, Identity};
+use super::users::Snapshot;
 use super::ServeShared;
 use std::future::Future;
 use std::io::{self, ErrorKind};
@@ -14,9 +17,7 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use wire::classify::{self, CoverReason, Verdict, MAX_FIRST_FLIGHT};
-use wire::faketls::records::RecordDecoder;
-use wire::faketls::server_flight::{self, ExtensionOrder, FlightParams};
-use wire::obfuscated2::{self, Accepted, INIT_LEN};
+use wire::obfuscated2::INIT_LEN;
 
 type Connecting = Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>>;
 
@@ -164,7 +165,7 @@ pub(super) async fn handle(
                 return;
             };
             shared.metrics.handshake("ok_tls");
-            serve_tls(client, acc, deadline, &shared, &snap, admission).await;
+            super::fake_tls::serve(client, acc, deadline, &shared, &snap, admission).await;
         }
         Decision::Tunnel(acc) => {
             drop(source);
@@ -185,7 +186,7 @@ pub(super) async fn handle(
             let leftover = first.split_off(INIT_LEN);
             drop(first);
             let acc = *acc;
-            serve_dc(client, admission, acc.init, None, leftover, &shared, &snap).await;
+            super::dc::serve(client, admission, acc.init, None, leftover, &shared, &snap).await;
         }
     }
 }
@@ -353,251 +354,4 @@ async fn splice_to_cover(
         end = out.end.name(),
         "cover splice ended"
     );
-}
-
-/// The ServerHello's X25519 key share: a real public key of a fresh
-/// private key, as a TLS server sends (a random string would be off the
-/// curve half the time, which a prober can test). No one ever uses the
-/// private key. aws-lc-rs's fixed-base multiplication costs about 91,000
-/// instructions under callgrind, half of x25519-dalek's: this was the
-/// `ee` handshake's largest single cost (BENCHMARKS.md, issue 14 item 9).
-/// Its generator is seeded once, at start ([`super::Server::bind`]).
-pub(super) fn fresh_key_share() -> [u8; 32] {
-    use aws_lc_rs::agreement::{PrivateKey, X25519};
-    let public = PrivateKey::generate(&X25519)
-        .and_then(|key| key.compute_public_key())
-        // Only a failing system random generator gets here; a key share
-        // from a broken generator must not be sent (as random::fill).
-        .expect("aws-lc-rs could not make an X25519 key: the system's random generator failed");
-    let mut out = [0u8; 32];
-    out.copy_from_slice(public.as_ref());
-    out
-}
-
-/// After an authenticated ClientHello: answer with the server flight, then
-/// read the obfuscated2 init from inside the records.
-async fn serve_tls(
-    client: TcpStream,
-    acc: classify::TlsAccepted,
-    deadline: Instant,
-    shared: &Arc<ServeShared>,
-    snap: &Snapshot,
-    admission: Admission,
-) {
-    let key_share = fresh_key_share();
-    let mut len_noise = [0u8; 2];
-    crate::random::fill(&mut len_noise);
-    let cert_len = 2500 + (u16::from_le_bytes(len_noise) as usize % 1120);
-    let mut cert = vec![0u8; cert_len];
-    crate::random::fill(&mut cert);
-    let flight = server_flight::build(
-        &snap.users,
-        acc.user,
-        &FlightParams {
-            client_random: &acc.hello.random,
-            session_id: &acc.hello.session_id,
-            cipher_suite: acc.hello.cipher_suite,
-            key_share: &key_share,
-            fake_certificate: &cert,
-            order: ExtensionOrder::VersionsFirst,
-        },
-    );
-    if relay::write_all(&client, &flight).await.is_err() {
-        return;
-    }
-    drop((flight, cert));
-    let mut records = RecordDecoder::new();
-    let mut payload = Vec::with_capacity(INIT_LEN);
-    let mut chunk = vec![0u8; 4096];
-    while payload.len() < INIT_LEN {
-        let read = tokio::time::timeout_at(deadline, async {
-            loop {
-                client.readable().await?;
-                match client.try_read(&mut chunk) {
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
-                    other => return other,
-                }
-            }
-        })
-        .await;
-        let n = match read {
-            Ok(Ok(n)) if n > 0 => n,
-            _ => {
-                tracing::debug!("authenticated fake-TLS client left or stalled before its init");
-                return;
-            }
-        };
-        match records.decode_in_place(&mut chunk[..n]) {
-            Ok(m) => payload.extend_from_slice(&chunk[..m]),
-            Err(e) => {
-                tracing::debug!(error = %e, "authenticated fake-TLS client broke the record layer");
-                return;
-            }
-        }
-        if records.is_closed() && payload.len() < INIT_LEN {
-            return;
-        }
-    }
-    drop(chunk);
-    let init: [u8; INIT_LEN] = payload[..INIT_LEN].try_into().expect("length checked");
-    let Some(accepted) = classify::accept_inner_init(&init, &snap.users, acc.user) else {
-        tracing::debug!("authenticated fake-TLS client sent an init that is not dd under its key");
-        return;
-    };
-    let leftover = payload.split_off(INIT_LEN);
-    serve_dc(
-        client,
-        admission,
-        accepted,
-        Some(records),
-        leftover,
-        shared,
-        snap,
-    )
-    .await;
-}
-
-/// Connects to the client's DC, opens our own obfuscated2 toward it and
-/// relays until either side ends.
-async fn serve_dc(
-    client: TcpStream,
-    admission: Admission,
-    init: Accepted,
-    records: Option<RecordDecoder>,
-    mut leftover: Vec<u8>,
-    shared: &Arc<ServeShared>,
-    snap: &Snapshot,
-) {
-    let user = admission.user.clone();
-    let peer_ip = admission.ip();
-    let name = user.name.as_str();
-    let tls = records.is_some();
-    // Resolved once per connection: no label lookup while relaying.
-    let user_metrics = shared.metrics.user(name);
-    user_metrics.connections.inc();
-    let _user_open = crate::metrics::GaugeGuard::new(&user_metrics.active);
-    let Ok(server) = super::dc::connect(shared, snap, init.dc, name).await else {
-        return;
-    };
-    let ours = obfuscated2::initiate(
-        obfuscated2::safe_init_random(&mut crate::random::fill),
-        init.tag,
-        init.dc.saturating_abs(),
-        None,
-    );
-    if relay::write_all(&server, &ours.wire).await.is_err() {
-        return;
-    }
-    let mut up = ClientToDc {
-        records,
-        decrypt: init.ciphers.decrypt,
-        encrypt: ours.ciphers.encrypt,
-    };
-    if !leftover.is_empty() {
-        up.decrypt.apply(&mut leftover);
-        up.encrypt.apply(&mut leftover);
-        if relay::write_all(&server, &leftover).await.is_err() {
-            return;
-        }
-    }
-    let down = DcToClient {
-        decrypt: ours.ciphers.decrypt,
-        encrypt: init.ciphers.encrypt,
-        tls,
-    };
-    let started = Instant::now();
-    let relaying = crate::metrics::GaugeGuard::new(&shared.metrics.relays_active);
-    let out = relay_dc(
-        client,
-        server,
-        up,
-        down,
-        shared,
-        &user,
-        snap.config.idle_timeout,
-    )
-    .await;
-    let _ = user.charge(leftover.len());
-    if out.end == relay::RelayEnd::Quota {
-        tracing::info!(user = name, "quota used up; the user's connections end");
-    }
-    drop(relaying);
-    // Bytes are added once, when the relay ends.
-    user_metrics
-        .from_client
-        .inc_by(out.up + leftover.len() as u64);
-    user_metrics.to_client.inc_by(out.down);
-    drop(admission);
-    tracing::debug!(
-        user = name,
-        dc = init.dc,
-        tag = init.tag.name(),
-        tls,
-        up = out.up + leftover.len() as u64,
-        down = out.down,
-        end = out.end.name(),
-        secs = started.elapsed().as_secs_f32(),
-        client = %shown(snap, SocketAddr::new(peer_ip, 0)),
-        "relay ended"
-    );
-}
-
-/// Relays an authenticated client and its DC until either ends, on the
-/// relay runtime when there is one ([`super::Server::relay_on`]): the
-/// sockets leave this runtime's reactor and join that one's.
-async fn relay_dc(
-    client: TcpStream,
-    server: TcpStream,
-    up: ClientToDc,
-    down: DcToClient,
-    shared: &Arc<ServeShared>,
-    user: &Arc<super::users::UserState>,
-    idle: std::time::Duration,
-) -> relay::Outcome {
-    let relay_here = {
-        let (shared, user) = (shared.clone(), user.clone());
-        move |client: TcpStream, server: TcpStream| async move {
-            relay::relay(
-                &client,
-                &server,
-                up,
-                down,
-                &shared.pool,
-                relay::Bounds {
-                    idle: Some(idle),
-                    stall: None,
-                    stop: &user.ended,
-                    meter: &*user,
-                },
-            )
-            .await
-        }
-    };
-    let Some(rt) = shared.relay_runtime.get() else {
-        return relay_here(client, server).await;
-    };
-    let broken = relay::Outcome {
-        up: 0,
-        down: 0,
-        end: relay::RelayEnd::Reset,
-    };
-    // `into_std` leaves the sockets non-blocking, as `from_std` needs.
-    let (Ok(client), Ok(server)) = (client.into_std(), server.into_std()) else {
-        return broken;
-    };
-    let task = rt.spawn(async move {
-        match (TcpStream::from_std(client), TcpStream::from_std(server)) {
-            (Ok(client), Ok(server)) => Some(relay_here(client, server).await),
-            _ => None,
-        }
-    });
-    match task.await {
-        Ok(Some(out)) => out,
-        Ok(None) => {
-            tracing::warn!("cannot move a connection to the relay runtime (its reactor is gone?)");
-            broken
-        }
-        // The relay runtime shut down under it (the process is ending).
-        Err(_) => broken,
-    }
 }

@@ -1,7 +1,28 @@
-//! Telegram data centres: the built-in address table (spec §5) and the
-//! operator's overrides.
+//! Telegram data centres: the built-in address table (spec §5), the
+//! operator's overrides, and the one way to reach a DC ([`connect`]): for
+//! the MTProto path ([`serve`]: our own obfuscated2, then the relay) and
+//! for samizdat clients' Telegram streams ([`DcDialer`]).
 
+use super::admit::shown;
+use super::relay::{self, ClientToDc, DcToClient};
+use super::users::{Admission, Snapshot};
+use super::ServeShared;
+use crate::dial::{BoxIo, Dialer, OpenError, OpenFuture};
 use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use wire::cipher::Ctr;
+use wire::faketls::records::RecordDecoder;
+use wire::obfuscated2::{self, Accepted, Tag, INIT_LEN};
+use wire::tunnel::Destination;
+
+/// Most bytes a DC stream encrypts per write.
+const STREAM_BUF: usize = 64 * 1024;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// Which address family to try first when a DC has both.
@@ -166,6 +187,273 @@ pub(super) async fn connect(
         }
     }
     Err(last)
+}
+
+/// Reaches a Telegram DC for a stream that names one: the same table,
+/// overrides and deadline as the MTProto path, and our own obfuscated2
+/// toward the DC. The stream carries the client's MTProto packets in the
+/// tag's framing; this side encrypts and decrypts them for the DC.
+pub(super) struct DcDialer {
+    pub(super) shared: Arc<ServeShared>,
+    pub(super) snap: Arc<Snapshot>,
+    pub(super) user: String,
+}
+
+impl Dialer for DcDialer {
+    fn open(&self, dest: Destination, first: Vec<u8>) -> OpenFuture<'_> {
+        Box::pin(async move {
+            let Destination::Telegram { dc, tag } = dest else {
+                return Err(OpenError::NotAllowed);
+            };
+            let socket = super::dc::connect(&self.shared, &self.snap, dc, &self.user).await?;
+            DcStream::start(socket, dc, tag, first)
+                .await
+                .map(|s| Box::new(s) as BoxIo)
+        })
+    }
+}
+
+/// A DC connection under our obfuscated2: plaintext framed MTProto on the
+/// stream side, ciphertext on the socket.
+struct DcStream {
+    socket: TcpStream,
+    encrypt: Ctr,
+    decrypt: Ctr,
+    /// Encrypted bytes not yet written (at most one write's worth).
+    pending: Vec<u8>,
+    written: usize,
+}
+
+impl DcStream {
+    async fn start(
+        socket: TcpStream,
+        dc: i16,
+        tag: Tag,
+        first: Vec<u8>,
+    ) -> Result<DcStream, OpenError> {
+        let ours = obfuscated2::initiate(
+            obfuscated2::safe_init_random(&mut crate::random::fill),
+            tag,
+            dc.saturating_abs(),
+            None,
+        );
+        let mut s = DcStream {
+            socket,
+            encrypt: ours.ciphers.encrypt,
+            decrypt: ours.ciphers.decrypt,
+            pending: Vec::new(),
+            written: 0,
+        };
+        let mut out = Vec::with_capacity(INIT_LEN + first.len());
+        out.extend_from_slice(&ours.wire);
+        let mut first = first;
+        s.encrypt.apply(&mut first);
+        out.extend_from_slice(&first);
+        relay::write_all(&s.socket, &out)
+            .await
+            .map_err(OpenError::from)?;
+        Ok(s)
+    }
+
+    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.written < self.pending.len() {
+            let n =
+                ready!(Pin::new(&mut self.socket).poll_write(cx, &self.pending[self.written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.written += n;
+        }
+        self.pending.clear();
+        self.written = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncRead for DcStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.socket).poll_read(cx, buf))?;
+        let this = &mut *self;
+        this.decrypt.apply(&mut buf.filled_mut()[before..]);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for DcStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        // Bytes are encrypted once, when taken; what the socket does not
+        // take yet waits in `pending`, which is flushed before more is taken.
+        ready!(self.poll_pending(cx))?;
+        let take = buf.len().min(STREAM_BUF);
+        let this = &mut *self;
+        this.pending.extend_from_slice(&buf[..take]);
+        this.encrypt.apply(&mut this.pending);
+        // Start writing now; what is left goes out on the next call.
+        let _ = this.poll_pending(cx)?;
+        Poll::Ready(Ok(take))
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_pending(cx))?;
+        Pin::new(&mut self.socket).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_pending(cx))?;
+        Pin::new(&mut self.socket).poll_shutdown(cx)
+    }
+}
+
+/// Connects to the client's DC, opens our own obfuscated2 toward it and
+/// relays until either side ends.
+pub(super) async fn serve(
+    client: TcpStream,
+    admission: Admission,
+    init: Accepted,
+    records: Option<RecordDecoder>,
+    mut leftover: Vec<u8>,
+    shared: &Arc<ServeShared>,
+    snap: &Snapshot,
+) {
+    let user = admission.user.clone();
+    let peer_ip = admission.ip();
+    let name = user.name.as_str();
+    let tls = records.is_some();
+    // Resolved once per connection: no label lookup while relaying.
+    let user_metrics = shared.metrics.user(name);
+    user_metrics.connections.inc();
+    let _user_open = crate::metrics::GaugeGuard::new(&user_metrics.active);
+    let Ok(server) = super::dc::connect(shared, snap, init.dc, name).await else {
+        return;
+    };
+    let ours = obfuscated2::initiate(
+        obfuscated2::safe_init_random(&mut crate::random::fill),
+        init.tag,
+        init.dc.saturating_abs(),
+        None,
+    );
+    if relay::write_all(&server, &ours.wire).await.is_err() {
+        return;
+    }
+    let mut up = ClientToDc {
+        records,
+        decrypt: init.ciphers.decrypt,
+        encrypt: ours.ciphers.encrypt,
+    };
+    if !leftover.is_empty() {
+        up.decrypt.apply(&mut leftover);
+        up.encrypt.apply(&mut leftover);
+        if relay::write_all(&server, &leftover).await.is_err() {
+            return;
+        }
+    }
+    let down = DcToClient {
+        decrypt: ours.ciphers.decrypt,
+        encrypt: init.ciphers.encrypt,
+        tls,
+    };
+    let started = Instant::now();
+    let relaying = crate::metrics::GaugeGuard::new(&shared.metrics.relays_active);
+    let out = relay_dc(
+        client,
+        server,
+        up,
+        down,
+        shared,
+        &user,
+        snap.config.idle_timeout,
+    )
+    .await;
+    let _ = user.charge(leftover.len());
+    if out.end == relay::RelayEnd::Quota {
+        tracing::info!(user = name, "quota used up; the user's connections end");
+    }
+    drop(relaying);
+    // Bytes are added once, when the relay ends.
+    user_metrics
+        .from_client
+        .inc_by(out.up + leftover.len() as u64);
+    user_metrics.to_client.inc_by(out.down);
+    drop(admission);
+    tracing::debug!(
+        user = name,
+        dc = init.dc,
+        tag = init.tag.name(),
+        tls,
+        up = out.up + leftover.len() as u64,
+        down = out.down,
+        end = out.end.name(),
+        secs = started.elapsed().as_secs_f32(),
+        client = %shown(snap, SocketAddr::new(peer_ip, 0)),
+        "relay ended"
+    );
+}
+
+/// Relays an authenticated client and its DC until either ends, on the
+/// relay runtime when there is one ([`super::Server::relay_on`]): the
+/// sockets leave this runtime's reactor and join that one's.
+async fn relay_dc(
+    client: TcpStream,
+    server: TcpStream,
+    up: ClientToDc,
+    down: DcToClient,
+    shared: &Arc<ServeShared>,
+    user: &Arc<super::users::UserState>,
+    idle: std::time::Duration,
+) -> relay::Outcome {
+    let relay_here = {
+        let (shared, user) = (shared.clone(), user.clone());
+        move |client: TcpStream, server: TcpStream| async move {
+            relay::relay(
+                &client,
+                &server,
+                up,
+                down,
+                &shared.pool,
+                relay::Bounds {
+                    idle: Some(idle),
+                    stall: None,
+                    stop: &user.ended,
+                    meter: &*user,
+                },
+            )
+            .await
+        }
+    };
+    let Some(rt) = shared.relay_runtime.get() else {
+        return relay_here(client, server).await;
+    };
+    let broken = relay::Outcome {
+        up: 0,
+        down: 0,
+        end: relay::RelayEnd::Reset,
+    };
+    // `into_std` leaves the sockets non-blocking, as `from_std` needs.
+    let (Ok(client), Ok(server)) = (client.into_std(), server.into_std()) else {
+        return broken;
+    };
+    let task = rt.spawn(async move {
+        match (TcpStream::from_std(client), TcpStream::from_std(server)) {
+            (Ok(client), Ok(server)) => Some(relay_here(client, server).await),
+            _ => None,
+        }
+    });
+    match task.await {
+        Ok(Some(out)) => out,
+        Ok(None) => {
+            tracing::warn!("cannot move a connection to the relay runtime (its reactor is gone?)");
+            broken
+        }
+        // The relay runtime shut down under it (the process is ending).
+        Err(_) => broken,
+    }
 }
 
 #[cfg(test)]

@@ -46,43 +46,8 @@ impl Server {
         // time it is used (a few milliseconds; 0.4 billion instructions
         // under callgrind): here, before the first client, rather than in
         // a client's handshake. The key is thrown away.
-        let _ = connection::fresh_key_share();
-        let mut listeners = Vec::new();
-        match &config.listen {
-            Some(addrs) => {
-                for a in addrs {
-                    let l = bind(*a).map_err(|source| BindError::Listen {
-                        flag: "--listen",
-                        addr: *a,
-                        source,
-                    })?;
-                    listeners.push(l);
-                }
-            }
-            None => {
-                let default = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT));
-                match bind(default) {
-                    Ok(l) => listeners.push(l),
-                    Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                        let fallback = SocketAddr::from(([0, 0, 0, 0], FALLBACK_PORT));
-                        tracing::warn!(
-                            "port {DEFAULT_PORT} needs root or CAP_NET_BIND_SERVICE; listening on {FALLBACK_PORT} instead \
-                             (a cover site on 443 is less suspicious: see --listen)"
-                        );
-                        listeners.push(bind(fallback).map_err(|source| BindError::Fallback {
-                            addr: fallback,
-                            source,
-                        })?);
-                    }
-                    Err(source) => {
-                        return Err(BindError::Default {
-                            addr: default,
-                            source,
-                        });
-                    }
-                }
-            }
-        }
+        let _ = fake_tls::fresh_key_share();
+        let listeners = bind_listen(&config)?;
         let addrs: Vec<SocketAddr> = listeners
             .iter()
             .filter_map(|l| l.local_addr().ok())
@@ -111,16 +76,7 @@ impl Server {
         } else {
             None
         };
-        let state = match (&config.fleet, &transport_secret) {
-            (Some(f), Some(secret)) => {
-                let fleet = crate::fleet::Fleet::start(f.clone())?;
-                fleet
-                    .leases
-                    .set_address_key(crate::fleet::leases::address_key(secret));
-                Arc::new(crate::fleet::Redis(Arc::new(fleet))) as Arc<dyn crate::fleet::SharedState>
-            }
-            _ => Arc::new(crate::fleet::InProcess),
-        };
+        let state = shared_state(&config, transport_secret.as_ref())?;
         // With a fleet, usage comes from Redis at start-up (`run`).
         let usage = if state.usage_is_local() {
             load_usage(&config.state_dir)?
@@ -230,57 +186,9 @@ impl Server {
             self.shared.snapshot().config.max_connections,
         ));
         if let Some(fleet) = self.shared.state.fleet().cloned() {
-            tracing::info!(
-                redis = %crate::fleet::redact_url(&fleet.config.url),
-                instance = %fleet.config.instance,
-                "sharing replay cache, usage, limits{} through redis",
-                if fleet.config.shared_users { " and users" } else { "" }
-            );
-            // Usage totals and the shared users before the first client,
-            // each bounded by the Redis deadline.
-            self.shared.sync_usage().await;
-            let mut seen = None;
-            self.shared.poll_shared_users(&mut seen).await;
-            let shared = self.shared.clone();
-            let until = stop.clone();
-            tracker.spawn(async move {
-                let mut usage = tokio::time::interval(FLEET_USAGE_SYNC);
-                let mut leases = tokio::time::interval(fleet.config.lease / 3);
-                let mut users = tokio::time::interval(crate::fleet::users::POLL);
-                for t in [&mut usage, &mut leases, &mut users] {
-                    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                }
-                loop {
-                    tokio::select! {
-                        _ = usage.tick() => {
-                            shared.sync_usage().await;
-                            fleet.retry_releases().await;
-                        }
-                        _ = leases.tick() => fleet.refresh_leases().await,
-                        _ = users.tick() => shared.poll_shared_users(&mut seen).await,
-                        _ = until.cancelled() => break,
-                    }
-                }
-                // Push what was counted since the last tick.
-                shared.sync_usage().await;
-            });
+            fleet_work(&self.shared, fleet, &tracker, &stop).await;
         }
-        let housekeeping = self.shared.clone();
-        let until = stop.clone();
-        tracker.spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(HOUSEKEEPING) => {}
-                    _ = until.cancelled() => break,
-                }
-                for name in housekeeping.snapshot().end_expired(unix_now()) {
-                    tracing::info!(user = %name, "user expired; their connections end");
-                }
-                if let Err(e) = housekeeping.save_usage() {
-                    tracing::warn!(error = %e, "cannot save quota usage");
-                }
-            }
-        });
+        tracker.spawn(housekeeping(self.shared.clone(), stop.clone()));
         if self.shared.tunnel_key.is_some() {
             let shared = self.shared.clone();
             tracker.spawn(flight_shape::run(
@@ -308,85 +216,224 @@ impl Server {
             .map(|(l, path)| (l, Some(path)));
         let plain = self.listeners.into_iter().map(|l| (l, None));
         for (listener, ws_path) in plain.chain(ws) {
-            let shared = self.shared.clone();
-            let limit = limit.clone();
-            let stop = stop.clone();
-            let conns = tracker.clone();
-            tracker.spawn(async move {
-                loop {
-                    let Some((permit, stream, peer)) = crate::accept::accept_within(
-                        &listener,
-                        &limit,
-                        &stop,
-                        |e| tracing::warn!(error = %e, "accept failed"),
-                    )
-                    .await
-                    else {
-                        break;
-                    };
-                    shared.metrics.connections.inc();
-                    // The per-source caps apply to the TLS listeners; the
-                    // WebSocket listener's peer is usually the front (a
-                    // reverse proxy or CDN), one address for every client.
-                    let source = match ws_path {
-                        Some(_) => None,
-                        None => match shared.sources.enter(peer.ip()) {
-                            Some(g) => Some(g),
-                            None => {
-                                drop(permit);
-                                shared.metrics.connections_refused.inc();
-                                if let Ok(held) = shared.held.clone().try_acquire_owned() {
-                                    let shared = shared.clone();
-                                    conns.spawn(async move {
-                                        connection::hold(stream, &shared).await;
-                                        drop(held);
-                                    });
-                                }
-                                continue;
-                            }
-                        },
-                    };
-                    let shared = shared.clone();
-                    let ws_path = ws_path.clone();
-                    conns.spawn(async move {
-                        shared.active.fetch_add(1, Ordering::Relaxed);
-                        let open =
-                            crate::metrics::GaugeGuard::new(&shared.metrics.connections_active);
-                        match ws_path {
-                            None => connection::handle(stream, peer, shared.clone(), source).await,
-                            Some(path) => {
-                                websocket::handle(stream, peer, shared.clone(), path).await
-                            }
-                        }
-                        drop(open);
-                        shared.active.fetch_sub(1, Ordering::Relaxed);
-                        drop(permit);
-                    });
-                }
-            });
+            tracker.spawn(accept_loop(
+                listener,
+                ws_path,
+                self.shared.clone(),
+                limit.clone(),
+                stop.clone(),
+                tracker.clone(),
+            ));
         }
         stop.cancelled().await;
-        self.shared.draining.store(true, Ordering::Relaxed);
-        tracker.close();
-        let drain = self.shared.snapshot().config.drain_timeout;
-        let open = self.shared.active.load(Ordering::Relaxed);
-        if open > 0 {
-            tracing::info!(
-                open,
-                "stopped accepting; letting open connections finish for up to {drain:?}"
-            );
+        drain(&self.shared, &tracker).await;
+    }
+}
+
+/// With a fleet: usage totals and the shared users before the first
+/// client (each bounded by the Redis deadline), then a task that pushes
+/// usage, refreshes leases and polls the shared users until `stop`.
+async fn fleet_work(
+    shared: &Arc<ServeShared>,
+    fleet: Arc<crate::fleet::Fleet>,
+    tracker: &TaskTracker,
+    stop: &CancellationToken,
+) {
+    tracing::info!(
+        redis = %crate::fleet::redact_url(&fleet.config.url),
+        instance = %fleet.config.instance,
+        "sharing replay cache, usage, limits{} through redis",
+        if fleet.config.shared_users { " and users" } else { "" }
+    );
+    shared.sync_usage().await;
+    let mut seen = None;
+    shared.poll_shared_users(&mut seen).await;
+    let shared = shared.clone();
+    let until = stop.clone();
+    tracker.spawn(async move {
+        let mut usage = tokio::time::interval(FLEET_USAGE_SYNC);
+        let mut leases = tokio::time::interval(fleet.config.lease / 3);
+        let mut users = tokio::time::interval(crate::fleet::users::POLL);
+        for t in [&mut usage, &mut leases, &mut users] {
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
-        if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
-            self.shared.shutdown.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(2), tracker.wait()).await;
+        loop {
+            tokio::select! {
+                _ = usage.tick() => {
+                    shared.sync_usage().await;
+                    fleet.retry_releases().await;
+                }
+                _ = leases.tick() => fleet.refresh_leases().await,
+                _ = users.tick() => shared.poll_shared_users(&mut seen).await,
+                _ = until.cancelled() => break,
+            }
         }
-        self.shared.shutdown.cancel();
-        // The drained connections' last bytes (bounded by the deadline).
-        self.shared.sync_usage().await;
-        if let Err(e) = self.shared.save_usage() {
+        // Push what was counted since the last tick.
+        shared.sync_usage().await;
+    });
+}
+
+/// Every few seconds until `stop`: end expired users, save usage.
+async fn housekeeping(shared: Arc<ServeShared>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(HOUSEKEEPING) => {}
+            _ = stop.cancelled() => break,
+        }
+        for name in shared.snapshot().end_expired(unix_now()) {
+            tracing::info!(user = %name, "user expired; their connections end");
+        }
+        if let Err(e) = shared.save_usage() {
             tracing::warn!(error = %e, "cannot save quota usage");
         }
     }
+}
+
+/// Accepts on one listener until `stop`: each connection within the
+/// connection limit and (on the TLS listeners) its source's cap on
+/// unauthenticated connections runs in a task of `conns`; one over the
+/// source's cap is held unread, then closed.
+async fn accept_loop(
+    listener: TcpListener,
+    ws_path: Option<Arc<str>>,
+    shared: Arc<ServeShared>,
+    limit: Arc<Semaphore>,
+    stop: CancellationToken,
+    conns: TaskTracker,
+) {
+    loop {
+        let Some((permit, stream, peer)) = crate::accept::accept_within(
+            &listener,
+            &limit,
+            &stop,
+            |e| tracing::warn!(error = %e, "accept failed"),
+        )
+        .await
+        else {
+            break;
+        };
+        shared.metrics.connections.inc();
+        // The per-source caps apply to the TLS listeners; the WebSocket
+        // listener's peer is usually the front (a reverse proxy or CDN),
+        // one address for every client.
+        let source = match ws_path {
+            Some(_) => None,
+            None => match shared.sources.enter(peer.ip()) {
+                Some(g) => Some(g),
+                None => {
+                    drop(permit);
+                    shared.metrics.connections_refused.inc();
+                    if let Ok(held) = shared.held.clone().try_acquire_owned() {
+                        let shared = shared.clone();
+                        conns.spawn(async move {
+                            connection::hold(stream, &shared).await;
+                            drop(held);
+                        });
+                    }
+                    continue;
+                }
+            },
+        };
+        let shared = shared.clone();
+        let ws_path = ws_path.clone();
+        conns.spawn(async move {
+            shared.active.fetch_add(1, Ordering::Relaxed);
+            let open = crate::metrics::GaugeGuard::new(&shared.metrics.connections_active);
+            match ws_path {
+                None => connection::handle(stream, peer, shared.clone(), source).await,
+                Some(path) => websocket::handle(stream, peer, shared.clone(), path).await,
+            }
+            drop(open);
+            shared.active.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+}
+
+/// After `stop`: open connections get `--drain-timeout`, then are
+/// cancelled; usage is pushed and saved last.
+async fn drain(shared: &ServeShared, tracker: &TaskTracker) {
+    shared.draining.store(true, Ordering::Relaxed);
+    tracker.close();
+    let drain = shared.snapshot().config.drain_timeout;
+    let open = shared.active.load(Ordering::Relaxed);
+    if open > 0 {
+        tracing::info!(
+            open,
+            "stopped accepting; letting open connections finish for up to {drain:?}"
+        );
+    }
+    if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+        shared.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(2), tracker.wait()).await;
+    }
+    shared.shutdown.cancel();
+    // The drained connections' last bytes (bounded by the deadline).
+    shared.sync_usage().await;
+    if let Err(e) = shared.save_usage() {
+        tracing::warn!(error = %e, "cannot save quota usage");
+    }
+}
+
+/// The TLS listeners: each `--listen` address, or 0.0.0.0:443 with a
+/// fallback to 8443 (said so) when 443 needs a privilege we lack.
+fn bind_listen(config: &ServeConfig) -> Result<Vec<TcpListener>, BindError> {
+    let mut listeners = Vec::new();
+    match &config.listen {
+        Some(addrs) => {
+            for a in addrs {
+                let l = bind(*a).map_err(|source| BindError::Listen {
+                    flag: "--listen",
+                    addr: *a,
+                    source,
+                })?;
+                listeners.push(l);
+            }
+        }
+        None => {
+            let default = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT));
+            match bind(default) {
+                Ok(l) => listeners.push(l),
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    let fallback = SocketAddr::from(([0, 0, 0, 0], FALLBACK_PORT));
+                    tracing::warn!(
+                        "port {DEFAULT_PORT} needs root or CAP_NET_BIND_SERVICE; listening on {FALLBACK_PORT} instead \
+                         (a cover site on 443 is less suspicious: see --listen)"
+                    );
+                    listeners.push(bind(fallback).map_err(|source| BindError::Fallback {
+                        addr: fallback,
+                        source,
+                    })?);
+                }
+                Err(source) => {
+                    return Err(BindError::Default {
+                        addr: default,
+                        source,
+                    });
+                }
+            }
+        }
+    }
+    Ok(listeners)
+}
+
+/// Where state shared with other instances lives: Redis with a
+/// `[fleet]` (its address hashes keyed by the transport key), else this
+/// process.
+fn shared_state(
+    config: &ServeConfig,
+    transport_secret: Option<&[u8; 32]>,
+) -> Result<Arc<dyn crate::fleet::SharedState>, BindError> {
+    Ok(match (&config.fleet, transport_secret) {
+        (Some(f), Some(secret)) => {
+            let fleet = crate::fleet::Fleet::start(f.clone())?;
+            fleet
+                .leases
+                .set_address_key(crate::fleet::leases::address_key(secret));
+            Arc::new(crate::fleet::Redis(Arc::new(fleet)))
+        }
+        _ => Arc::new(crate::fleet::InProcess),
+    })
 }
 
 /// Why `samizdat serve` could not start: each names the flag or file and

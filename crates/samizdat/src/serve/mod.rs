@@ -2,16 +2,18 @@
 //! shutdown. Each accepted connection runs in one task.
 //!
 //! One MTProto connection, in file order: `listener` (accept, caps) →
-//! `connection` (read the first flight, keep the cover warm) → `admit`
-//! (classify with `wire`, key search in `auth`, replay caches, the user's
-//! limits) → `cover` (splice, if not ours) or the fake-TLS answer and the
-//! inner init → `dc` (connect) → `relay` (the pumps, metered).
+//! `connection` (read the first flight, keep the cover warm, splice to the
+//! cover if not ours) → `admit` (classify with `wire`, key search in
+//! `auth`, replay caches, the user's limits) → `fake_tls` (the server
+//! flight and the inner init) → `dc` (connect, our own obfuscated2) →
+//! `relay` (the pumps, charged by `meter`).
 //!
 //! | module | job |
 //! |---|---|
 //! | [`config`] | flags + TOML file → one validated [`config::ServeConfig`] |
 //! | `listener` | bind, accept loops, the drain ([`Server`]) |
-//! | `connection` | one TCP connection: first flight, cover splice, fake-TLS answer, DC relay |
+//! | `connection` | one TCP connection: first flight, cover warm-up and splice |
+//! | `fake_tls` | the answer to an authenticated `ee` hello, and its inner init |
 //! | `websocket` | `--ws-listen`: the WebSocket listener behind a reverse proxy or CDN |
 //! | [`admit`] | the one admission path: classify, replay (local, fleet), user limits, cover accounting |
 //! | [`auth`] | key search order (hints, domains), time slices, the cold-search budget |
@@ -19,10 +21,11 @@
 //! | [`users`] | per-user limits and live state, the config snapshot |
 //! | `transport` | a samizdat client's lanes and session; its streams to egress or a DC |
 //! | [`egress`], [`resolve`] | where a samizdat client's stream may go, and the resolver |
-//! | [`dc`] | the Telegram DC table, overrides, and the one DC dialer |
+//! | [`dc`] | the Telegram DC table and overrides; the one DC dialer, for MTProto relays and transport streams |
 //! | [`cover`] | the cover site: address and connect |
 //! | [`flight_shape`] | the cover's measured TLS answer, for the transport's flight |
-//! | [`relay`], [`pool`] | readiness pumps with metering; their borrowed buffers |
+//! | [`relay`], [`pool`] | readiness pumps; their borrowed buffers |
+//! | [`meter`] | charging users' bytes: quota and rate, for relays and transport streams |
 //! | [`usage`], [`reload`], [`memory`] | usage saving, live reload, giving memory back |
 //! | [`links`] | the links printed at start |
 //!
@@ -35,9 +38,11 @@ pub mod config;
 pub mod cover;
 pub mod dc;
 pub mod egress;
+mod fake_tls;
 pub mod flight_shape;
 pub mod links;
 pub mod memory;
+pub mod meter;
 pub mod pool;
 pub mod relay;
 pub mod reload;

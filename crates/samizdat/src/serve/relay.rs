@@ -44,24 +44,7 @@ pub trait Transform {
     }
 }
 
-/// Accounts the payload a relay moves: a quota can end the relay, a rate
-/// cap can pause it. Called after each write, so a paused pump holds no
-/// buffer and the peer feels TCP backpressure.
-pub trait Meter: Sync {
-    /// `n` payload bytes moved. `Ok(d)`: wait `d` before reading more;
-    /// `Err(())`: end the relay.
-    #[allow(clippy::result_unit_err)]
-    fn charge(&self, n: usize) -> Result<Duration, ()>;
-}
-
-/// No limits (cover splices).
-pub struct Unmetered;
-
-impl Meter for Unmetered {
-    fn charge(&self, _n: usize) -> Result<Duration, ()> {
-        Ok(Duration::ZERO)
-    }
-}
+pub use super::meter::{Meter, Unmetered};
 
 /// Bytes pass unchanged (cover splice).
 pub struct Identity;

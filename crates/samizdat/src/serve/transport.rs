@@ -4,35 +4,26 @@
 //! DC through the same routing the MTProto path uses). See
 //! `docs/transport.md`.
 
-use super::relay;
+use super::dc::DcDialer;
+use super::meter::{Activity, Metered};
 use super::users::{Admission, Snapshot, UserState};
 use super::ServeShared;
-use crate::dial::{BoxIo, Dialer, OpenError, OpenFuture};
+use crate::dial::Dialer;
 use crate::serve::egress::{DirectDialer, EgressPolicy};
 use crate::transport::braid::BraidHandle;
 use crate::transport::{IncomingStream, Session, SessionConfig, Status};
 use std::collections::HashMap;
-use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::task::{ready, Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinSet;
-use wire::cipher::Ctr;
-use wire::obfuscated2::{self, Tag, INIT_LEN};
 use wire::tunnel::handshake::Accepted;
-use wire::tunnel::lanes::{Opening, SessionSecret, Token};
+use wire::tunnel::lanes::{Opening, Token};
 use wire::tunnel::mux::Role;
-use wire::tunnel::Destination;
 
-/// Most bytes a DC stream encrypts per write.
-const STREAM_BUF: usize = 64 * 1024;
 /// Each direction's copy buffer of an egress stream (the stream's receive
 /// window and send buffer hold the rest).
 const COPY_BUF: usize = 16 * 1024;
@@ -236,7 +227,7 @@ pub(super) async fn run<S>(
                         tunnels: tunnels.clone(),
                         id,
                     };
-                    serve(braid.clone(), secret, &shared, &snap, admission, &user).await;
+                    serve(braid.clone(), &shared, &snap, admission, &user).await;
                     tunnels.remove(id);
                     shared.braids.remove(&token);
                     braid.close();
@@ -283,7 +274,6 @@ struct UserSession {
 /// down. New streams beyond the user's limits are refused.
 async fn serve(
     braid: BraidHandle,
-    secret: SessionSecret,
     shared: &Arc<ServeShared>,
     snap: &Arc<Snapshot>,
     admission: Admission,
@@ -295,12 +285,7 @@ async fn serve(
     let user_metrics = shared.metrics.user(&name);
     user_metrics.connections.inc();
     let _user_open = crate::metrics::GaugeGuard::new(&user_metrics.active);
-    let (session, mut incoming) = Session::server(
-        braid.io(),
-        Vec::new(),
-        secret.inner_keys(Role::Server),
-        SessionConfig::default(),
-    );
+    let (session, mut incoming) = Session::server_on_braid(braid.io(), SessionConfig::default());
     mine.tunnels.set_session(mine.id, &session);
     let dialer: Arc<dyn Dialer> = Arc::new(egress_dialer(shared, snap, &name));
     let mut streams = JoinSet::new();
@@ -412,215 +397,5 @@ async fn serve_stream(
             tracing::debug!(error = %e, "stream refused");
             stream.refuse(Status::from_code(e.code()));
         }
-    }
-}
-
-/// When a stream last moved a byte.
-struct Activity {
-    start: tokio::time::Instant,
-    /// Milliseconds after `start`.
-    last: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Activity {
-        Activity {
-            start: tokio::time::Instant::now(),
-            last: AtomicU64::new(0),
-        }
-    }
-
-    fn touch(&self) {
-        let ms = self.start.elapsed().as_millis() as u64;
-        self.last.fetch_max(ms, Ordering::Relaxed);
-    }
-
-    fn last(&self) -> tokio::time::Instant {
-        self.start + Duration::from_millis(self.last.load(Ordering::Relaxed))
-    }
-}
-
-/// Charges every byte read through it to the user: the quota ends the
-/// stream, the bandwidth limit delays the next read. Notes activity.
-struct Metered<T> {
-    inner: T,
-    user: Arc<UserState>,
-    wait: Option<Pin<Box<tokio::time::Sleep>>>,
-    activity: Arc<Activity>,
-}
-
-impl<T> Metered<T> {
-    fn new(inner: T, user: Arc<UserState>, activity: Arc<Activity>) -> Self {
-        Metered {
-            inner,
-            user,
-            wait: None,
-            activity,
-        }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Metered<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if let Some(wait) = self.wait.as_mut() {
-            ready!(wait.as_mut().poll(cx));
-            self.wait = None;
-        }
-        let before = buf.filled().len();
-        ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
-        let n = buf.filled().len() - before;
-        if n > 0 {
-            self.activity.touch();
-        }
-        match self.user.charge(n) {
-            Ok(delay) if !delay.is_zero() => {
-                self.wait = Some(Box::pin(tokio::time::sleep(delay)));
-            }
-            Ok(_) => {}
-            Err(_) => return Poll::Ready(Err(io::Error::other("the user's quota is used up"))),
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Metered<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// Reaches a Telegram DC for a stream that names one: the same table,
-/// overrides and deadline as the MTProto path, and our own obfuscated2
-/// toward the DC. The stream carries the client's MTProto packets in the
-/// tag's framing; this side encrypts and decrypts them for the DC.
-struct DcDialer {
-    shared: Arc<ServeShared>,
-    snap: Arc<Snapshot>,
-    user: String,
-}
-
-impl Dialer for DcDialer {
-    fn open(&self, dest: Destination, first: Vec<u8>) -> OpenFuture<'_> {
-        Box::pin(async move {
-            let Destination::Telegram { dc, tag } = dest else {
-                return Err(OpenError::NotAllowed);
-            };
-            let socket = super::dc::connect(&self.shared, &self.snap, dc, &self.user).await?;
-            DcStream::start(socket, dc, tag, first)
-                .await
-                .map(|s| Box::new(s) as BoxIo)
-        })
-    }
-}
-
-/// A DC connection under our obfuscated2: plaintext framed MTProto on the
-/// stream side, ciphertext on the socket.
-struct DcStream {
-    socket: TcpStream,
-    encrypt: Ctr,
-    decrypt: Ctr,
-    /// Encrypted bytes not yet written (at most one write's worth).
-    pending: Vec<u8>,
-    written: usize,
-}
-
-impl DcStream {
-    async fn start(
-        socket: TcpStream,
-        dc: i16,
-        tag: Tag,
-        first: Vec<u8>,
-    ) -> Result<DcStream, OpenError> {
-        let ours = obfuscated2::initiate(
-            obfuscated2::safe_init_random(&mut crate::random::fill),
-            tag,
-            dc.saturating_abs(),
-            None,
-        );
-        let mut s = DcStream {
-            socket,
-            encrypt: ours.ciphers.encrypt,
-            decrypt: ours.ciphers.decrypt,
-            pending: Vec::new(),
-            written: 0,
-        };
-        let mut out = Vec::with_capacity(INIT_LEN + first.len());
-        out.extend_from_slice(&ours.wire);
-        let mut first = first;
-        s.encrypt.apply(&mut first);
-        out.extend_from_slice(&first);
-        relay::write_all(&s.socket, &out)
-            .await
-            .map_err(OpenError::from)?;
-        Ok(s)
-    }
-
-    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.written < self.pending.len() {
-            let n =
-                ready!(Pin::new(&mut self.socket).poll_write(cx, &self.pending[self.written..]))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.written += n;
-        }
-        self.pending.clear();
-        self.written = 0;
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncRead for DcStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        ready!(Pin::new(&mut self.socket).poll_read(cx, buf))?;
-        let this = &mut *self;
-        this.decrypt.apply(&mut buf.filled_mut()[before..]);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for DcStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        // Bytes are encrypted once, when taken; what the socket does not
-        // take yet waits in `pending`, which is flushed before more is taken.
-        ready!(self.poll_pending(cx))?;
-        let take = buf.len().min(STREAM_BUF);
-        let this = &mut *self;
-        this.pending.extend_from_slice(&buf[..take]);
-        this.encrypt.apply(&mut this.pending);
-        // Start writing now; what is left goes out on the next call.
-        let _ = this.poll_pending(cx)?;
-        Poll::Ready(Ok(take))
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        ready!(self.poll_pending(cx))?;
-        Pin::new(&mut self.socket).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        ready!(self.poll_pending(cx))?;
-        Pin::new(&mut self.socket).poll_shutdown(cx)
     }
 }

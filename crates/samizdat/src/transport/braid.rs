@@ -6,11 +6,14 @@
 //!   and a cancel token.
 //! - [`BraidHandle::run_lane`] drives one lane connection: a reader that
 //!   opens records and hands their plaintexts to the braid, and a writer
-//!   that asks the braid for the lane's next record, seals and writes it.
+//!   that has the braid encode the lane's next record in place, seals and
+//!   writes it.
 //!   When it returns the lane is gone (and unacknowledged data on it is
 //!   resent on the others).
 //! - [`BraidIo`] is the inner session's connection: `AsyncRead +
-//!   AsyncWrite` over the braid's buffers.
+//!   AsyncWrite` over the braid's buffers. The session's records cross it
+//!   unsealed (`Session::client_on_braid`): the lane records are the only
+//!   seal.
 //!
 //! The client decides when to add lanes, which to give up and with what
 //! budgets (`client::lanes`); the server only follows ([`LaneEvent`]s
@@ -466,11 +469,15 @@ impl BraidHandle {
             {
                 let mut st = self.lock();
                 while out.len() < BATCH {
-                    let Some(pt) = st.braid.next_record(lane, ack_now, next_random(&mut rng))
-                    else {
+                    // The braid encodes the record's plaintext in place,
+                    // after its header, and it is sealed there: once.
+                    let start = sealer.begin(&mut out);
+                    let random = next_random(&mut rng);
+                    if !st.braid.next_record_into(lane, ack_now, random, &mut out) {
+                        out.truncate(start);
                         break;
-                    };
-                    if sealer.seal_record(&pt, &mut out).is_err() {
+                    }
+                    if sealer.finish(&mut out, start).is_err() {
                         return "record sealing failed";
                     }
                 }

@@ -4,12 +4,17 @@
 //! The protocol (handshake, records, frames, stream table) is sans-io in
 //! `wire::tunnel`; this module only moves bytes and wakes tasks:
 //!
-//! - a reader task reads into the record opener's bounded buffer, opens
-//!   records and feeds their frames to the `wire` stream table, queueing
-//!   data per stream (never more than the stream's window);
+//! - a reader task reads into the record layer's bounded buffer, takes
+//!   out records and feeds their frames to the `wire` stream table,
+//!   queueing data per stream (never more than the stream's window);
 //! - a writer task packs pending control frames and stream data
 //!   round-robin into padded records, sends keepalive PINGs when idle;
 //! - [`Stream`]s read and write those per-stream queues under one lock.
+//!
+//! The records are AEAD-sealed under the handshake's keys when the session
+//! has a connection of its own ([`Session::client`]), and only
+//! length-framed over a braid ([`Session::client_on_braid`]), whose lanes
+//! seal every record they carry: each byte is sealed once either way.
 //!
 //! The session dies on any I/O or protocol error, when no bytes arrive for
 //! [`SessionConfig::dead_after`], or when every handle ([`Session`],
@@ -18,6 +23,7 @@
 
 pub mod braid;
 mod reader;
+mod records;
 mod session;
 mod stream;
 mod writer;

@@ -1,6 +1,7 @@
-//! The reader task: reads into the record opener's bounded buffer, opens
-//! records and applies their frames to the stream table.
+//! The reader task: reads into the record layer's bounded buffer, takes
+//! complete records out and applies their frames to the stream table.
 
+use super::records::Open;
 use super::session::{Control, Offer, Shared, Slot, State, CONTROL_BOUND};
 use super::SessionConfig;
 use std::sync::Arc;
@@ -8,12 +9,11 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::timeout;
 use wire::tunnel::frame::{self, Status};
 use wire::tunnel::mux::Event;
-use wire::tunnel::Opener;
 
 pub(crate) async fn run<R: AsyncRead + Unpin>(
     shared: Arc<Shared>,
     mut rd: R,
-    mut opener: Opener,
+    mut opener: Open,
     leftover: Vec<u8>,
     cfg: SessionConfig,
 ) {
@@ -24,7 +24,7 @@ pub(crate) async fn run<R: AsyncRead + Unpin>(
 async fn read_loop<R: AsyncRead + Unpin>(
     shared: &Shared,
     rd: &mut R,
-    opener: &mut Opener,
+    opener: &mut Open,
     leftover: Vec<u8>,
     cfg: SessionConfig,
 ) -> &'static str {
@@ -61,7 +61,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
 /// Opens every complete record and dispatches its frames, pausing while
 /// the control queue is over [`CONTROL_BOUND`] (the peer's frames then wait
 /// in the connection, and so in the peer's send window).
-async fn drain_all(shared: &Shared, opener: &mut Opener) -> Result<(), &'static str> {
+async fn drain_all(shared: &Shared, opener: &mut Open) -> Result<(), &'static str> {
     while drain(shared, opener)? {
         loop {
             if shared.lock().control.len() <= CONTROL_BOUND {
@@ -79,7 +79,7 @@ async fn drain_all(shared: &Shared, opener: &mut Opener) -> Result<(), &'static 
 /// Opens complete records and dispatches their frames; `Ok(true)` if it
 /// stopped because the control queue is over [`CONTROL_BOUND`] (records
 /// may be left).
-fn drain(shared: &Shared, opener: &mut Opener) -> Result<bool, &'static str> {
+fn drain(shared: &Shared, opener: &mut Open) -> Result<bool, &'static str> {
     let mut wake_writer = false;
     let mut full = false;
     loop {
@@ -87,10 +87,8 @@ fn drain(shared: &Shared, opener: &mut Opener) -> Result<bool, &'static str> {
             full = true;
             break;
         }
-        let plaintext = match opener.open_next() {
-            Ok(Some(p)) => p,
-            Ok(None) => break,
-            Err(_) => return Err("bad record"),
+        let Some(plaintext) = opener.next()? else {
+            break;
         };
         let mut st = shared.lock();
         if st.closed {

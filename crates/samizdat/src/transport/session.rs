@@ -1,5 +1,7 @@
 //! Session state, the reader and writer tasks, and the session handles.
 
+use super::braid::BraidIo;
+use super::records::{Open, Seal};
 use super::stream::Stream;
 use super::SessionConfig;
 use std::collections::{HashMap, VecDeque};
@@ -18,6 +20,7 @@ pub(crate) const SEND_BUFFER: usize = 64 * 1024;
 /// limit, so that a whole record of the session fits in one record of the
 /// lane carrying it (`wire::tunnel::lanes`) with its framing (under a
 /// throttle, a record split across two lane records would wait for both).
+/// The same on a connection of its own, so both kinds pad alike.
 pub(crate) const RECORD_LIMIT: usize = wire::tunnel::lanes::INNER_PLAINTEXT;
 /// Control frames queued beyond which the server's reader stops taking the
 /// client's frames until the writer sent some (a client that never lets us
@@ -306,7 +309,7 @@ impl std::fmt::Debug for IncomingStream {
 fn start<T>(
     io: T,
     leftover: Vec<u8>,
-    est: Established,
+    (seal, open): (Seal, Open),
     cfg: SessionConfig,
     role: Role,
 ) -> (Session, Option<Incoming>)
@@ -343,16 +346,9 @@ where
         dead_after: cfg.dead_after.max(MIN_TIMER),
         ..cfg
     };
-    let (sealer, opener) = est.into_split();
     let (rd, wr) = tokio::io::split(io);
-    tokio::spawn(super::reader::run(
-        shared.clone(),
-        rd,
-        opener,
-        leftover,
-        cfg,
-    ));
-    tokio::spawn(super::writer::run(shared.clone(), wr, sealer, cfg));
+    tokio::spawn(super::reader::run(shared.clone(), rd, open, leftover, cfg));
+    tokio::spawn(super::writer::run(shared.clone(), wr, seal, cfg));
     let life = Arc::new(Lifeline(shared));
     let incoming = (role == Role::Server).then(|| Incoming {
         rx,
@@ -363,12 +359,26 @@ where
 
 impl Session {
     /// Runs the client end over `io` after the handshake; `leftover` are
-    /// bytes already read past the server flight.
+    /// bytes already read past the server flight. Its records are sealed
+    /// with `est`'s keys.
     pub fn client<T>(io: T, leftover: Vec<u8>, est: Established, cfg: SessionConfig) -> Session
     where
         T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        start(io, leftover, est, cfg, Role::Client).0
+        start(io, leftover, sealed(est), cfg, Role::Client).0
+    }
+
+    /// Runs the client end over a braid. Its records are not sealed
+    /// again: the lanes seal everything they carry.
+    pub fn client_on_braid(io: BraidIo, cfg: SessionConfig) -> Session {
+        start(io, Vec::new(), on_braid(), cfg, Role::Client).0
+    }
+
+    /// Runs the server end over a braid (see
+    /// [`Session::client_on_braid`]).
+    pub fn server_on_braid(io: BraidIo, cfg: SessionConfig) -> (Session, Incoming) {
+        let (session, incoming) = start(io, Vec::new(), on_braid(), cfg, Role::Server);
+        (session, incoming.expect("server sessions have an Incoming"))
     }
 
     /// Runs the server end over `io` after the server flight was written;
@@ -382,7 +392,7 @@ impl Session {
     where
         T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        let (session, incoming) = start(io, leftover, est, cfg, Role::Server);
+        let (session, incoming) = start(io, leftover, sealed(est), cfg, Role::Server);
         (session, incoming.expect("server sessions have an Incoming"))
     }
 
@@ -572,6 +582,17 @@ impl Drop for IncomingStream {
     fn drop(&mut self) {
         self.answer(Status::GeneralFailure);
     }
+}
+
+/// The record layer of a session on a connection of its own.
+fn sealed(est: Established) -> (Seal, Open) {
+    let (sealer, opener) = est.into_split();
+    (Seal::Aead(sealer), Open::Aead(opener))
+}
+
+/// The record layer of a session over a braid: lengths only.
+fn on_braid() -> (Seal, Open) {
+    (Seal::Braid, Open::Braid(Box::default()))
 }
 
 /// For [`Stream`]: the shared state behind a lifeline.

@@ -1,7 +1,9 @@
 //! The writer task: packs control frames and stream data round-robin
-//! into padded records, seals them outside the lock, writes them; sends
-//! keepalive PINGs when idle.
+//! into padded records, seals them outside the lock (or, over a braid,
+//! only fills in their length), writes them; sends keepalive PINGs when
+//! idle.
 
+use super::records::Seal;
 use super::session::{Control, Shared, State, CONTROL_BOUND, RECORD_LIMIT, SEND_BUFFER};
 use super::SessionConfig;
 use std::sync::Arc;
@@ -9,8 +11,6 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::{sleep_until, Instant};
 use wire::faketls::MAX_PLAINTEXT;
 use wire::tunnel::frame::{self, Frame, FRAME_HEADER};
-use wire::tunnel::record::{RecordError, HEADER_LEN, TAG_LEN};
-use wire::tunnel::Sealer;
 
 /// Plaintext bytes the writer packs before writing to the socket.
 const BATCH: usize = 128 * 1024;
@@ -18,7 +18,7 @@ const BATCH: usize = 128 * 1024;
 pub(crate) async fn run<W: AsyncWrite + Unpin>(
     shared: Arc<Shared>,
     mut wr: W,
-    mut sealer: Sealer,
+    mut sealer: Seal,
     cfg: SessionConfig,
 ) {
     let mut seed = [0u8; 8];
@@ -45,7 +45,8 @@ pub(crate) async fn run<W: AsyncWrite + Unpin>(
         loop {
             out.clear();
             records.clear();
-            if let Err(why) = build_batch(&shared, &mut out, &mut records, &mut rng) {
+            let layout = (sealer.header(), sealer.trailer());
+            if let Err(why) = build_batch(&shared, &mut out, &mut records, &mut rng, layout) {
                 failed = Some(why);
                 break;
             }
@@ -55,13 +56,9 @@ pub(crate) async fn run<W: AsyncWrite + Unpin>(
             // Seal outside the lock, so streams can keep writing meanwhile.
             if let Some(why) = records
                 .iter()
-                .find_map(|r| sealer.seal_in_place(&mut out[r.clone()]).err())
+                .find_map(|r| sealer.seal(&mut out[r.clone()]).err())
             {
-                failed = Some(if why == RecordError::Exhausted {
-                    "record counter exhausted"
-                } else {
-                    "record sealing failed"
-                });
+                failed = Some(why);
                 break;
             }
             let written = tokio::select! {
@@ -90,13 +87,14 @@ fn next_random(rng: &mut u64) -> u32 {
 }
 
 /// Packs pending frames into padded records appended to `out` (up to
-/// [`BATCH`] plaintext bytes), laid out for [`Sealer::seal_in_place`];
-/// `records` gets each record's range.
+/// [`BATCH`] plaintext bytes), each laid out with `layout`'s header and
+/// trailer room for [`Seal::seal`]; `records` gets each record's range.
 fn build_batch(
     shared: &Shared,
     out: &mut Vec<u8>,
     records: &mut Vec<std::ops::Range<usize>>,
     rng: &mut u64,
+    (header, trailer): (usize, usize),
 ) -> Result<(), &'static str> {
     let mut st = shared.lock();
     if st.closed {
@@ -104,8 +102,8 @@ fn build_batch(
     }
     while out.len() < BATCH {
         let start = out.len();
-        out.extend_from_slice(&[0; HEADER_LEN]);
-        let body = start + HEADER_LEN;
+        out.resize(start + header, 0);
+        let body = start + header;
         let limit = body + RECORD_LIMIT;
         // Control frames first, so an OPEN precedes its data.
         let queued = st.control.len();
@@ -176,7 +174,7 @@ fn build_batch(
             break;
         }
         frame::pad_within(out, body, next_random(rng), RECORD_LIMIT);
-        out.extend_from_slice(&[0; TAG_LEN]);
+        out.resize(out.len() + trailer, 0);
         records.push(start..out.len());
         if st.control.is_empty() && st.data_ready.is_empty() && st.pong.is_none() {
             break;

@@ -57,8 +57,12 @@ use zeroize::{Zeroize, Zeroizing};
 pub const NOISE_PARAMS: &str = "Noise_NK_25519_AESGCM_SHA256";
 /// Prologue prefix (protocol and version).
 pub const PROLOGUE_PREFIX: &[u8] = b"samizdat/v1";
-/// Handshake version in payload 1 and payload 2.
-pub const VERSION: u8 = 1;
+/// Handshake version in payload 1 and payload 2. 2: the session's records
+/// inside a braid are no longer sealed on their own (`len u16 | frames`,
+/// `lanes::InnerReader`); a version-1 peer would read them as garbage, so
+/// each side refuses the other's hello or ServerHello instead (the server
+/// treats a version-1 hello as not ours: the cover answers it).
+pub const VERSION: u8 = 2;
 /// Fill randomness: the caller's RNG (wire never reads OS randomness).
 pub type Rng<'a> = &'a mut dyn FnMut(&mut [u8]);
 
@@ -334,6 +338,25 @@ impl Established {
     /// Splits into the two halves, one per task.
     pub fn into_split(self) -> (Sealer, Opener) {
         (self.sealer, self.opener)
+    }
+
+    /// A matching (client, server) pair of record keys derived from
+    /// `secret`, with no handshake and no key confirmation: for tests and
+    /// benchmarks that run lanes without a TLS look-alike in front. The
+    /// transport's keys come only from the Noise split.
+    #[doc(hidden)]
+    pub fn pair_for_tests(secret: &[u8; 32]) -> (Established, Established) {
+        let c2s = hmac_sha256(secret, &[b"samizdat test c2s"]);
+        let s2c = hmac_sha256(secret, &[b"samizdat test s2c"]);
+        let client = Established {
+            sealer: Sealer::new(&c2s, 0),
+            opener: Opener::new(&s2c, None),
+        };
+        let server = Established {
+            sealer: Sealer::new(&s2c, 0),
+            opener: Opener::new(&c2s, None),
+        };
+        (client, server)
     }
 }
 

@@ -2,7 +2,7 @@
 //! where each value came from (a flag or a file line), so that every error
 //! names the place, the key and the fix.
 
-use super::{ConfigError, TransportLimitsSection, UnknownSni};
+use super::{ConfigError, ServeArgs, TransportLimitsSection, UnknownSni};
 use crate::serve::cover::CoverConnect;
 use crate::serve::dc::IpPreference;
 use std::collections::BTreeMap;
@@ -250,5 +250,108 @@ pub(super) fn duration_item(
     match pick_one(None::<&String>, flag_name, file, key, loaded) {
         Some(item) => crate::duration::parse(&item.value).map_err(|e| item.fail(&item.value, e)),
         None => Ok(default),
+    }
+}
+
+/// Where values come from: the flags, then the config file (if any).
+pub(super) struct Sources<'a> {
+    pub(super) args: &'a ServeArgs,
+    pub(super) file: &'a FileConfig,
+    pub(super) loaded: Option<&'a Loaded>,
+}
+
+impl<'a> Sources<'a> {
+    pub(super) fn server(&self) -> &'a ServerSection {
+        &self.file.server
+    }
+
+    /// The flag's value, else the file's, parsed by `parse`; `None` when
+    /// neither is given.
+    pub(super) fn parsed<F: Clone, T>(
+        &self,
+        flag: Option<&F>,
+        flag_name: &'static str,
+        file: Option<&Spanned<F>>,
+        key: &str,
+        parse: impl Fn(&F) -> Result<T, String>,
+        shown: impl Fn(&F) -> String,
+    ) -> Result<Option<T>, ConfigError> {
+        match pick_one(flag, flag_name, file, key, self.loaded) {
+            Some(item) => parse(&item.value)
+                .map(Some)
+                .map_err(|e| item.fail(&shown(&item.value), e)),
+            None => Ok(None),
+        }
+    }
+
+    /// A text value parsed by `parse` (the value is shown in errors).
+    pub(super) fn text<T>(
+        &self,
+        flag: Option<&String>,
+        flag_name: &'static str,
+        file: Option<&Spanned<String>>,
+        key: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ConfigError> {
+        self.parsed(flag, flag_name, file, key, |v| parse(v), |v| v.clone())
+    }
+
+    /// A count that must be at least 1.
+    pub(super) fn positive(
+        &self,
+        flag: Option<&usize>,
+        flag_name: &'static str,
+        file: Option<&Spanned<usize>>,
+        key: &str,
+    ) -> Result<Option<usize>, ConfigError> {
+        let at_least_one = |&n: &usize| {
+            if n == 0 {
+                Err("must be at least 1".to_string())
+            } else {
+                Ok(n)
+            }
+        };
+        self.parsed(flag, flag_name, file, key, at_least_one, |n| n.to_string())
+    }
+
+    /// A duration (`10s`), with its default.
+    pub(super) fn duration(
+        &self,
+        flag: Option<Duration>,
+        flag_name: &'static str,
+        file: &Option<Spanned<String>>,
+        key: &str,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        duration_item(flag, flag_name, file.as_ref(), key, self.loaded, default)
+    }
+
+    /// An item of the config file at `key`, for an error about one entry
+    /// of a list there.
+    pub(super) fn file_item(
+        &self,
+        l: &'a Loaded,
+        key: String,
+        span: std::ops::Range<usize>,
+    ) -> Item<'a, ()> {
+        Item {
+            value: (),
+            from: Origin::File {
+                path: &l.path,
+                text: &l.text,
+            },
+            key,
+            span: Some(span),
+        }
+    }
+}
+
+/// An item for an error about a repeated flag's value.
+pub(super) fn flag_item(flag: &'static str) -> Item<'static, ()> {
+    Item {
+        value: (),
+        from: Origin::Flag(flag),
+        key: String::new(),
+        span: None,
     }
 }

@@ -65,7 +65,7 @@ pub struct Braid {
     ends: VecDeque<u64>,
     /// The record being written: header bytes seen, and its end offset
     /// once the header is complete.
-    header: ([u8; HEADER_LEN], usize),
+    header: ([u8; INNER_HEADER], usize),
     record_end: Option<u64>,
     // --- receiving ---
     /// In-order bytes not yet read by the application.
@@ -79,6 +79,11 @@ pub struct Braid {
     ahead_charge: usize,
     /// What we last told the peer.
     ack_sent: (u64, u64),
+    /// A piece we already had came again: the peer is resending, so it
+    /// missed our last acknowledgement (that went down a lane that died,
+    /// say). Owe one even though nothing moved, or a peer whose window
+    /// is shut would resend the same bytes forever.
+    resent: bool,
     lanes: Vec<Lane>,
     /// Client: lanes to declare dead to the server (REWIND).
     dead: Vec<u32>,
@@ -107,13 +112,14 @@ impl Braid {
             peer_consumed: 0,
             next: 0,
             ends: VecDeque::new(),
-            header: ([0; HEADER_LEN], 0),
+            header: ([0; INNER_HEADER], 0),
             record_end: None,
             ready: VecDeque::new(),
             consumed: 0,
             ahead: BTreeMap::new(),
             ahead_charge: 0,
             ack_sent: (0, 0),
+            resent: false,
             lanes: Vec::new(),
             dead: Vec::new(),
             closed: false,
@@ -227,9 +233,9 @@ impl Braid {
 
     /// Takes as much of `data` as the send buffer holds.
     ///
-    /// The stream is the inner session's TLS-style records (`type u16
-    /// len`-headed); their ends are noted so that stream pieces are cut at
-    /// record ends where they can be: a record split across two lane
+    /// The stream is the inner session's records (`len u16`-headed, see
+    /// [`InnerReader`]); their ends are noted so that stream pieces are cut
+    /// at record ends where they can be: a record split across two lane
     /// records is usable only once both arrived.
     pub fn write(&mut self, data: &[u8]) -> usize {
         let n = data.len().min(self.write_room());
@@ -243,9 +249,7 @@ impl Braid {
                     let take = ((end - at) as usize).min(n - i);
                     i += take;
                     if at + take as u64 == end {
-                        if self.ends.len() < WINDOW / RECORD_OVERHEAD {
-                            self.ends.push_back(end);
-                        }
+                        self.note_end(end);
                         self.record_end = None;
                     }
                 }
@@ -254,12 +258,12 @@ impl Braid {
                     hdr[*have] = data[i];
                     *have += 1;
                     i += 1;
-                    if *have == HEADER_LEN {
-                        let len = u16::from_be_bytes([hdr[3], hdr[4]]) as u64;
+                    if *have == INNER_HEADER {
+                        let len = u16::from_be_bytes([hdr[0], hdr[1]]) as u64;
                         *have = 0;
                         let end = start + i as u64 + len;
                         if len == 0 {
-                            self.ends.push_back(end);
+                            self.note_end(end);
                         } else {
                             self.record_end = Some(end);
                         }
@@ -268,6 +272,14 @@ impl Braid {
             }
         }
         n
+    }
+
+    /// Notes a record end, up to a bound (beyond it pieces are merely cut
+    /// less well): the window holds at most this many real records.
+    fn note_end(&mut self, end: u64) {
+        if self.ends.len() < WINDOW / RECORD_OVERHEAD {
+            self.ends.push_back(end);
+        }
     }
 
     /// How many of `max` bytes from `next` to send: up to the last record
@@ -330,7 +342,7 @@ impl Braid {
     /// bytes), `Some(false)` soon (the driver's short timer), `None`.
     pub fn ack_owed(&self) -> Option<bool> {
         let (r, c) = (self.received(), self.consumed);
-        if (r, c) == self.ack_sent {
+        if (r, c) == self.ack_sent && !self.resent {
             return None;
         }
         Some(r - self.ack_sent.0 >= ACK_EVERY || c - self.ack_sent.1 >= ACK_EVERY)
@@ -360,8 +372,11 @@ impl Braid {
             match frame? {
                 LaneFrame::New { .. } | LaneFrame::Join { .. } => return Err(LaneError::Opening),
                 LaneFrame::Seg { offset, data } => {
+                    let resent = self.resent;
                     got.readable |= self.segment(offset, data)?;
-                    got.wake_writers |= self.ack_owed() == Some(true);
+                    // Many new bytes, or a resend asking for the ACK again
+                    // (the writers then send it on their short timer).
+                    got.wake_writers |= self.ack_owed() == Some(true) || (self.resent && !resent);
                 }
                 LaneFrame::Ack { received, consumed } => {
                     got.acked |= self.acknowledged(received, Some(consumed))?;
@@ -449,6 +464,7 @@ impl Braid {
         }
         let received = self.received();
         if end <= received {
+            self.resent = true;
             return Ok(false);
         }
         if offset > received {
@@ -543,8 +559,25 @@ impl Braid {
     /// also one only "soon" owed) and, on the active lane, stream data
     /// within the window and the lane's budget; padded with `random`.
     pub fn next_record(&mut self, lane: u32, ack_now: bool, random: u32) -> Option<Vec<u8>> {
+        let mut pt = Vec::new();
+        self.next_record_into(lane, ack_now, random, &mut pt)
+            .then_some(pt)
+    }
+
+    /// [`Braid::next_record`], appending the plaintext to `out` instead
+    /// (after a record header the caller reserved, say, so it can seal in
+    /// place with `Sealer::finish`); `false`, with `out` untouched, when
+    /// the lane has nothing to send.
+    pub fn next_record_into(
+        &mut self,
+        lane: u32,
+        ack_now: bool,
+        random: u32,
+        pt: &mut Vec<u8>,
+    ) -> bool {
+        let base = pt.len();
         if self.closed || self.lane(lane).is_none() {
-            return None;
+            return false;
         }
         let active = self.active() == Some(lane);
         let carrier = active || self.active().is_none();
@@ -562,7 +595,9 @@ impl Braid {
         let sendable = (self.peer_received + self.out.len() as u64)
             .min(window_end)
             .saturating_sub(self.next);
-        let l = self.lane_mut(lane)?;
+        let Some(l) = self.lane_mut(lane) else {
+            return false;
+        };
         // Room in the record, keeping what FULL needs on a budgeted lane.
         let mut room = MAX_PLAINTEXT;
         if let Some(left) = l.budget_left {
@@ -574,36 +609,40 @@ impl Braid {
                 l.full_pending = true;
             }
         }
-        let mut pt = Vec::new();
         for v in l.pongs.drain(..) {
-            if pt.len() + PONG_LEN <= room {
-                LaneFrame::Pong(v).encode(&mut pt);
+            if pt.len() - base + PONG_LEN <= room {
+                LaneFrame::Pong(v).encode(pt);
             }
         }
         if let Some(v) = l.ping.take() {
-            if pt.len() + PONG_LEN <= room {
-                LaneFrame::Ping(v).encode(&mut pt);
+            if pt.len() - base + PONG_LEN <= room {
+                LaneFrame::Ping(v).encode(pt);
             }
         }
         while let Some(&lane) = dead.first() {
-            if pt.len() + LANE_HEADER + 12 > room {
+            if pt.len() - base + LANE_HEADER + 12 > room {
                 break;
             }
-            LaneFrame::Rewind { lane, received }.encode(&mut pt);
+            LaneFrame::Rewind { lane, received }.encode(pt);
             dead.remove(0);
         }
         let mut ack_written = false;
-        if ack && pt.len() + ACK_LEN <= room {
-            LaneFrame::Ack { received, consumed }.encode(&mut pt);
+        if ack && pt.len() - base + ACK_LEN <= room {
+            LaneFrame::Ack { received, consumed }.encode(pt);
             ack_written = true;
         }
         let mut seg = None;
-        if active && !l.full && !l.full_pending && sendable > 0 && pt.len() + SEG_HEADER < room {
-            let cap = room - pt.len() - SEG_HEADER;
+        if active
+            && !l.full
+            && !l.full_pending
+            && sendable > 0
+            && pt.len() - base + SEG_HEADER < room
+        {
+            let cap = room - (pt.len() - base) - SEG_HEADER;
             seg = Some((cap.min(sendable as usize), cap));
         }
         let seg = seg
-            .map(|(n, cap)| self.piece(n, cap >= INNER_PLAINTEXT + RECORD_OVERHEAD))
+            .map(|(n, cap)| self.piece(n, cap >= INNER_HEADER + INNER_PLAINTEXT))
             .filter(|&n| n > 0);
         if let Some(n) = seg {
             let start = (self.next - self.peer_received) as usize;
@@ -624,17 +663,19 @@ impl Braid {
         let next = self.next;
         dead.append(&mut self.dead);
         self.dead = dead;
-        let l = self.lane_mut(lane)?;
+        let Some(l) = self.lane_mut(lane) else {
+            return false;
+        };
         if seg.is_some() {
             l.sent_hi = l.sent_hi.max(next);
         }
         if l.full_pending && !l.full {
-            LaneFrame::Full.encode(&mut pt);
+            LaneFrame::Full.encode(pt);
             l.full = true;
             l.full_pending = false;
         }
-        if pt.is_empty() {
-            return None;
+        if pt.len() == base {
+            return false;
         }
         // Pad within the bucket, never past the budget.
         let cap = match l.budget_left {
@@ -643,18 +684,19 @@ impl Braid {
             Some(left) => (left as usize).saturating_sub(2 * RECORD_OVERHEAD + LANE_HEADER),
             None => MAX_PLAINTEXT,
         };
-        let target = crate::tunnel::frame::padded_len(pt.len(), random).min(cap);
-        if target >= pt.len() + LANE_HEADER {
-            let n = target - pt.len() - LANE_HEADER;
+        let target = crate::tunnel::frame::padded_len(pt.len() - base, random).min(cap);
+        if target >= pt.len() - base + LANE_HEADER {
+            let n = target - (pt.len() - base) - LANE_HEADER;
             pt.extend_from_slice(&[PAD, (n >> 8) as u8, n as u8]);
             pt.resize(pt.len() + n, 0);
         }
         if let Some(left) = &mut l.budget_left {
-            *left = left.saturating_sub((pt.len() + RECORD_OVERHEAD) as u64);
+            *left = left.saturating_sub((pt.len() - base + RECORD_OVERHEAD) as u64);
         }
         if ack_written {
             self.ack_sent = (received, consumed);
+            self.resent = false;
         }
-        Some(pt)
+        true
     }
 }

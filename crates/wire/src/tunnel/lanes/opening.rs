@@ -2,9 +2,6 @@
 //! JOIN (a later lane, with a token derived from that secret).
 
 use super::*;
-use crate::tunnel::handshake::Established;
-use crate::tunnel::mux::Role;
-use crate::tunnel::record::{Opener, Sealer};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use std::fmt;
@@ -43,20 +40,6 @@ impl SessionSecret {
         let mut token = Token::default();
         token.copy_from_slice(&k[..16]);
         token
-    }
-
-    /// Record keys of the inner session carried by the braid.
-    pub fn inner_keys(&self, role: Role) -> Established {
-        let c2s = self.derive(b"c2s");
-        let s2c = self.derive(b"s2c");
-        let (send, recv) = match role {
-            Role::Client => (c2s, s2c),
-            Role::Server => (s2c, c2s),
-        };
-        Established {
-            sealer: Sealer::new(&send, 0),
-            opener: Opener::new(&recv, None),
-        }
     }
 
     fn bytes(&self) -> &[u8; 32] {
