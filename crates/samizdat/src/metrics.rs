@@ -28,6 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use wire::http1::{self, Head};
 
 /// Content type of the answer (what `prometheus-client` encodes).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -427,21 +428,22 @@ async fn answer(mut s: TcpStream, body: &(dyn Fn() -> String + Send + Sync), hea
     let mut head = Vec::with_capacity(1024);
     let read = tokio::time::timeout(REQUEST_TIMEOUT, async {
         let mut chunk = [0u8; 1024];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            if head.len() >= MAX_REQUEST {
-                return false;
+        loop {
+            match http1::find_head(&head, MAX_REQUEST) {
+                Head::NeedMore => {}
+                done => return Some(done),
             }
-            match s.read(&mut chunk).await {
-                Ok(0) | Err(_) => return false,
+            let want = (MAX_REQUEST - head.len()).min(chunk.len());
+            match s.read(&mut chunk[..want]).await {
+                Ok(0) | Err(_) => return None,
                 Ok(n) => head.extend_from_slice(&chunk[..n]),
             }
         }
-        true
     })
     .await;
     let (status, content_type, text) = match read {
-        Ok(true) => route(&head, body, health),
-        Ok(false) if head.len() >= MAX_REQUEST => (
+        Ok(Some(Head::Complete { .. })) => route(&head, body, health),
+        Ok(Some(Head::TooLarge)) => (
             "431 Request Header Fields Too Large",
             "text/plain",
             String::new(),
@@ -468,18 +470,13 @@ fn route(
     body: &(dyn Fn() -> String + Send + Sync),
     health: &Health,
 ) -> (&'static str, &'static str, String) {
-    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    let mut parts = line.split(' ');
-    let (method, target, version) = (parts.next(), parts.next(), parts.next());
-    if !version.is_some_and(|v| v.starts_with("HTTP/1.")) || parts.next().is_some() {
+    let Ok(line) = http1::request_line(head) else {
         return ("400 Bad Request", "text/plain", "bad request\n".into());
-    }
-    let path = target.unwrap_or_default().split('?').next().unwrap_or("");
-    if !matches!(method, Some("GET") | Some("HEAD")) {
+    };
+    if !matches!(line.method, "GET" | "HEAD") {
         return ("405 Method Not Allowed", "text/plain", "use GET\n".into());
     }
-    match path {
+    match line.path() {
         "/metrics" => ("200 OK", CONTENT_TYPE, body()),
         // Liveness: the process answers.
         "/healthz" => ("200 OK", "text/plain", "ok\n".into()),

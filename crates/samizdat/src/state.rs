@@ -119,13 +119,7 @@ pub fn load_or_create_key(dir: &Path) -> Result<(Key, bool), StateError> {
             Ok((key, false))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            // Telethon strips a leading dd/ee byte from any secret, so a key
-            // starting with 0xdd or 0xee fails there (1 key in 128): avoid them.
-            let mut bytes = [0xddu8; 16];
-            while bytes[0] == 0xdd || bytes[0] == 0xee {
-                crate::random::fill(&mut bytes);
-            }
-            let key = Key(bytes);
+            let key = Key::generate(&mut crate::random::fill);
             let text = format!(
                 "# Written by `samizdat serve`. It holds the proxy's secret key: keep it private.\n{}",
                 toml::to_string(&StateFile { key: key.to_hex() })

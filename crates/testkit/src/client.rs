@@ -70,15 +70,6 @@ fn now() -> u32 {
         .as_secs() as u32
 }
 
-fn safe_random() -> [u8; 64] {
-    loop {
-        let r: [u8; 64] = crate::random();
-        if obfuscated2::is_safe_bare_prefix(&r) {
-            return r;
-        }
-    }
-}
-
 impl Client {
     /// Connects to `addr` and performs the handshake for `secret`.
     pub async fn connect(
@@ -105,7 +96,12 @@ impl Client {
                 } else {
                     opts.tag
                 };
-                let init = obfuscated2::initiate(safe_random(), tag, opts.dc, key);
+                let init = obfuscated2::initiate(
+                    obfuscated2::safe_init_random(&mut crate::fill),
+                    tag,
+                    opts.dc,
+                    key,
+                );
                 stream.write_all(&init.wire).await?;
                 Ok(Client {
                     stream,

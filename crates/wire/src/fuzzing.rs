@@ -378,3 +378,39 @@ pub fn tunnel_lanes(data: &[u8]) {
         assert!(braid.readable() <= WINDOW);
     }
 }
+
+/// HTTP/1.1: the head bound, the request line, both sides of the WebSocket
+/// upgrade, response bodies (with and without the end of input), chunked
+/// decoding and dates, all on the same bytes.
+pub fn http1(data: &[u8]) {
+    use crate::http1::{self, body, date, websocket, Head};
+    const LIMIT: usize = 512;
+    match http1::find_head(data, LIMIT) {
+        Head::Complete { len } => {
+            assert!(len <= LIMIT && len <= data.len());
+            assert_eq!(&data[len - 4..len], b"\r\n\r\n");
+        }
+        Head::TooLarge => assert!(data.len() >= LIMIT),
+        Head::NeedMore => assert!(data.len() < LIMIT),
+    }
+    if let Ok(line) = http1::request_line(data) {
+        assert!(line.target.starts_with(line.path()));
+    }
+    if let Ok(status) = http1::status_line(data) {
+        assert!((0..1000).contains(&status.code));
+    }
+    let _ = websocket::upgrade_request(data, "/p", "x-real-ip");
+    let _ = websocket::check_upgrade_response(data, "dGhlIHNhbXBsZSBub25jZQ==");
+    for eof in [false, true] {
+        if let Ok(Some(b)) = body::response_body(data, eof, LIMIT) {
+            assert!(b.len() <= LIMIT);
+        }
+    }
+    if let Ok(Some(b)) = body::dechunk(data, LIMIT) {
+        assert!(b.len() <= LIMIT);
+    }
+    let text = String::from_utf8_lossy(data);
+    if let Some(t) = date::parse(&text) {
+        assert_eq!(date::parse(&date::format(t)), Some(t));
+    }
+}

@@ -10,6 +10,7 @@
 //! | module | job |
 //! |---|---|
 //! | [`secret`] | the 16-byte key, the plain / `dd` / `ee` secret forms, hex and base64url text, `tg://proxy` links |
+//! | [`codec`] | the one byte `Reader` (integers, arrays, length-prefixed vectors, no trailing data) every binary parser uses |
 //! | [`cipher`] | AES-256-CTR keystream used by obfuscated2 |
 //! | [`obfuscated2`] | the 64-byte init packet: build (initiator), accept (responder), key derivation |
 //! | [`framing`] | abridged, intermediate and padded-intermediate packet framing |
@@ -21,6 +22,7 @@
 //! | [`classify`] | the first-flight classifier: need more bytes, send to cover, or authenticated |
 //! | [`users`] | the set of keys a server tries, pre-keyed for HMAC |
 //! | [`socks5`] | SOCKS5 server side: greeting, RFC 1929 auth, CONNECT request, replies |
+//! | [`http1`] | HTTP/1.1 heads within a bound, request lines, the WebSocket upgrade both ways, response bodies (length, chunked), HTTP dates |
 //! | [`http_proxy`] | HTTP proxy request heads: `CONNECT` and absolute-form, rewritten to origin-form |
 //! | [`tunnel`] | the samizdat transport: hello slots, Noise NK handshake, server flight, AEAD records, mux frames and stream table, lanes |
 //! | [`fuzzing`] | entry points shared by the fuzz targets and the corpus replay test |
@@ -31,9 +33,11 @@
 pub mod browser;
 pub mod cipher;
 pub mod classify;
+pub mod codec;
 pub mod faketls;
 pub mod framing;
 pub mod fuzzing;
+pub mod http1;
 pub mod http_proxy;
 pub mod link;
 pub mod obfuscated2;

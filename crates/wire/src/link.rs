@@ -333,9 +333,30 @@ impl fmt::Display for Link {
     }
 }
 
+/// The WebSocket listener's path when the server is not given one:
+/// `/` and 24 hex digits of SHA-256("samizdat websocket path\0" ‖ the
+/// server's transport public key). It stays the same across restarts and
+/// looks like any hashed asset path; the key is not sent on the wire, so
+/// the path is as hard to guess as the link is to get.
+pub fn default_ws_path(server_key: &[u8; 32]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"samizdat websocket path\0")
+        .chain_update(server_key)
+        .finalize();
+    format!("/{}", hex::encode(&digest[..12]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_ws_path_is_a_stable_hash_of_the_server_key() {
+        // SHA-256("samizdat websocket path\0" ‖ [7; 32]), first 12 bytes.
+        assert_eq!(default_ws_path(&[7; 32]), "/f2e695239969ed9b9a8aae4b");
+        assert_ne!(default_ws_path(&[8; 32]), default_ws_path(&[7; 32]));
+    }
 
     fn sample() -> Link {
         Link {

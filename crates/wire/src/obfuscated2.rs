@@ -127,6 +127,19 @@ pub fn is_safe_bare_prefix(random: &[u8; INIT_LEN]) -> bool {
     random[0] != 0xef && !FORBIDDEN.contains(&first) && random[4..8] != [0, 0, 0, 0]
 }
 
+/// 64 random bytes from `rng` that [`is_safe_bare_prefix`] accepts, for an
+/// init sent bare on TCP: draws again until they are (about one draw in
+/// 2^24 is refused, so this loops once in practice).
+pub fn safe_init_random(rng: &mut dyn FnMut(&mut [u8])) -> [u8; INIT_LEN] {
+    let mut random = [0u8; INIT_LEN];
+    loop {
+        rng(&mut random);
+        if is_safe_bare_prefix(&random) {
+            return random;
+        }
+    }
+}
+
 /// What an initiator sends and the ciphers it keeps.
 #[derive(Debug)]
 pub struct Initiated {
@@ -203,4 +216,28 @@ pub fn fast_mode_random(mut random: [u8; INIT_LEN], client_reply: &KeyIv) -> [u8
     material.reverse();
     random[8..56].copy_from_slice(&material);
     random
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safe_init_random_draws_again_until_the_prefix_is_safe() {
+        // A generator that first yields an init looking like "GET ", then
+        // one starting with 0xef, then a safe one.
+        let mut draws = 0u8;
+        let mut rng = |buf: &mut [u8]| {
+            draws += 1;
+            buf.fill(draws);
+            match draws {
+                1 => buf[..4].copy_from_slice(b"GET "),
+                2 => buf[0] = 0xef,
+                _ => {}
+            }
+        };
+        let random = safe_init_random(&mut rng);
+        assert_eq!(random, [3; INIT_LEN]);
+        assert!(is_safe_bare_prefix(&random));
+    }
 }

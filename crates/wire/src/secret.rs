@@ -47,6 +47,17 @@ impl Key {
         Ok(Key(key))
     }
 
+    /// A fresh key from `rng`, never starting with 0xdd or 0xee: Telethon
+    /// strips a leading dd/ee byte from any secret, so such a key (1 in 128)
+    /// would fail there.
+    pub fn generate(rng: &mut dyn FnMut(&mut [u8])) -> Key {
+        let mut bytes = [0xddu8; KEY_LEN];
+        while bytes[0] == 0xdd || bytes[0] == 0xee {
+            rng(&mut bytes);
+        }
+        Key(bytes)
+    }
+
     /// Lower-case hex of the key. Only for building links and the state file.
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
@@ -373,6 +384,19 @@ pub fn links(host: &str, port: u16, secret_text: &str) -> Links {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generated_keys_never_start_with_dd_or_ee() {
+        // A generator whose first draws start with the bytes Telethon strips.
+        let mut firsts = [0xdd, 0xee, 0xdd, 0x42].into_iter();
+        let mut rng = |buf: &mut [u8]| {
+            buf.fill(7);
+            buf[0] = firsts.next().expect("no more than four draws");
+        };
+        let key = Key::generate(&mut rng);
+        assert_eq!(key.0[0], 0x42);
+        assert_eq!(key.0[1..], [7; KEY_LEN - 1]);
+    }
 
     #[test]
     fn ip_addresses_are_not_domains() {

@@ -10,7 +10,7 @@ type Target = (&'static str, fn(&[u8]));
 #[test]
 fn corpus_replays_without_panics() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus");
-    let targets: [Target; 12] = [
+    let targets: [Target; 13] = [
         ("client_hello", wire::fuzzing::client_hello),
         ("obfuscated2_init", wire::fuzzing::obfuscated2_init),
         ("framing", wire::fuzzing::framing),
@@ -23,6 +23,7 @@ fn corpus_replays_without_panics() {
         ("tunnel_accept", wire::fuzzing::tunnel_accept),
         ("server_list", wire::fuzzing::server_list),
         ("tunnel_lanes", wire::fuzzing::tunnel_lanes),
+        ("http1", wire::fuzzing::http1),
     ];
     for (name, run) in targets {
         let dir = root.join(name);

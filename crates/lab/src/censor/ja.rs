@@ -20,6 +20,7 @@
 use md5::Md5;
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
+use wire::codec::Reader;
 use wire::faketls::{is_grease, HANDSHAKE};
 
 /// The parts of a ClientHello that JA3 and JA4 read, GREASE removed.
@@ -41,34 +42,6 @@ struct Hello {
     alpn: Option<Vec<u8>>,
 }
 
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if n > self.0.len() {
-            return None;
-        }
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        Some(head)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        Some(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Option<u16> {
-        let b = self.take(2)?;
-        Some(u16::from_be_bytes([b[0], b[1]]))
-    }
-    fn vec8(&mut self) -> Option<&'a [u8]> {
-        let n = self.u8()?;
-        self.take(n.into())
-    }
-    fn vec16(&mut self) -> Option<&'a [u8]> {
-        let n = self.u16()?;
-        self.take(n.into())
-    }
-}
-
 /// A list of big-endian u16 values with GREASE removed; `None` if odd.
 fn u16s(data: &[u8]) -> Option<Vec<u16>> {
     if data.len() % 2 != 0 {
@@ -83,24 +56,20 @@ fn u16s(data: &[u8]) -> Option<Vec<u16>> {
 }
 
 fn parse(record: &[u8]) -> Option<Hello> {
-    let mut rec = Reader(record);
-    let header = rec.take(5)?;
-    if header[0] != HANDSHAKE || header[1] != 0x03 {
+    let mut rec = Reader::new(record);
+    let [kind, major, _minor] = rec.array()?;
+    if kind != HANDSHAKE || major != 0x03 {
         return None;
     }
-    let body = rec.take(u16::from_be_bytes([header[3], header[4]]).into())?;
-    if !rec.0.is_empty() {
-        return None;
-    }
-    let mut hs = Reader(body);
+    let mut hs = rec.sub16()?;
+    rec.expect_end().ok()?;
     if hs.u8()? != 0x01 {
         return None;
     }
-    let len = hs.take(3)?;
-    let len = u32::from_be_bytes([0, len[0], len[1], len[2]]) as usize;
-    let mut r = Reader(hs.take(len)?);
+    let len = hs.u24()?;
+    let mut r = hs.sub(len as usize)?;
     let legacy_version = r.u16()?;
-    r.take(32)?; // random
+    r.skip(32)?; // random
     r.vec8()?; // legacy_session_id
     let ciphers = u16s(r.vec16()?)?;
     r.vec8()?; // legacy_compression_methods
@@ -114,16 +83,14 @@ fn parse(record: &[u8]) -> Option<Hello> {
         versions: None,
         alpn: None,
     };
-    if r.0.is_empty() {
+    if r.is_empty() {
         return Some(hello);
     }
-    let mut exts = Reader(r.vec16()?);
-    if !r.0.is_empty() {
-        return None;
-    }
-    while !exts.0.is_empty() {
+    let mut exts = r.sub16()?;
+    r.expect_end().ok()?;
+    while !exts.is_empty() {
         let kind = exts.u16()?;
-        let mut data = Reader(exts.vec16()?);
+        let mut data = exts.sub16()?;
         if is_grease(kind) {
             continue;
         }
@@ -134,8 +101,8 @@ fn parse(record: &[u8]) -> Option<Hello> {
             0x000d => hello.sig_algs = u16s(data.vec16()?)?,
             0x002b => hello.versions = Some(u16s(data.vec8()?)?),
             0x0010 => {
-                let mut list = Reader(data.vec16()?);
-                hello.alpn = match list.0.is_empty() {
+                let mut list = data.sub16()?;
+                hello.alpn = match list.is_empty() {
                     true => None,
                     false => Some(list.vec8()?.to_vec()),
                 };

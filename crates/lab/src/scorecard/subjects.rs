@@ -37,18 +37,14 @@ pub fn secret(form: &str) -> Secret {
     Secret::parse(&text).expect("a well-formed secret")
 }
 
-fn safe_random() -> [u8; 64] {
-    loop {
-        let r: [u8; 64] = testkit::random();
-        if obfuscated2::is_safe_bare_prefix(&r) {
-            return r;
-        }
-    }
-}
-
 /// A bare `dd` client's init and first 40 bytes, as one first flight.
 pub fn dd_first_flight() -> Vec<u8> {
-    let init = obfuscated2::initiate(safe_random(), Tag::Padded, 2, Some(&secret("dd").key));
+    let init = obfuscated2::initiate(
+        obfuscated2::safe_init_random(&mut testkit::fill),
+        Tag::Padded,
+        2,
+        Some(&secret("dd").key),
+    );
     let mut b = init.wire.to_vec();
     b.extend_from_slice(&testkit::random::<40>());
     b

@@ -231,7 +231,12 @@ impl DcStream {
         tag: Tag,
         first: Vec<u8>,
     ) -> Result<DcStream, OpenError> {
-        let ours = obfuscated2::initiate(safe_random(), tag, dc.saturating_abs(), None);
+        let ours = obfuscated2::initiate(
+            obfuscated2::safe_init_random(&mut crate::random::fill),
+            tag,
+            dc.saturating_abs(),
+            None,
+        );
         let mut s = DcStream {
             socket,
             encrypt: ours.ciphers.encrypt,
@@ -328,7 +333,12 @@ pub(super) async fn serve(
     let Ok(server) = super::dc::connect(shared, snap, init.dc, name).await else {
         return;
     };
-    let ours = obfuscated2::initiate(safe_random(), init.tag, init.dc.saturating_abs(), None);
+    let ours = obfuscated2::initiate(
+        obfuscated2::safe_init_random(&mut crate::random::fill),
+        init.tag,
+        init.dc.saturating_abs(),
+        None,
+    );
     if relay::write_all(&server, &ours.wire).await.is_err() {
         return;
     }
@@ -443,17 +453,6 @@ async fn relay_dc(
         }
         // The relay runtime shut down under it (the process is ending).
         Err(_) => broken,
-    }
-}
-
-/// 64 random bytes that may be sent bare (spec §2.2).
-pub(super) fn safe_random() -> [u8; INIT_LEN] {
-    let mut r = [0u8; INIT_LEN];
-    loop {
-        crate::random::fill(&mut r);
-        if obfuscated2::is_safe_bare_prefix(&r) {
-            return r;
-        }
     }
 }
 

@@ -15,6 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use wire::browser::{Browser, Template};
 use wire::faketls::server_shape::{self, ServerShape, KEY_SHARE, SUPPORTED_VERSIONS};
+use wire::faketls::HANDSHAKE;
 use wire::tunnel::flight::{ExtOrder, FlightShape};
 use wire::tunnel::hello::{GROUP_X25519, GROUP_X25519_MLKEM768};
 
@@ -174,8 +175,9 @@ pub async fn measure(cover: &CoverTarget, sni: &str) -> Result<(FlightShape, Ser
             }
             // A cover that does not answer with a ServerHello record will
             // not become TLS later: stop now instead of at the deadline.
-            if read[0] != HANDSHAKE_RECORD
-                || (complete_first(&read) && server_shape::server_shape(&read).is_none())
+            if read[0] != HANDSHAKE
+                || (server_shape::first_record_complete(&read)
+                    && server_shape::server_shape(&read).is_none())
             {
                 return Err("the cover did not answer with a TLS ServerHello".to_string());
             }
@@ -188,14 +190,6 @@ pub async fn measure(cover: &CoverTarget, sni: &str) -> Result<(FlightShape, Ser
     let shape = server_shape::server_shape(&read)
         .ok_or_else(|| "the cover did not answer with a TLS ServerHello".to_string())?;
     Ok((flight_shape(&shape)?, shape))
-}
-
-/// The record type of a TLS handshake record.
-const HANDSHAKE_RECORD: u8 = 0x16;
-
-/// Whether the first record of `read` is complete.
-fn complete_first(read: &[u8]) -> bool {
-    read.len() >= 5 && read.len() >= 5 + usize::from(u16::from_be_bytes([read[3], read[4]]))
 }
 
 /// Whether `read` ends on a record boundary.

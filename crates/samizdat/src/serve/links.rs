@@ -111,16 +111,9 @@ pub fn entries(config: &ServeConfig) -> Vec<LinkEntry> {
     out
 }
 
-/// The WebSocket listener's path when `--ws-path` is not given: derived
-/// from the server's transport public key, so it stays the same across
-/// restarts and looks like any hashed asset path. The key is not sent on
-/// the wire, so the path is as hard to guess as the link is to get.
-pub fn default_ws_path(server_key: &[u8; 32]) -> String {
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    ctx.update(b"samizdat websocket path\0");
-    ctx.update(server_key);
-    format!("/{}", hex::encode(&ctx.finish().as_ref()[..12]))
-}
+/// The WebSocket listener's path when `--ws-path` is not given (derived
+/// from the server's transport key; the rule is in `wire::link`).
+pub use wire::link::default_ws_path;
 
 /// The path the WebSocket listener upgrades: `--ws-path`, else the
 /// derived one.

@@ -22,78 +22,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use wire::classify::{CoverReason, Verdict, MAX_FIRST_FLIGHT};
-
-/// The answer to every request that is not our upgrade.
-const NOT_FOUND: &[u8] = b"HTTP/1.1 404 Not Found\r\n\
-Content-Type: text/html\r\n\
-Content-Length: 146\r\n\
-Connection: close\r\n\
-\r\n\
-<html>\r\n<head><title>404 Not Found</title></head>\r\n<body>\r\n<center><h1>404 Not Found</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n";
-
-/// The answer to a head that is too long or not HTTP.
-const BAD_REQUEST: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
-Content-Length: 0\r\n\
-Connection: close\r\n\r\n";
-
-/// What an HTTP request asked for.
-#[derive(Debug, PartialEq, Eq)]
-enum Request {
-    /// A valid WebSocket upgrade of our path: the accept value to send,
-    /// and the client address the request reported in `client_header`.
-    Upgrade {
-        accept: String,
-        real_ip: Option<IpAddr>,
-    },
-    /// Anything else that parsed.
-    NotFound,
-    /// Not HTTP/1.x.
-    Bad,
-}
-
-/// Decides what a complete request head asks for; `client_header` names
-/// the header that may carry the client's address.
-fn classify(head: &[u8], path: &str, client_header: &str) -> Request {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        _ => return Request::Bad,
-    }
-    let target = req.path.unwrap_or("");
-    let target = target.split_once('?').map_or(target, |(p, _)| p);
-    if req.method != Some("GET") || target != path || req.version != Some(1) {
-        return Request::NotFound;
-    }
-    let header = |name: &str| {
-        req.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value)
-    };
-    let upgrade = header("upgrade").is_some_and(|v| ws::has_token(v, "websocket"));
-    let connection = header("connection").is_some_and(|v| ws::has_token(v, "upgrade"));
-    let version = header("sec-websocket-version").is_some_and(|v| v.trim_ascii() == b"13");
-    let key = header("sec-websocket-key")
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .map(str::trim)
-        .filter(|k| {
-            use base64::Engine;
-            base64::engine::general_purpose::STANDARD
-                .decode(k)
-                .is_ok_and(|b| b.len() == 16)
-        });
-    let (true, true, true, Some(key)) = (upgrade, connection, version, key) else {
-        return Request::NotFound;
-    };
-    let real_ip = header(client_header)
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(|v| v.trim().parse().ok());
-    Request::Upgrade {
-        accept: ws::accept_key(key),
-        real_ip,
-    }
-}
+use wire::faketls::{handshake_record, HandshakeRecord};
+use wire::http1::websocket::{self as upgrade, UpgradeRequest, BAD_REQUEST, NOT_FOUND};
 
 /// Serves one connection to the WebSocket listener.
 pub(super) async fn handle(
@@ -115,10 +45,10 @@ pub(super) async fn handle(
         Ok(Err(HeadError::Io(_))) | Err(_) => return,
     };
     let config = &snap.config;
-    let (accept, real_ip) = match classify(&head, &path, &config.ws_client_header) {
-        Request::Upgrade { accept, real_ip } => (accept, real_ip),
+    let (accept, real_ip) = match upgrade::upgrade_request(&head, &path, &config.ws_client_header) {
+        UpgradeRequest::Upgrade { accept, real_ip } => (accept, real_ip),
         other => {
-            let answer = if other == Request::Bad {
+            let answer = if other == UpgradeRequest::Bad {
                 BAD_REQUEST
             } else {
                 NOT_FOUND
@@ -127,9 +57,7 @@ pub(super) async fn handle(
             return;
         }
     };
-    let answer = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-    );
+    let answer = upgrade::switching_protocols(&accept);
     match tokio::time::timeout_at(deadline, client.write_all(answer.as_bytes())).await {
         Ok(Ok(())) => {}
         _ => return,
@@ -219,18 +147,13 @@ async fn read_record<S: tokio::io::AsyncRead + Unpin>(io: &mut S) -> Option<(Vec
     let mut buf = Vec::with_capacity(2048);
     let mut chunk = [0u8; 4096];
     loop {
-        if buf.len() >= 5 {
-            if buf[0] != 0x16 || buf[1] != 0x03 {
-                return None;
-            }
-            let len = 5 + usize::from(u16::from_be_bytes([buf[3], buf[4]]));
-            if len > MAX_FIRST_FLIGHT {
-                return None;
-            }
-            if buf.len() >= len {
+        match handshake_record(&buf, MAX_FIRST_FLIGHT) {
+            HandshakeRecord::Refused => return None,
+            HandshakeRecord::Len(len) if buf.len() >= len => {
                 let rest = buf.split_off(len);
                 return Some((buf, rest));
             }
+            HandshakeRecord::Len(_) | HandshakeRecord::NeedMore => {}
         }
         let n = io.read(&mut chunk).await.ok()?;
         if n == 0 {
@@ -244,76 +167,14 @@ async fn read_record<S: tokio::io::AsyncRead + Unpin>(io: &mut S) -> Option<(Vec
 mod tests {
     use super::*;
 
-    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
-
-    fn upgrade(path: &str, extra: &str) -> Vec<u8> {
-        format!(
-            "GET {path} HTTP/1.1\r\nHost: a.example\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {KEY}\r\n{extra}\r\n"
-        )
-        .into_bytes()
-    }
-
-    #[test]
-    fn only_a_valid_upgrade_of_our_path_is_upgraded() {
-        assert_eq!(
-            classify(
-                &upgrade("/p", "X-Real-IP: 192.0.2.7\r\n"),
-                "/p",
-                "X-Real-IP"
-            ),
-            Request::Upgrade {
-                accept: "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".into(),
-                real_ip: Some("192.0.2.7".parse().unwrap()),
-            }
-        );
-        assert!(matches!(
-            classify(&upgrade("/p?x=1", ""), "/p", "X-Real-IP"),
-            Request::Upgrade { real_ip: None, .. }
-        ));
-        assert_eq!(
-            classify(&upgrade("/q", ""), "/p", "X-Real-IP"),
-            Request::NotFound
-        );
-        assert_eq!(
-            classify(&upgrade("/p/", ""), "/p", "X-Real-IP"),
-            Request::NotFound
-        );
-        let plain = b"GET /p HTTP/1.1\r\nHost: a.example\r\n\r\n";
-        assert_eq!(classify(plain, "/p", "X-Real-IP"), Request::NotFound);
-        let post = String::from_utf8(upgrade("/p", ""))
-            .unwrap()
-            .replacen("GET", "POST", 1);
-        assert_eq!(
-            classify(post.as_bytes(), "/p", "X-Real-IP"),
-            Request::NotFound
-        );
-        let bad_key = String::from_utf8(upgrade("/p", ""))
-            .unwrap()
-            .replace(KEY, "short");
-        assert_eq!(
-            classify(bad_key.as_bytes(), "/p", "X-Real-IP"),
-            Request::NotFound
-        );
-        assert_eq!(
-            classify(b"\x16\x03\x01\x00\x05hello\r\n\r\n", "/p", "X-Real-IP"),
-            Request::Bad
-        );
-    }
-
     #[test]
     fn the_client_header_is_believed_only_from_a_trusted_front() {
         let loopback: Vec<ipnet::IpNet> =
             vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
+        // What `upgrade_request` read from the configured header
+        // (wire::http1::websocket tests which header that is).
         let forged: IpAddr = "192.0.2.7".parse().unwrap();
-        let head = upgrade(
-            "/p",
-            "CF-Connecting-IP: 192.0.2.7\r\nX-Real-IP: 198.51.100.1\r\n",
-        );
-        // The configured header, not X-Real-IP, is read.
-        let Request::Upgrade { real_ip, .. } = classify(&head, "/p", "cf-connecting-ip") else {
-            panic!("an upgrade");
-        };
-        assert_eq!(real_ip, Some(forged));
+        let real_ip = Some(forged);
         // From an untrusted peer: accounted to the peer's own address.
         let stranger: SocketAddr = "203.0.113.5:40000".parse().unwrap();
         assert_eq!(client_address(stranger, real_ip, &loopback), stranger);
@@ -334,13 +195,6 @@ mod tests {
         let edge: SocketAddr = "198.51.100.9:443".parse().unwrap();
         assert_eq!(client_address(edge, real_ip, &cdn).ip(), forged);
         assert_eq!(client_address(edge, real_ip, &loopback), edge);
-    }
-
-    #[test]
-    fn not_found_length_is_right() {
-        let text = std::str::from_utf8(NOT_FOUND).unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        assert!(head.contains(&format!("Content-Length: {}", body.len())));
     }
 
     #[tokio::test]

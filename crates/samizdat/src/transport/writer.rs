@@ -142,9 +142,7 @@ fn build_batch(
             let n = slot.send.len().min(room);
             if n > 0 {
                 let was_full = slot.send.len() >= SEND_BUFFER;
-                out.push(frame::DATA);
-                out.extend_from_slice(&id.to_be_bytes());
-                out.extend_from_slice(&(n as u16).to_be_bytes());
+                frame::encode_data_header(id, n, out);
                 let (a, b) = slot.send.as_slices();
                 let from_a = a.len().min(n);
                 out.extend_from_slice(&a[..from_a]);

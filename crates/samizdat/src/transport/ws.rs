@@ -1,11 +1,12 @@
 //! The WebSocket carrier: the samizdat transport inside a WebSocket, so a
 //! server can sit behind nginx or a CDN (`docs/fronting.md`).
 //!
-//! Both sides use the same pieces from here: the HTTP/1.1 head reader
-//! (bounded), the `Sec-WebSocket-Accept` computation, and [`carry`], which
-//! turns an upgraded connection into a plain byte stream for the
-//! transport. The client side also dials: TCP, TLS (rustls, web roots),
-//! then the upgrade request ([`open`]).
+//! Both sides use the same pieces from here: the bounded HTTP/1.1 head
+//! reader and [`carry`], which turns an upgraded connection into a plain
+//! byte stream for the transport. The client side also dials: TCP, TLS
+//! (rustls, web roots), then the upgrade request ([`open`]). The HTTP rules
+//! themselves (what an upgrade request and its answer must say) are sans-io
+//! in `wire::http1::websocket`.
 //!
 //! The transport's bytes ride in binary messages; message boundaries mean
 //! nothing (a CDN may re-frame). Pings are answered, a close ends the
@@ -22,6 +23,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::{self, pki_types::ServerName, ClientConfig};
+use wire::http1::websocket::{self, UpgradeRefused};
+use wire::http1::{self, Head};
 use wire::link::{Endpoint, Link};
 
 /// Largest WebSocket frame accepted from the peer. Our own frames are at
@@ -37,20 +40,10 @@ pub(crate) const MAX_HEAD: usize = 8 * 1024;
 /// `proxy_read_timeout` (60 s by default) and CDNs (about 100 s) close
 /// WebSockets that stay silent longer.
 const PING_EVERY: Duration = Duration::from_secs(30);
-/// The GUID of RFC 6455 section 1.3.
-const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// Environment variable naming one extra PEM CA certificate that `wss://`
 /// servers may chain to. For tests only (a local nginx with a self-signed
 /// certificate); real fronts have certificates from public CAs.
 pub use crate::client::tls::TEST_CA_ENV;
-
-/// The `Sec-WebSocket-Accept` value for a `Sec-WebSocket-Key`.
-pub(crate) fn accept_key(key: &str) -> String {
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY);
-    ctx.update(key.trim().as_bytes());
-    ctx.update(WS_GUID.as_bytes());
-    base64::engine::general_purpose::STANDARD.encode(ctx.finish().as_ref())
-}
 
 /// Why an HTTP head could not be read.
 #[derive(Debug)]
@@ -70,12 +63,13 @@ pub(crate) async fn read_head<S: AsyncRead + Unpin>(
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
     loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let rest = buf.split_off(end + 4);
-            return Ok((buf, rest));
-        }
-        if buf.len() >= MAX_HEAD {
-            return Err(HeadError::TooLong);
+        match http1::find_head(&buf, MAX_HEAD) {
+            Head::Complete { len } => {
+                let rest = buf.split_off(len);
+                return Ok((buf, rest));
+            }
+            Head::TooLarge => return Err(HeadError::TooLong),
+            Head::NeedMore => {}
         }
         let want = (MAX_HEAD - buf.len()).min(chunk.len());
         match io.read(&mut chunk[..want]).await {
@@ -89,13 +83,6 @@ pub(crate) async fn read_head<S: AsyncRead + Unpin>(
             Err(e) => return Err(HeadError::Io(e)),
         }
     }
-}
-
-/// Whether a comma-separated header value lists `token` (any case).
-pub(crate) fn has_token(value: &[u8], token: &str) -> bool {
-    String::from_utf8_lossy(value)
-        .split(',')
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// A stream with bytes already read from it put back in front.
@@ -332,30 +319,15 @@ fn tls_error(e: io::Error) -> ConnectError {
     }
 }
 
-/// The upgrade request, with a browser's header set and order (Chrome's;
-/// Firefox's differs in ways no front checks).
+/// The upgrade request for `endpoint`, with the headers of the browser
+/// the link's hello imitates.
 fn request(endpoint: &Endpoint, path: &str, fingerprint: &str, key: &str) -> String {
     let host = if endpoint.port == 443 {
         endpoint.host.clone()
     } else {
         format!("{}:{}", endpoint.host, endpoint.port)
     };
-    let origin = format!("https://{host}");
-    format!(
-        "GET {path} HTTP/1.1\r\n\
-         Host: {host}\r\n\
-         Connection: Upgrade\r\n\
-         Pragma: no-cache\r\n\
-         Cache-Control: no-cache\r\n\
-         User-Agent: {ua}\r\n\
-         Upgrade: websocket\r\n\
-         Origin: {origin}\r\n\
-         Sec-WebSocket-Version: 13\r\n\
-         Accept-Encoding: gzip, deflate, br, zstd\r\n\
-         Accept-Language: en-US,en;q=0.9\r\n\
-         Sec-WebSocket-Key: {key}\r\n\r\n",
-        ua = user_agent(fingerprint),
-    )
+    websocket::client_request(&host, path, user_agent(fingerprint), key)
 }
 
 /// TLS to the front, then the WebSocket upgrade to `path`. Returns the
@@ -389,56 +361,24 @@ pub(crate) async fn open(
         )),
         HeadError::TooLong => ConnectError::Front("an HTTP answer head over 8 KiB".into()),
     })?;
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut resp = httparse::Response::new(&mut headers);
-    match resp.parse(&head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        _ => return Err(ConnectError::Front("the answer is not HTTP/1.1".into())),
-    }
-    match resp.code {
-        Some(101) => {}
-        Some(404) => {
-            return Err(ConnectError::Front(format!(
+    websocket::check_upgrade_response(&head, &key).map_err(|e| {
+        ConnectError::Front(match e {
+            UpgradeRefused::NotHttp(_) => "the answer is not HTTP/1.1".into(),
+            UpgradeRefused::Status { code: 404, .. } => format!(
                 "the front answered HTTP 404 for {path}: wrong path? (the link's wss:// path must match the server's --ws-path and the proxy's location)"
-            )))
-        }
-        Some(code) => {
-            return Err(ConnectError::Front(format!(
-                "the front answered HTTP {code} {} instead of upgrading to a WebSocket (does the proxy pass Upgrade/Connection headers?)",
-                resp.reason.unwrap_or("")
-            )))
-        }
-        None => return Err(ConnectError::Front("the answer has no status".into())),
-    }
-    let header = |name: &str| {
-        resp.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value)
-    };
-    let upgraded = header("upgrade").is_some_and(|v| has_token(v, "websocket"));
-    let accepted = header("sec-websocket-accept")
-        .is_some_and(|v| v.trim_ascii() == accept_key(&key).as_bytes());
-    if !upgraded || !accepted {
-        return Err(ConnectError::Front(
-            "the front answered 101 without a valid WebSocket accept".into(),
-        ));
-    }
+            ),
+            UpgradeRefused::Status { code, reason } => format!(
+                "the front answered HTTP {code} {reason} instead of upgrading to a WebSocket (does the proxy pass Upgrade/Connection headers?)"
+            ),
+            other => other.to_string(),
+        })
+    })?;
     Ok(carry(Prefixed::new(rest, tls), Role::Client))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn accept_key_is_rfc6455s_example() {
-        // RFC 6455 section 1.3.
-        assert_eq!(
-            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-        );
-    }
 
     #[tokio::test]
     async fn carrier_moves_bytes_both_ways_and_closes() {

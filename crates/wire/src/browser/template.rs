@@ -7,6 +7,7 @@
 
 use super::keys::{MLKEM768_EK_LEN, P256_LEN, X25519_LEN};
 use super::Browser;
+use crate::codec::Reader;
 use crate::faketls::{is_grease, HANDSHAKE};
 use std::sync::OnceLock;
 
@@ -137,38 +138,14 @@ pub struct Template {
     pub(crate) hybrid_reuses_x25519: bool,
 }
 
-struct Reader<'a>(&'a [u8]);
+/// The template's error for a field that overruns its container.
+fn short(what: &'static str) -> TemplateError {
+    TemplateError::Malformed(what)
+}
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], TemplateError> {
-        if n > self.0.len() {
-            return Err(TemplateError::Malformed(what));
-        }
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        Ok(head)
-    }
-    fn u8(&mut self, what: &'static str) -> Result<u8, TemplateError> {
-        Ok(self.take(1, what)?[0])
-    }
-    fn u16(&mut self, what: &'static str) -> Result<u16, TemplateError> {
-        let b = self.take(2, what)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
-    }
-    fn vec8(&mut self, what: &'static str) -> Result<&'a [u8], TemplateError> {
-        let n = self.u8(what)?;
-        self.take(n.into(), what)
-    }
-    fn vec16(&mut self, what: &'static str) -> Result<&'a [u8], TemplateError> {
-        let n = self.u16(what)?;
-        self.take(n.into(), what)
-    }
-    fn end(&self, what: &'static str) -> Result<(), TemplateError> {
-        match self.0.is_empty() {
-            true => Ok(()),
-            false => Err(TemplateError::Malformed(what)),
-        }
-    }
+/// The template's error for bytes left after a field.
+fn end(r: &Reader<'_>, what: &'static str) -> Result<(), TemplateError> {
+    r.expect_end().map_err(|_| TemplateError::Malformed(what))
 }
 
 fn u16_list(data: &[u8], what: &'static str) -> Result<Vec<u16>, TemplateError> {
@@ -186,13 +163,13 @@ fn u16_list(data: &[u8], what: &'static str) -> Result<Vec<u16>, TemplateError> 
 type Shares<'a> = (Vec<Share>, Option<&'a [u8]>, Option<&'a [u8]>);
 
 fn parse_shares(data: &[u8]) -> Result<Shares<'_>, TemplateError> {
-    let mut r = Reader(data);
-    let mut list = Reader(r.vec16("key_share")?);
-    r.end("key_share")?;
+    let mut r = Reader::new(data);
+    let mut list = r.sub16().ok_or(short("key_share"))?;
+    end(&r, "key_share")?;
     let (mut shares, mut hybrid_x, mut x) = (Vec::new(), None, None);
-    while !list.0.is_empty() {
-        let group = list.u16("key_share group")?;
-        let key = list.vec16("key_share key")?;
+    while !list.is_empty() {
+        let group = list.u16().ok_or(short("key_share group"))?;
+        let key = list.vec16().ok_or(short("key_share key"))?;
         let share = match (group, key.len()) {
             (g, _) if is_grease(g) => Share::Grease(key.to_vec()),
             (GROUP_X25519, X25519_LEN) if x.is_none() => {
@@ -212,18 +189,18 @@ fn parse_shares(data: &[u8]) -> Result<Shares<'_>, TemplateError> {
 }
 
 fn parse_ech(data: &[u8]) -> Result<Ech, TemplateError> {
-    let mut r = Reader(data);
-    if r.u8("ech type")? != 0 {
+    let mut r = Reader::new(data);
+    if r.u8().ok_or(short("ech type"))? != 0 {
         return Err(TemplateError::Unsupported(
             "ECH extension is not an outer hello's",
         ));
     }
-    let kdf = r.u16("ech kdf")?;
-    let aead = r.u16("ech aead")?;
-    r.u8("ech config_id")?;
-    let enc_len = r.vec16("ech enc")?.len();
-    let payload_len = r.vec16("ech payload")?.len();
-    r.end("ech")?;
+    let kdf = r.u16().ok_or(short("ech kdf"))?;
+    let aead = r.u16().ok_or(short("ech aead"))?;
+    r.u8().ok_or(short("ech config_id"))?;
+    let enc_len = r.vec16().ok_or(short("ech enc"))?.len();
+    let payload_len = r.vec16().ok_or(short("ech payload"))?.len();
+    end(&r, "ech")?;
     Ok(Ech {
         kdf,
         aead,
@@ -238,46 +215,45 @@ impl Template {
     /// pre_shared_key and early_data are dropped and session_ticket is
     /// emptied: a template must not carry a resumption of someone's session.
     pub fn parse(record: &[u8]) -> Result<Template, TemplateError> {
-        let mut rec = Reader(record);
-        let header = rec.take(5, "record header")?;
-        if header[0] != HANDSHAKE || header[1] != 0x03 {
+        let mut rec = Reader::new(record);
+        let [kind, major, minor, hi, lo] = rec.array().ok_or(short("record header"))?;
+        if kind != HANDSHAKE || major != 0x03 {
             return Err(TemplateError::NotClientHello);
         }
-        let record_version = u16::from_be_bytes([header[1], header[2]]);
-        let body = rec.take(u16::from_be_bytes([header[3], header[4]]).into(), "record")?;
-        rec.end("record")?;
-        let mut hs = Reader(body);
-        if hs.u8("handshake type")? != 0x01 {
+        let record_version = u16::from_be_bytes([major, minor]);
+        let body_len = u16::from_be_bytes([hi, lo]);
+        let mut hs = rec.sub(body_len.into()).ok_or(short("record"))?;
+        end(&rec, "record")?;
+        if hs.u8().ok_or(short("handshake type"))? != 0x01 {
             return Err(TemplateError::NotClientHello);
         }
-        let len = hs.take(3, "handshake length")?;
-        let len = u32::from_be_bytes([0, len[0], len[1], len[2]]) as usize;
-        let mut r = Reader(hs.take(len, "handshake")?);
-        hs.end("handshake")?;
-        let legacy_version = r.u16("legacy_version")?;
-        r.take(32, "random")?;
-        if r.vec8("session_id")?.len() != 32 {
+        let len = hs.u24().ok_or(short("handshake length"))?;
+        let mut r = hs.sub(len as usize).ok_or(short("handshake"))?;
+        end(&hs, "handshake")?;
+        let legacy_version = r.u16().ok_or(short("legacy_version"))?;
+        r.skip(32).ok_or(short("random"))?;
+        if r.vec8().ok_or(short("session_id"))?.len() != 32 {
             return Err(TemplateError::Unsupported("session id is not 32 bytes"));
         }
-        let ciphers = u16_list(r.vec16("cipher_suites")?, "cipher_suites")?;
+        let ciphers = u16_list(r.vec16().ok_or(short("cipher_suites"))?, "cipher_suites")?;
         if ciphers.is_empty() {
             return Err(TemplateError::Malformed("cipher_suites"));
         }
-        let compression = r.vec8("compression_methods")?.to_vec();
-        let mut exts = Reader(r.vec16("extensions")?);
-        r.end("extensions")?;
+        let compression = r.vec8().ok_or(short("compression_methods"))?.to_vec();
+        let mut exts = r.sub16().ok_or(short("extensions"))?;
+        end(&r, "extensions")?;
         let mut extensions = Vec::new();
         let (mut hybrid_x, mut x25519) = (None, None);
-        while !exts.0.is_empty() {
-            let kind = exts.u16("extension type")?;
-            let data = exts.vec16("extension data")?;
+        while !exts.is_empty() {
+            let kind = exts.u16().ok_or(short("extension type"))?;
+            let data = exts.vec16().ok_or(short("extension data"))?;
             let ext = match kind {
                 k if is_grease(k) => Ext::Grease(data.to_vec()),
                 EXT_SNI => Ext::ServerName,
                 EXT_GROUPS | EXT_SIG_ALGS => {
-                    let mut d = Reader(data);
-                    let values = u16_list(d.vec16("u16 list")?, "u16 list")?;
-                    d.end("u16 list")?;
+                    let mut d = Reader::new(data);
+                    let values = u16_list(d.vec16().ok_or(short("u16 list"))?, "u16 list")?;
+                    end(&d, "u16 list")?;
                     Ext::U16List {
                         kind,
                         values,
@@ -285,9 +261,12 @@ impl Template {
                     }
                 }
                 EXT_VERSIONS => {
-                    let mut d = Reader(data);
-                    let values = u16_list(d.vec8("supported_versions")?, "supported_versions")?;
-                    d.end("supported_versions")?;
+                    let mut d = Reader::new(data);
+                    let values = u16_list(
+                        d.vec8().ok_or(short("supported_versions"))?,
+                        "supported_versions",
+                    )?;
+                    end(&d, "supported_versions")?;
                     Ext::U16List {
                         kind,
                         values,

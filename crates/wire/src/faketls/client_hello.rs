@@ -6,6 +6,7 @@
 //! in one record of at most 16 384 bytes is accepted for verification.
 
 use super::{is_grease, HANDSHAKE, MAX_PLAINTEXT, RANDOM_LEN, RANDOM_OFFSET};
+use crate::codec::Reader;
 use crate::users::Users;
 use subtle::ConstantTimeEq;
 
@@ -80,95 +81,48 @@ pub struct ClientHello {
     pub sni: Option<String>,
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], HelloError> {
-        let end = self.pos.checked_add(n).ok_or(HelloError::Truncated(what))?;
-        let out = self
-            .buf
-            .get(self.pos..end)
-            .ok_or(HelloError::Truncated(what))?;
-        self.pos = end;
-        Ok(out)
-    }
-    fn u8(&mut self, what: &'static str) -> Result<usize, HelloError> {
-        Ok(self.take(1, what)?[0] as usize)
-    }
-    fn u16(&mut self, what: &'static str) -> Result<usize, HelloError> {
-        let b = self.take(2, what)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]) as usize)
-    }
-    fn vec8(&mut self, what: &'static str) -> Result<&'a [u8], HelloError> {
-        let n = self.u8(what)?;
-        self.take(n, what)
-    }
-    fn vec16(&mut self, what: &'static str) -> Result<&'a [u8], HelloError> {
-        let n = self.u16(what)?;
-        self.take(n, what)
-    }
-    fn done(&self) -> bool {
-        self.pos == self.buf.len()
-    }
-}
-
 /// Parses one complete handshake record (header included).
 pub fn parse(record: &[u8]) -> Result<ClientHello, HelloError> {
+    use HelloError::Truncated;
     if record.len() < MIN_RECORD || record[0] != HANDSHAKE {
         return Err(HelloError::NotClientHello);
     }
-    let body = &record[5..];
-    if body[0] != 0x01 {
+    let mut hs = Reader::new(&record[5..]);
+    if hs.u8() != Some(0x01) || hs.u24().map(|n| n as usize) != Some(hs.remaining()) {
         return Err(HelloError::NotClientHello);
     }
-    let hs_len = u32::from_be_bytes([0, body[1], body[2], body[3]]) as usize;
-    if hs_len != body.len() - 4 {
-        return Err(HelloError::NotClientHello);
-    }
-    let mut r = Reader {
-        buf: &body[4..],
-        pos: 0,
-    };
-    r.take(2, "legacy_version")?;
-    let mut random = [0u8; RANDOM_LEN];
-    random.copy_from_slice(r.take(RANDOM_LEN, "random")?);
-    let session_id = r.vec8("session_id")?;
+    let mut r = hs;
+    r.skip(2).ok_or(Truncated("legacy_version"))?;
+    let random = r.array::<RANDOM_LEN>().ok_or(Truncated("random"))?;
+    let session_id = r.vec8().ok_or(Truncated("session_id"))?;
     if session_id.len() > 32 {
-        return Err(HelloError::Truncated("session_id"));
+        return Err(Truncated("session_id"));
     }
-    let suites = r.vec16("cipher_suites")?;
+    let suites = r.vec16().ok_or(Truncated("cipher_suites"))?;
     if suites.len() < 2 || suites.len() % 2 != 0 {
-        return Err(HelloError::Truncated("cipher_suites"));
+        return Err(Truncated("cipher_suites"));
     }
     let cipher_suite = suites
         .chunks_exact(2)
         .map(|c| u16::from_be_bytes([c[0], c[1]]))
         .find(|&s| !is_grease(s))
-        .ok_or(HelloError::Truncated("cipher_suites"))?;
-    let compression = r.vec8("compression_methods")?;
+        .ok_or(Truncated("cipher_suites"))?;
+    let compression = r.vec8().ok_or(Truncated("compression_methods"))?;
     if compression.is_empty() {
-        return Err(HelloError::Truncated("compression_methods"));
+        return Err(Truncated("compression_methods"));
     }
     let mut sni = None;
-    if !r.done() {
-        let mut ext = Reader {
-            buf: r.vec16("extensions")?,
-            pos: 0,
-        };
-        while !ext.done() {
-            let kind = ext.u16("extension type")?;
-            let data = ext.vec16("extension data")?;
+    if !r.is_empty() {
+        let mut ext = r.sub16().ok_or(Truncated("extensions"))?;
+        while !ext.is_empty() {
+            let kind = ext.u16().ok_or(Truncated("extension type"))?;
+            let data = ext.vec16().ok_or(Truncated("extension data"))?;
             if kind == 0x0000 && sni.is_none() {
                 sni = parse_sni(data)?;
             }
         }
     }
-    if !r.done() {
-        return Err(HelloError::TrailingData);
-    }
+    r.expect_end().map_err(|_| HelloError::TrailingData)?;
     Ok(ClientHello {
         random,
         session_id: session_id.to_vec(),
@@ -178,14 +132,13 @@ pub fn parse(record: &[u8]) -> Result<ClientHello, HelloError> {
 }
 
 fn parse_sni(data: &[u8]) -> Result<Option<String>, HelloError> {
-    let mut r = Reader { buf: data, pos: 0 };
-    let mut list = Reader {
-        buf: r.vec16("server_name list")?,
-        pos: 0,
-    };
-    while !list.done() {
-        let kind = list.u8("server_name type")?;
-        let name = list.vec16("server_name")?;
+    use HelloError::Truncated;
+    let mut list = Reader::new(data)
+        .sub16()
+        .ok_or(Truncated("server_name list"))?;
+    while !list.is_empty() {
+        let kind = list.u8().ok_or(Truncated("server_name type"))?;
+        let name = list.vec16().ok_or(Truncated("server_name"))?;
         if kind == 0 {
             return Ok(std::str::from_utf8(name).ok().map(str::to_ascii_lowercase));
         }

@@ -40,3 +40,67 @@ pub fn app_data_header(len: usize) -> [u8; 5] {
     let len = len as u16;
     [APPLICATION_DATA, 0x03, 0x03, (len >> 8) as u8, len as u8]
 }
+
+/// What the header at the front of a buffer says about the handshake
+/// record that should start there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeRecord {
+    /// Fewer than five bytes: read more.
+    NeedMore,
+    /// A handshake record of `len` bytes, header included, no longer than
+    /// the caller's bound; it is complete once the buffer holds `len` bytes.
+    Len(usize),
+    /// Not a TLS handshake record header, or longer than the bound.
+    Refused,
+}
+
+/// Reads the header of the handshake record (a client's hello) expected at
+/// the front of `buf`: type 0x16, major version 3, and a total length of at
+/// most `max` bytes. The WebSocket listener uses it for the hello that
+/// follows the upgrade, where there is nothing to splice to and so no need
+/// for [`client_hello::probe`]'s stricter look.
+pub fn handshake_record(buf: &[u8], max: usize) -> HandshakeRecord {
+    let [kind, major, _minor, hi, lo, ..] = *buf else {
+        return HandshakeRecord::NeedMore;
+    };
+    let len = 5 + usize::from(u16::from_be_bytes([hi, lo]));
+    if kind != HANDSHAKE || major != 0x03 || len > max {
+        return HandshakeRecord::Refused;
+    }
+    HandshakeRecord::Len(len)
+}
+
+#[cfg(test)]
+mod record_header_tests {
+    use super::*;
+
+    #[test]
+    fn handshake_record_headers() {
+        let max = 5 + MAX_PLAINTEXT;
+        assert_eq!(handshake_record(&[], max), HandshakeRecord::NeedMore);
+        assert_eq!(
+            handshake_record(&[0x16, 0x03, 0x01, 0x00], max),
+            HandshakeRecord::NeedMore
+        );
+        assert_eq!(
+            handshake_record(&[0x16, 0x03, 0x01, 0x00, 0x03, 1], max),
+            HandshakeRecord::Len(8)
+        );
+        assert_eq!(
+            handshake_record(&[0x17, 0x03, 0x03, 0x00, 0x03], max),
+            HandshakeRecord::Refused
+        );
+        assert_eq!(
+            handshake_record(&[0x16, 0x02, 0x03, 0x00, 0x03], max),
+            HandshakeRecord::Refused
+        );
+        assert_eq!(
+            handshake_record(&[0x16, 0x03, 0x01, 0xff, 0xff], max),
+            HandshakeRecord::Refused
+        );
+        assert_eq!(
+            handshake_record(&[0x16, 0x03, 0x01, 0x40, 0x00], max),
+            HandshakeRecord::Len(max)
+        );
+    }
+}

@@ -3,14 +3,15 @@
 //! compares samizdat's fake-TLS flight with it, and `serve` copies it into
 //! the samizdat transport's answer (`docs/transport.md`).
 
+use super::{APPLICATION_DATA, CHANGE_CIPHER_SPEC, HANDSHAKE};
+use crate::codec::Reader;
+
 /// The `random` of a HelloRetryRequest (RFC 8446 §4.1.3).
 pub const HRR_RANDOM: [u8; 32] = [
     0xcf, 0x21, 0xad, 0x74, 0xe5, 0x9a, 0x61, 0x11, 0xbe, 0x1d, 0x8c, 0x02, 0x1e, 0x65, 0xb8, 0x91,
     0xc2, 0xa2, 0x11, 0x16, 0x7a, 0xbb, 0x8c, 0x5e, 0x07, 0x9e, 0x09, 0xe2, 0xc8, 0xa8, 0x33, 0x9c,
 ];
-const HANDSHAKE: u8 = 0x16;
-const CHANGE_CIPHER_SPEC: u8 = 0x14;
-const APPLICATION_DATA: u8 = 0x17;
+
 /// The key_share extension type.
 pub const KEY_SHARE: u16 = 0x33;
 /// The supported_versions extension type.
@@ -41,29 +42,6 @@ pub struct ServerShape {
     pub encrypted: Vec<usize>,
 }
 
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|b| b[0])
-    }
-    fn u16(&mut self) -> Option<u16> {
-        self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
-    }
-    fn u24(&mut self) -> Option<usize> {
-        self.take(3)
-            .map(|b| usize::from(b[0]) << 16 | usize::from(b[1]) << 8 | usize::from(b[2]))
-    }
-}
-
 /// Record headers and the part of each body that was captured: (type,
 /// declared length, body so far). The last one may be cut short.
 fn records(mut bytes: &[u8]) -> impl Iterator<Item = (u8, usize, &[u8])> {
@@ -80,14 +58,22 @@ fn records(mut bytes: &[u8]) -> impl Iterator<Item = (u8, usize, &[u8])> {
     })
 }
 
+/// Whether the first record of `bytes` is complete (header and the body it
+/// declares), so [`server_shape`] can judge it: a driver reading a cover's
+/// answer stops as soon as that first record is not a ServerHello.
+pub fn first_record_complete(bytes: &[u8]) -> bool {
+    let mut r = Reader::new(bytes);
+    r.skip(3).and_then(|()| r.vec16()).is_some()
+}
+
 /// The body of a handshake message of `kind` at the start of a record.
 fn handshake(body: &[u8], kind: u8) -> Option<Reader<'_>> {
-    let mut r = Reader(body);
+    let mut r = Reader::new(body);
     if r.u8()? != kind {
         return None;
     }
     let len = r.u24()?;
-    r.take(len).map(Reader)
+    r.sub(len as usize)
 }
 
 /// Reads the server's bytes: `None` when they do not start with a complete
@@ -101,19 +87,16 @@ pub fn server_shape(bytes: &[u8]) -> Option<ServerShape> {
     let mut r = handshake(body, 2)?;
     let _legacy_version = r.u16()?;
     let random = r.take(32)?;
-    let sid_len = usize::from(r.u8()?);
-    let session_id = r.take(sid_len)?.to_vec();
+    let session_id = r.vec8()?.to_vec();
     let cipher_suite = r.u16()?;
     let _compression = r.u8()?;
-    let ext_len = usize::from(r.u16()?);
-    let mut exts = Reader(r.take(ext_len)?);
+    let mut exts = r.sub16()?;
     let mut extensions = Vec::new();
     let mut group = None;
-    while !exts.0.is_empty() {
+    while !exts.is_empty() {
         let t = exts.u16()?;
         extensions.push(t);
-        let n = usize::from(exts.u16()?);
-        let body = exts.take(n)?;
+        let body = exts.vec16()?;
         if t == KEY_SHARE && body.len() >= 2 {
             group = Some(u16::from_be_bytes([body[0], body[1]]));
         }
@@ -146,9 +129,8 @@ pub fn client_session_id(bytes: &[u8]) -> Option<&[u8]> {
         return None;
     }
     let mut r = handshake(body, 1)?;
-    r.take(2 + 32)?;
-    let n = usize::from(r.u8()?);
-    r.take(n)
+    r.skip(2 + 32)?;
+    r.vec8()
 }
 
 #[cfg(test)]
@@ -213,5 +195,15 @@ mod tests {
         let f = flight([1; 32], false, &[10]);
         assert_eq!(server_shape(&f[..40]), None);
         assert_eq!(client_session_id(&f), None);
+    }
+
+    #[test]
+    fn the_first_record_is_complete_once_its_declared_body_is_there() {
+        let f = flight([1; 32], false, &[10]);
+        let first = 5 + usize::from(u16::from_be_bytes([f[3], f[4]]));
+        assert!(!first_record_complete(&f[..4]));
+        assert!(!first_record_complete(&f[..first - 1]));
+        assert!(first_record_complete(&f[..first]));
+        assert!(first_record_complete(&f));
     }
 }

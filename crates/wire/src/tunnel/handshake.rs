@@ -39,6 +39,7 @@ use super::hello::{
 };
 use super::record::{Opener, Sealer, TAG_LEN};
 use crate::browser::BuiltHello;
+use crate::codec::Reader;
 use crate::faketls::{APPLICATION_DATA, CCS_RECORD, RANDOM_LEN};
 use crate::users::hmac_sha256;
 use hmac::{Hmac, KeyInit, Mac};
@@ -475,7 +476,7 @@ impl ClientHandshake {
         Ok((
             ClientHandshake {
                 hs: Some(hs),
-                session_id: msg[32..].try_into().expect("32 bytes"),
+                session_id: halves(&msg).1,
                 suites,
                 offered_hybrid: at.hybrid_x25519.is_some(),
                 announced: None,
@@ -515,11 +516,17 @@ impl ClientHandshake {
                 let n = hs
                     .read_message(&msg, &mut payload)
                     .map_err(|_| ServerFlightError::NotOurServer)?;
-                if n != 16 || payload[0] != VERSION || payload[6..] != [0; 10] {
+                // version, record count, total length, ten zero bytes
+                let mut p = Reader::new(&payload[..n]);
+                let (Some(VERSION), Some(count), Some(total), Some(zeros)) =
+                    (p.u8(), p.u8(), p.u32(), p.array::<10>())
+                else {
+                    return Err(ServerFlightError::NotOurServer);
+                };
+                if zeros != [0; 10] || !p.is_empty() {
                     return Err(ServerFlightError::NotOurServer);
                 }
-                let total = u32::from_be_bytes(payload[2..6].try_into().expect("4")) as usize;
-                let a = (payload[1] as usize, total, sh.suite);
+                let a = (count as usize, total as usize, sh.suite);
                 self.announced = Some(a);
                 a
             }
@@ -619,9 +626,10 @@ pub fn accept(
         return Err(Reject::Untagged);
     }
     let at = locate(record).map_err(Reject::Malformed)?;
-    let e: [u8; 32] = record[at.x25519..at.x25519 + 32]
-        .try_into()
-        .expect("32 bytes");
+    // locate() checked that the share is 32 bytes inside the record.
+    let e: [u8; 32] = Reader::new(&record[at.x25519..])
+        .array()
+        .ok_or(Reject::NotOurs)?;
     #[cfg(test)]
     DH_ATTEMPTS.with(|n| n.set(n.get() + 1));
     let prologue = prologue(record, &at);
@@ -638,17 +646,23 @@ pub fn accept(
     let n = hs
         .read_message(&msg, &mut payload[..])
         .map_err(|_| Reject::NotOurs)?;
-    if n != 16 || payload[12] != VERSION || payload[13..] != [0; 3] {
+    // user id, client time, version, three zero bytes
+    let mut p = Reader::new(&payload[..n]);
+    let (Some(user_id), Some(client_time), Some(VERSION), Some([0, 0, 0])) =
+        (p.array::<8>(), p.u32(), p.u8(), p.array::<3>())
+    else {
+        return Err(Reject::NotOurs);
+    };
+    if !p.is_empty() {
         return Err(Reject::NotOurs);
     }
-    let user_id: [u8; 8] = payload[..8].try_into().expect("8 bytes");
     let (user, auth_key) = lookup(&user_id).ok_or(Reject::UnknownUser)?;
     let auth_key = Zeroizing::new(auth_key);
     let mac = hello_mac(&auth_key, record, at.random);
     if !bool::from(mac[..MAC_BYTES].ct_eq(&record[at.random..at.random + MAC_BYTES])) {
         return Err(Reject::BadMac);
     }
-    let client_time = u32::from_be_bytes(payload[8..12].try_into().expect("4")) as u64;
+    let client_time = u64::from(client_time);
     if client_time.abs_diff(now_unix) > window_secs {
         return Err(Reject::Stale);
     }
@@ -659,7 +673,7 @@ pub fn accept(
         record_len: record.len(),
         hs,
         slot,
-        session_id: msg[32..].try_into().expect("32 bytes"),
+        session_id: halves(&msg).1,
         suites: at.suites(record).collect(),
         mlkem_key: at
             .hybrid_x25519
@@ -693,8 +707,7 @@ impl Accepted {
         self.hs
             .write_message(&payload, &mut msg)
             .expect("Noise NK message 2 with a seeded ephemeral");
-        let share: [u8; 32] = msg[..32].try_into().expect("32 bytes");
-        let random: [u8; 32] = msg[32..].try_into().expect("32 bytes");
+        let (share, random) = halves(&msg);
         // Answer in the cover's group: a hybrid cover's ServerHello is
         // about 1.2 KB, an X25519 one 122 bytes, and an observer sees which.
         let pq = match (shape.group, &self.mlkem_key) {
@@ -736,6 +749,16 @@ impl Accepted {
         };
         (out, established)
     }
+}
+
+/// The two 32-byte halves of a Noise NK message (ephemeral key, then the
+/// encrypted payload and tag), which the hello and the ServerHello carry in
+/// separate fields.
+fn halves(msg: &[u8; 64]) -> ([u8; 32], [u8; 32]) {
+    let (mut a, mut b) = ([0u8; 32], [0u8; 32]);
+    a.copy_from_slice(&msg[..32]);
+    b.copy_from_slice(&msg[32..]);
+    (a, b)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! an X25519MLKEM768 share) plus the cipher-suite list and the SNI. It never
 //! panics and never allocates.
 
+use crate::codec::Reader;
 use crate::faketls::{HANDSHAKE, MAX_PLAINTEXT, RANDOM_LEN};
 use std::ops::Range;
 
@@ -88,65 +89,10 @@ pub enum LocateError {
     NoX25519,
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
-    /// Offset of `buf[0]` in the record.
-    base: usize,
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8], base: usize) -> Reader<'a> {
-        Reader { buf, base, pos: 0 }
-    }
-    /// Absolute offset of the next byte.
-    fn at(&self) -> usize {
-        self.base + self.pos
-    }
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], LocateError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .ok_or(LocateError::Truncated(what))?;
-        let out = self
-            .buf
-            .get(self.pos..end)
-            .ok_or(LocateError::Truncated(what))?;
-        self.pos = end;
-        Ok(out)
-    }
-    fn u8(&mut self, what: &'static str) -> Result<usize, LocateError> {
-        Ok(self.take(1, what)?[0] as usize)
-    }
-    fn u16(&mut self, what: &'static str) -> Result<usize, LocateError> {
-        let b = self.take(2, what)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]) as usize)
-    }
-    /// A vector with a `width`-byte length prefix, as a sub-reader.
-    fn sub(&mut self, width: usize, what: &'static str) -> Result<Reader<'a>, LocateError> {
-        let n = if width == 1 {
-            self.u8(what)?
-        } else {
-            self.u16(what)?
-        };
-        let base = self.at();
-        Ok(Reader::new(self.take(n, what)?, base))
-    }
-    fn done(&self) -> bool {
-        self.pos == self.buf.len()
-    }
-    fn finish(&self, what: &'static str) -> Result<(), LocateError> {
-        if self.done() {
-            Ok(())
-        } else {
-            Err(LocateError::TrailingData(what))
-        }
-    }
-}
-
 /// Parses one complete ClientHello record (5-byte header included) and
 /// returns where its handshake slots are.
 pub fn locate(record: &[u8]) -> Result<Located, LocateError> {
+    use LocateError::Truncated;
     let [kind, major, minor, hi, lo, ..] = *record else {
         return Err(LocateError::NotClientHello);
     };
@@ -159,38 +105,42 @@ pub fn locate(record: &[u8]) -> Result<Located, LocateError> {
     {
         return Err(LocateError::NotClientHello);
     }
-    let mut hs = Reader::new(&record[5..], 5);
-    if hs.u8("handshake type")? != 0x01 {
+    let mut r = Reader::at(&record[5..], 5);
+    if r.u8().ok_or(Truncated("handshake type"))? != 0x01 {
         return Err(LocateError::NotClientHello);
     }
-    let b = hs.take(3, "handshake length")?;
-    let hs_len = u32::from_be_bytes([0, b[0], b[1], b[2]]) as usize;
-    let mut r = hs.sub_exact(hs_len)?;
-    r.take(2, "legacy_version")?;
-    let random = r.at();
-    r.take(RANDOM_LEN, "random")?;
-    let sid = r.sub(1, "legacy_session_id")?;
-    if sid.buf.len() != SESSION_ID_LEN {
+    // The handshake message must fill the record exactly.
+    let hs_len = r.u24().ok_or(Truncated("handshake length"))?;
+    if hs_len as usize != r.remaining() {
+        return Err(LocateError::NotClientHello);
+    }
+    r.skip(2).ok_or(Truncated("legacy_version"))?;
+    let random = r.offset();
+    r.skip(RANDOM_LEN).ok_or(Truncated("random"))?;
+    let sid = r.sub8().ok_or(Truncated("legacy_session_id"))?;
+    if sid.remaining() != SESSION_ID_LEN {
         return Err(LocateError::SessionId);
     }
-    let suites = r.sub(2, "cipher_suites")?;
-    if suites.buf.is_empty() || suites.buf.len() % 2 != 0 {
-        return Err(LocateError::Truncated("cipher_suites"));
+    let suites = r.sub16().ok_or(Truncated("cipher_suites"))?;
+    if suites.is_empty() || suites.remaining() % 2 != 0 {
+        return Err(Truncated("cipher_suites"));
     }
-    if r.sub(1, "legacy_compression_methods")?.buf.is_empty() {
-        return Err(LocateError::Truncated("legacy_compression_methods"));
+    let compression = r.sub8().ok_or(Truncated("legacy_compression_methods"))?;
+    if compression.is_empty() {
+        return Err(Truncated("legacy_compression_methods"));
     }
-    let mut exts = r.sub(2, "extensions")?;
-    r.finish("ClientHello")?;
+    let mut exts = r.sub16().ok_or(Truncated("extensions"))?;
+    r.expect_end()
+        .map_err(|_| LocateError::TrailingData("ClientHello"))?;
 
     let mut seen = [0u16; 64];
     let mut n_seen = 0;
     let mut x25519 = None;
     let mut hybrid = None;
     let mut sni = None;
-    while !exts.done() {
-        let kind = exts.u16("extension type")? as u16;
-        let mut data = exts.sub(2, "extension data")?;
+    while !exts.is_empty() {
+        let kind = exts.u16().ok_or(Truncated("extension type"))?;
+        let mut data = exts.sub16().ok_or(Truncated("extension data"))?;
         // Real stacks reject a repeated extension (RFC 8446 §4.2); GREASE
         // values may legitimately repeat.
         if !crate::faketls::is_grease(kind) {
@@ -204,24 +154,26 @@ pub fn locate(record: &[u8]) -> Result<Located, LocateError> {
         }
         match kind {
             0x0000 => {
-                let mut list = data.sub(2, "server_name list")?;
-                data.finish("server_name")?;
-                while !list.done() {
-                    let name_type = list.u8("server_name type")?;
-                    let name = list.sub(2, "host_name")?;
+                let mut list = data.sub16().ok_or(Truncated("server_name list"))?;
+                data.expect_end()
+                    .map_err(|_| LocateError::TrailingData("server_name"))?;
+                while !list.is_empty() {
+                    let name_type = list.u8().ok_or(Truncated("server_name type"))?;
+                    let name = list.sub16().ok_or(Truncated("host_name"))?;
                     if name_type == 0 && sni.is_none() {
-                        sni = Some(name.base..name.base + name.buf.len());
+                        sni = Some(name.offset()..name.offset() + name.remaining());
                     }
                 }
             }
             0x0033 => {
-                let mut shares = data.sub(2, "client_shares")?;
-                data.finish("key_share")?;
+                let mut shares = data.sub16().ok_or(Truncated("client_shares"))?;
+                data.expect_end()
+                    .map_err(|_| LocateError::TrailingData("key_share"))?;
                 let mut groups: [u16; 8] = [0; 8];
                 let mut n = 0;
-                while !shares.done() {
-                    let group = shares.u16("key share group")? as u16;
-                    let key = shares.sub(2, "key_exchange")?;
+                while !shares.is_empty() {
+                    let group = shares.u16().ok_or(Truncated("key share group"))?;
+                    let key = shares.sub16().ok_or(Truncated("key_exchange"))?;
                     if groups[..n].contains(&group) {
                         return Err(LocateError::Duplicate("key share group"));
                     }
@@ -230,9 +182,9 @@ pub fn locate(record: &[u8]) -> Result<Located, LocateError> {
                         n += 1;
                     }
                     match group {
-                        GROUP_X25519 if key.buf.len() == 32 => x25519 = Some(key.base),
-                        GROUP_X25519_MLKEM768 if key.buf.len() == HYBRID_SHARE_LEN => {
-                            hybrid = Some(key.base + HYBRID_SHARE_LEN - 32)
+                        GROUP_X25519 if key.remaining() == 32 => x25519 = Some(key.offset()),
+                        GROUP_X25519_MLKEM768 if key.remaining() == HYBRID_SHARE_LEN => {
+                            hybrid = Some(key.offset() + HYBRID_SHARE_LEN - 32)
                         }
                         GROUP_X25519 | GROUP_X25519_MLKEM768 => {
                             return Err(LocateError::ShareLength(group))
@@ -246,23 +198,12 @@ pub fn locate(record: &[u8]) -> Result<Located, LocateError> {
     }
     Ok(Located {
         random,
-        session_id: sid.base,
+        session_id: sid.offset(),
         x25519: x25519.ok_or(LocateError::NoX25519)?,
         hybrid_x25519: hybrid,
-        cipher_suites: suites.base..suites.base + suites.buf.len(),
+        cipher_suites: suites.offset()..suites.offset() + suites.remaining(),
         sni,
     })
-}
-
-impl<'a> Reader<'a> {
-    /// The rest of this reader, which must be exactly `n` bytes.
-    fn sub_exact(&mut self, n: usize) -> Result<Reader<'a>, LocateError> {
-        if self.buf.len() - self.pos != n {
-            return Err(LocateError::NotClientHello);
-        }
-        let base = self.at();
-        Ok(Reader::new(self.take(n, "handshake body")?, base))
-    }
 }
 
 #[cfg(test)]

@@ -343,16 +343,15 @@ async fn http_get<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(Err(e)) => return Err(describe(&e)),
         Ok(Ok(r)) => r,
     };
-    let text = String::from_utf8_lossy(&head);
-    let mut lines = text.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let mut parts = status_line.split_whitespace();
-    let status = match (parts.next(), parts.next()) {
-        (Some(v), Some(code)) if v.starts_with("HTTP/") => code.to_string(),
-        _ if head.is_empty() => return Err("the connection closed".into()),
-        _ => return Err(format!("not HTTP ({})", preview(&head))),
+    let status = match wire::http1::status_line(&head) {
+        Ok(line) => line.code.to_string(),
+        Err(_) if head.is_empty() => return Err("the connection closed".into()),
+        Err(_) => return Err(format!("not HTTP ({})", preview(&head))),
     };
-    let date = lines
+    let text = String::from_utf8_lossy(&head);
+    let date = text
+        .split("\r\n")
+        .skip(1)
         .take_while(|l| !l.is_empty())
         .filter_map(|l| l.split_once(':'))
         .find(|(name, _)| name.trim().eq_ignore_ascii_case("date"))

@@ -2,6 +2,7 @@
 //! tunnel or directly, DNS TXT), each bounded in size and time.
 
 use super::*;
+use wire::http1::body::{self, BodyError};
 
 /// How lists are fetched.
 #[derive(Clone, Debug)]
@@ -268,67 +269,17 @@ where
     }
 }
 
-/// The body of a complete HTTP/1.1 response in `buf`: `Ok(None)` while
-/// more is needed, an error for a non-200 status or a bad framing. `eof`:
-/// nothing more will come (a body without a length ends there).
+/// The body of a complete HTTP/1.1 response in `buf` (see
+/// [`wire::http1::body::response_body`]): `Ok(None)` while more is needed,
+/// an error for a non-200 status (worded with [`HTTP_STATUS`] so the
+/// caller can tell it apart) or a bad framing. The body is bounded by
+/// twice the largest list text.
 pub(super) fn response_body(buf: &[u8], eof: bool) -> Result<Option<Vec<u8>>, String> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut resp = httparse::Response::new(&mut headers);
-    let head = match resp.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(format!("not an HTTP answer: {e}")),
-    };
-    let code = resp.code.unwrap_or(0);
-    if code != 200 {
-        return Err(format!(
-            "{HTTP_STATUS}{code} {}",
-            resp.reason.unwrap_or_default()
-        ));
-    }
-    let header = |name: &str| {
-        resp.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| String::from_utf8_lossy(h.value).trim().to_ascii_lowercase())
-    };
-    let rest = &buf[head..];
-    if header("transfer-encoding").is_some_and(|v| v.ends_with("chunked")) {
-        return dechunk(rest);
-    }
-    if let Some(len) = header("content-length") {
-        let len: usize = len.parse().map_err(|_| "bad Content-Length".to_string())?;
-        if len > server_list::MAX_TEXT * 2 {
-            return Err(format!("the body is {len} bytes, too large for a list"));
-        }
-        return Ok((rest.len() >= len).then(|| rest[..len].to_vec()));
-    }
-    Ok(eof.then(|| rest.to_vec()))
-}
-
-/// Decodes a chunked body: `Ok(None)` until the last chunk has arrived.
-pub(super) fn dechunk(mut rest: &[u8]) -> Result<Option<Vec<u8>>, String> {
-    let mut body = Vec::new();
-    loop {
-        let Some(end) = rest.windows(2).position(|w| w == b"\r\n") else {
-            return Ok(None);
-        };
-        let line = std::str::from_utf8(&rest[..end]).map_err(|_| "bad chunk size".to_string())?;
-        let size = line.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size, 16).map_err(|_| "bad chunk size".to_string())?;
-        if size > MAX_RESPONSE || body.len() + size > MAX_RESPONSE {
-            return Err("chunked body too large".into());
-        }
-        rest = &rest[end + 2..];
-        if size == 0 {
-            return Ok(Some(body));
-        }
-        if rest.len() < size + 2 {
-            return Ok(None);
-        }
-        body.extend_from_slice(&rest[..size]);
-        rest = &rest[size + 2..];
-    }
+    body::response_body(buf, eof, 2 * server_list::MAX_TEXT).map_err(|e| match e {
+        BodyError::Status { code, reason } => format!("{HTTP_STATUS}{code} {reason}"),
+        BodyError::TooLarge(len) => format!("the body is {len} bytes, too large for a list"),
+        other => other.to_string(),
+    })
 }
 
 /// The TXT records of `name` that hold a list (each record's strings

@@ -2,6 +2,7 @@
 //! BE | body` (`docs/transport.md`).
 
 use super::*;
+use crate::codec::Reader;
 
 /// One decoded lane frame, borrowing its body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,14 +90,6 @@ pub enum LaneError {
     Fragmented,
 }
 
-fn u32_at(b: &[u8], i: usize) -> u32 {
-    u32::from_be_bytes(b[i..i + 4].try_into().expect("4 bytes"))
-}
-
-fn u64_at(b: &[u8], i: usize) -> u64 {
-    u64::from_be_bytes(b[i..i + 8].try_into().expect("8 bytes"))
-}
-
 impl<'a> LaneFrame<'a> {
     /// Decodes the frame at the front of `buf`; returns it and its length.
     pub fn decode(buf: &'a [u8]) -> Result<(LaneFrame<'a>, usize), LaneError> {
@@ -106,6 +99,10 @@ impl<'a> LaneFrame<'a> {
         let body = buf
             .get(LANE_HEADER..LANE_HEADER + len)
             .ok_or(LaneError::Truncated)?;
+        // Each body is read in order; after `exact` every read succeeds,
+        // and a short one would still be an error rather than a panic.
+        let mut b = Reader::new(body);
+        let bad = LaneError::BadLength(kind);
         let exact = |n: usize| {
             if len == n {
                 Ok(())
@@ -117,18 +114,18 @@ impl<'a> LaneFrame<'a> {
             NEW => {
                 exact(40)?;
                 LaneFrame::New {
-                    secret: body[..32].try_into().expect("32 bytes"),
-                    lane: u32_at(body, 32),
-                    budget: u32_at(body, 36),
+                    secret: b.array().ok_or(bad)?,
+                    lane: b.u32().ok_or(bad)?,
+                    budget: b.u32().ok_or(bad)?,
                 }
             }
             JOIN => {
                 exact(32)?;
                 LaneFrame::Join {
-                    token: body[..16].try_into().expect("16 bytes"),
-                    lane: u32_at(body, 16),
-                    budget: u32_at(body, 20),
-                    received: u64_at(body, 24),
+                    token: b.array().ok_or(bad)?,
+                    lane: b.u32().ok_or(bad)?,
+                    budget: b.u32().ok_or(bad)?,
+                    received: b.u64().ok_or(bad)?,
                 }
             }
             SEG => {
@@ -136,15 +133,15 @@ impl<'a> LaneFrame<'a> {
                     return Err(LaneError::BadLength(kind));
                 }
                 LaneFrame::Seg {
-                    offset: u64_at(body, 0),
-                    data: &body[8..],
+                    offset: b.u64().ok_or(bad)?,
+                    data: b.rest(),
                 }
             }
             ACK => {
                 exact(16)?;
                 LaneFrame::Ack {
-                    received: u64_at(body, 0),
-                    consumed: u64_at(body, 8),
+                    received: b.u64().ok_or(bad)?,
+                    consumed: b.u64().ok_or(bad)?,
                 }
             }
             FULL => {
@@ -154,13 +151,13 @@ impl<'a> LaneFrame<'a> {
             REWIND => {
                 exact(12)?;
                 LaneFrame::Rewind {
-                    lane: u32_at(body, 0),
-                    received: u64_at(body, 4),
+                    lane: b.u32().ok_or(bad)?,
+                    received: b.u64().ok_or(bad)?,
                 }
             }
             PING | PONG => {
                 exact(8)?;
-                let v = u64_at(body, 0);
+                let v = b.u64().ok_or(bad)?;
                 if kind == PING {
                     LaneFrame::Ping(v)
                 } else {

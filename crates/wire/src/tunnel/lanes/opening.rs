@@ -37,7 +37,9 @@ impl SessionSecret {
     /// The token later lanes name the braid by.
     pub fn token(&self) -> Token {
         let k = self.derive(b"token");
-        k[..16].try_into().expect("16 bytes")
+        let mut token = Token::default();
+        token.copy_from_slice(&k[..16]);
+        token
     }
 
     fn bytes(&self) -> &[u8; 32] {
