@@ -11,6 +11,7 @@
 //! | [`fleet`] | state shared by several instances through Redis: replay, usage, leases, the shared user table |
 //! | [`cli`] | the other subcommands: `link`, `list`, `doctor`, `users` |
 //! | [`metrics`] | Prometheus metrics and the `--metrics` endpoint |
+//! | [`delegate`] | `AsyncRead`/`AsyncWrite` passed through to a field, for wrappers |
 //! | [`accept`] | accepting within a connection limit (listeners and the metrics endpoint) |
 //! | [`clock`] | the one place the system clocks are read (unix time, real elapsed time) |
 //! | [`random`] | the one way to take bytes from the OS generator (fails loudly) |
@@ -26,6 +27,7 @@ pub mod accept;
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod delegate;
 pub mod dial;
 pub mod duration;
 pub mod fleet;

@@ -4,8 +4,8 @@
 //! endpoint puts TLS and a WebSocket in front of the same exchange
 //! ([`ws`], `docs/fronting.md`).
 
+use super::wss;
 use crate::dial::BoxIo;
-use crate::transport::ws;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -105,7 +105,7 @@ async fn connect_inner(
     match &endpoint.ws_path {
         None => handshake(socket, link, template).await,
         Some(path) => {
-            let carrier = ws::open(socket, endpoint, path, link).await?;
+            let carrier = wss::open(socket, endpoint, path, link).await?;
             handshake(carrier, link, template).await
         }
     }

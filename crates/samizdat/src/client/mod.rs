@@ -19,6 +19,7 @@
 //! | [`pool`] | endpoint ranking, racing, back-off, `pool.toml` |
 //! | [`lists`] | signed server lists: file, HTTPS, DNS TXT, through the tunnel |
 //! | [`tls`] | the web's roots for lists and `wss://` fronts |
+//! | [`wss`] | a `wss://` endpoint: TLS to the front, the WebSocket upgrade |
 
 pub mod config;
 pub mod connect;
@@ -28,6 +29,7 @@ mod lanes;
 pub mod lists;
 pub mod pool;
 pub mod tls;
+pub mod wss;
 
 use crate::dial::Dialer;
 pub use config::{ClientArgs, ClientConfig};

@@ -3,8 +3,8 @@
 //!
 //! Both sides use the same pieces from here: the bounded HTTP/1.1 head
 //! reader and [`carry`], which turns an upgraded connection into a plain
-//! byte stream for the transport. The client side also dials: TCP, TLS
-//! (rustls, web roots), then the upgrade request ([`open`]). The HTTP rules
+//! byte stream for the transport. The client's dialling (TLS to the front,
+//! the upgrade request) is `client::wss`. The HTTP rules
 //! themselves (what an upgrade request and its answer must say) are sans-io
 //! in `wire::http1::websocket`.
 //!
@@ -12,8 +12,6 @@
 //! nothing (a CDN may re-frame). Pings are answered, a close ends the
 //! stream, anything else (text, oversized frames) ends the connection.
 
-use crate::client::connect::ConnectError;
-use base64::Engine;
 use fastwebsockets::{Frame, OpCode, Payload, Role};
 use std::io;
 use std::pin::Pin;
@@ -21,11 +19,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
-use tokio::net::TcpStream;
-use tokio_rustls::rustls::{self, pki_types::ServerName, ClientConfig};
-use wire::http1::websocket::{self, UpgradeRefused};
 use wire::http1::{self, Head};
-use wire::link::{Endpoint, Link};
 
 /// Largest WebSocket frame accepted from the peer. Our own frames are at
 /// most [`CHUNK`] bytes; 64 KiB leaves room for a front that coalesces.
@@ -40,11 +34,6 @@ pub(crate) const MAX_HEAD: usize = 8 * 1024;
 /// `proxy_read_timeout` (60 s by default) and CDNs (about 100 s) close
 /// WebSockets that stay silent longer.
 const PING_EVERY: Duration = Duration::from_secs(30);
-/// Environment variable naming one extra PEM CA certificate that `wss://`
-/// servers may chain to. For tests only (a local nginx with a self-signed
-/// certificate); real fronts have certificates from public CAs.
-pub use crate::client::tls::TEST_CA_ENV;
-
 /// Why an HTTP head could not be read.
 #[derive(Debug)]
 pub(crate) enum HeadError {
@@ -124,21 +113,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
+crate::delegate_async_write!([S: AsyncWrite + Unpin] Prefixed<S>, inner);
 
 /// The transport's end of a WebSocket: a byte stream whose writes leave
 /// as binary messages and whose reads are the peer's messages' payloads.
@@ -151,31 +126,9 @@ pub struct Carrier {
     _alive: tokio::sync::oneshot::Sender<()>,
 }
 
-impl AsyncRead for Carrier {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
+crate::delegate_async_read!([] Carrier, io);
 
-impl AsyncWrite for Carrier {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
+crate::delegate_async_write!([] Carrier, io);
 
 /// Runs the WebSocket on `io` (already upgraded) in its own task and
 /// returns the transport's end. The peer's close (or any error) ends the
@@ -284,96 +237,6 @@ where
         r = down => r,
         _ = dropped => Ok(()),
     }
-}
-
-// === the client side ===
-
-/// The `User-Agent` of the browser the link's hello imitates.
-fn user_agent(fingerprint: &str) -> &'static str {
-    if fingerprint.eq_ignore_ascii_case("firefox") {
-        "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:153.0) Gecko/20100101 Firefox/153.0"
-    } else {
-        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36"
-    }
-}
-
-/// The TLS configuration for fronts: the web's roots, plus the CA in
-/// [`TEST_CA_ENV`] if set. Built once.
-fn tls_config() -> Result<Arc<ClientConfig>, ConnectError> {
-    // A WebSocket upgrade is HTTP/1.1: offer nothing else.
-    crate::client::tls::client_config(&[b"http/1.1"]).map_err(ConnectError::Tls)
-}
-
-/// Names a TLS failure the way a user can act on it.
-fn tls_error(e: io::Error) -> ConnectError {
-    let inner = e
-        .get_ref()
-        .and_then(|i| i.downcast_ref::<rustls::Error>())
-        .cloned();
-    match inner {
-        Some(rustls::Error::InvalidCertificate(c)) => ConnectError::Tls(format!(
-            "TLS certificate not trusted ({c:?}): the front's certificate must be valid for the link's host"
-        )),
-        Some(other) => ConnectError::Tls(other.to_string()),
-        None => ConnectError::Closed(format!("during the TLS handshake: {e}")),
-    }
-}
-
-/// The upgrade request for `endpoint`, with the headers of the browser
-/// the link's hello imitates.
-fn request(endpoint: &Endpoint, path: &str, fingerprint: &str, key: &str) -> String {
-    let host = if endpoint.port == 443 {
-        endpoint.host.clone()
-    } else {
-        format!("{}:{}", endpoint.host, endpoint.port)
-    };
-    websocket::client_request(&host, path, user_agent(fingerprint), key)
-}
-
-/// TLS to the front, then the WebSocket upgrade to `path`. Returns the
-/// carrier's byte stream, ready for the transport's hello.
-pub(crate) async fn open(
-    socket: TcpStream,
-    endpoint: &Endpoint,
-    path: &str,
-    link: &Link,
-) -> Result<Carrier, ConnectError> {
-    let config = tls_config()?;
-    let name = ServerName::try_from(endpoint.host.clone())
-        .map_err(|_| ConnectError::Tls(format!("{:?} is not a valid TLS name", endpoint.host)))?;
-    let mut tls = tokio_rustls::TlsConnector::from(config)
-        .connect(name, socket)
-        .await
-        .map_err(tls_error)?;
-    let mut nonce = [0u8; 16];
-    crate::random::fill(&mut nonce);
-    let key = base64::engine::general_purpose::STANDARD.encode(nonce);
-    let req = request(endpoint, path, &link.fingerprint, &key);
-    tls.write_all(req.as_bytes())
-        .await
-        .map_err(|e| ConnectError::Closed(e.to_string()))?;
-    tls.flush()
-        .await
-        .map_err(|e| ConnectError::Closed(e.to_string()))?;
-    let (head, rest) = read_head(&mut tls).await.map_err(|e| match e {
-        HeadError::Io(e) => ConnectError::Closed(format!(
-            "the front closed before answering the upgrade: {e}"
-        )),
-        HeadError::TooLong => ConnectError::Front("an HTTP answer head over 8 KiB".into()),
-    })?;
-    websocket::check_upgrade_response(&head, &key).map_err(|e| {
-        ConnectError::Front(match e {
-            UpgradeRefused::NotHttp(_) => "the answer is not HTTP/1.1".into(),
-            UpgradeRefused::Status { code: 404, .. } => format!(
-                "the front answered HTTP 404 for {path}: wrong path? (the link's wss:// path must match the server's --ws-path and the proxy's location)"
-            ),
-            UpgradeRefused::Status { code, reason } => format!(
-                "the front answered HTTP {code} {reason} instead of upgrading to a WebSocket (does the proxy pass Upgrade/Connection headers?)"
-            ),
-            other => other.to_string(),
-        })
-    })?;
-    Ok(carry(Prefixed::new(rest, tls), Role::Client))
 }
 
 #[cfg(test)]
