@@ -16,6 +16,7 @@
 //! | [`clock`] | the one place the system clocks are read (unix time, real elapsed time) |
 //! | [`random`] | the one way to take bytes from the OS generator (fails loudly) |
 //! | [`state`] | the state directory (the zero-config secret), files written owner-only |
+//! | [`sync`] | one policy for poisoned locks ([`sync::Locked`]) |
 //! | [`duration`] | `10s`-style durations |
 //!
 //! All protocol logic lives in the sans-io `wire` crate; this crate only
@@ -35,4 +36,5 @@ pub mod metrics;
 pub mod random;
 pub mod serve;
 pub mod state;
+pub mod sync;
 pub mod transport;

@@ -1,6 +1,7 @@
 //! The state directory: what `samizdat serve` generates once and must keep
 //! across restarts (today: the zero-config secret).
 
+use crate::sync::Locked;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use wire::secret::Key;
@@ -287,7 +288,7 @@ pub fn warn_if_exposed(path: &Path, what: &str) -> Option<String> {
             path.display(),
             if meta.is_dir() { "read or change what is in" } else { "read" }
         );
-        let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+        let mut warned = WARNED.locked();
         if !warned.iter().any(|p| p == path) {
             warned.push(path.to_path_buf());
             tracing::warn!("{text}");

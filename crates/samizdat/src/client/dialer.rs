@@ -18,6 +18,7 @@
 use super::connect::{connect, ConnectError, LaneConn};
 use super::pool::{Pool, Standing};
 use crate::dial::{BoxIo, Dialer, OpenError, OpenFuture};
+use crate::sync::Locked;
 use crate::transport::{Session, SessionConfig};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -94,10 +95,6 @@ struct Live {
     since: Instant,
 }
 
-pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// Uniform in `[0, 1)`, for the backoff's jitter.
 pub(super) fn jitter() -> f64 {
     crate::random::unit()
@@ -120,7 +117,7 @@ fn reason(e: &ConnectError) -> String {
 impl DialerShared {
     pub(super) fn save(&self) {
         if let Some(dir) = &self.state_dir {
-            let pool = lock(&self.pool).clone();
+            let pool = self.pool.locked().clone();
             if let Err(e) = pool.save(dir) {
                 tracing::warn!("cannot save {}: {e}", dir.join(super::pool::FILE).display());
             }
@@ -130,7 +127,7 @@ impl DialerShared {
     /// Takes session `id` out of use (if it still is) and records its end.
     fn retire(&self, id: u64) {
         let live = {
-            let mut current = lock(&self.current);
+            let mut current = self.current.locked();
             match current.as_ref() {
                 Some(l) if l.id == id => current.take(),
                 _ => None,
@@ -138,7 +135,7 @@ impl DialerShared {
         };
         let Some(live) = live else { return };
         let lived = live.since.elapsed();
-        let wait = lock(&self.pool).record_session_end(
+        let wait = self.pool.locked().record_session_end(
             &live.endpoint,
             lived,
             crate::clock::system_now(),
@@ -211,18 +208,20 @@ impl TunnelDialer {
     pub fn set_servers(&self, servers: Vec<Endpoint>) {
         let mut all = self.shared.link_servers.clone();
         all.extend(servers);
-        lock(&self.shared.pool).set_endpoints(all);
+        self.shared.pool.locked().set_endpoints(all);
         self.shared.save();
     }
 
     /// A copy of the pool (endpoints and their health).
     pub fn pool(&self) -> Pool {
-        lock(&self.shared.pool).clone()
+        self.shared.pool.locked().clone()
     }
 
     /// The endpoint of the session in use, if one is open.
     pub fn current_endpoint(&self) -> Option<Endpoint> {
-        lock(&self.shared.current)
+        self.shared
+            .current
+            .locked()
             .as_ref()
             .filter(|l| !l.session.is_closed())
             .map(|l| l.endpoint.clone())
@@ -236,7 +235,7 @@ impl TunnelDialer {
 
     fn live(&self) -> Option<Session> {
         let dead = {
-            let current = lock(&self.shared.current);
+            let current = self.shared.current.locked();
             match current.as_ref() {
                 Some(l) if !l.session.is_closed() => return Some(l.session.clone()),
                 Some(l) => Some(l.id),
@@ -277,7 +276,7 @@ impl TunnelDialer {
             self.stop.clone(),
         );
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        *lock(&self.shared.current) = Some(Live {
+        *self.shared.current.locked() = Some(Live {
             id,
             session: session.clone(),
             endpoint,
@@ -298,7 +297,7 @@ impl Racer {
     /// Races the ranked endpoints; the first completed handshake wins.
     pub(super) async fn race(&self, quiet: bool) -> Result<(Endpoint, LaneConn), OpenError> {
         let order = {
-            let pool = lock(&self.shared.pool);
+            let pool = self.shared.pool.locked();
             let now = crate::clock::system_now();
             let order = pool.rank(now);
             let described: Vec<String> = order
@@ -382,7 +381,7 @@ impl Racer {
                 }
                 Err(e) => {
                     let why = reason(&e);
-                    let wait = lock(&self.shared.pool).record_failure(
+                    let wait = self.shared.pool.locked().record_failure(
                         endpoint,
                         &why,
                         crate::clock::system_now(),
@@ -417,7 +416,7 @@ impl Racer {
     ) {
         let now = crate::clock::system_now();
         {
-            let mut pool = lock(&self.shared.pool);
+            let mut pool = self.shared.pool.locked();
             pool.record_success(endpoint, took, now);
             for (loser, since) in order.iter().zip(pending) {
                 let Some(waited) = since.map(|t| t.elapsed()) else {

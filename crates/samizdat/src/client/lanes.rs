@@ -18,7 +18,8 @@
 //!   its endpoint; with no lane for [`GIVE_UP`] the session ends.
 
 use super::connect::LaneConn;
-use super::dialer::{jitter, lock, Racer};
+use super::dialer::{jitter, Racer};
+use crate::sync::Locked;
 use crate::transport::braid::{BraidHandle, LaneEvent};
 use crate::transport::{Session, SessionConfig};
 use std::collections::HashMap;
@@ -138,7 +139,7 @@ struct Keeper {
 
 impl Keeper {
     fn budget_for(&self, endpoint: &Endpoint) -> Option<u32> {
-        lock(&self.racer.shared.pool).lane_budget(endpoint)
+        self.racer.shared.pool.locked().lane_budget(endpoint)
     }
 
     /// Starts a lane over `conn`; `opening` builds its first frame.
@@ -263,7 +264,7 @@ impl Keeper {
                         return;
                     }
                     let why = "connection broke during the session";
-                    let wait = lock(&self.racer.shared.pool).record_failure(
+                    let wait = self.racer.shared.pool.locked().record_failure(
                         &info.endpoint,
                         why,
                         crate::clock::system_now(),
@@ -343,14 +344,19 @@ impl Keeper {
             let budget = (down * 3 / 4)
                 .saturating_sub(info.flight_len as u64)
                 .max(u64::from(MIN_BUDGET)) as u32;
-            let learned = lock(&self.racer.shared.pool).learn_lane_budget(endpoint, budget);
+            let learned = self
+                .racer
+                .shared
+                .pool
+                .locked()
+                .learn_lane_budget(endpoint, budget);
             self.budgeted = true;
             tracing::warn!(
                 "a connection to {endpoint} stalled after {down} bytes down (a censor's freeze?): spreading the session over connections, lane budget {learned} bytes"
             );
         } else {
             let why = format!("connection stalled after {down} bytes down");
-            let wait = lock(&self.racer.shared.pool).record_failure(
+            let wait = self.racer.shared.pool.locked().record_failure(
                 endpoint,
                 &why,
                 crate::clock::system_now(),

@@ -20,6 +20,7 @@
 use super::{DownLimits, Fleet};
 use crate::serve::config::UserLimits;
 use crate::serve::users::Refusal;
+use crate::sync::Locked;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -176,19 +177,19 @@ impl Leases {
     /// Sets the key addresses are hashed under ([`address_key`]); every
     /// instance of the fleet must use the same.
     pub fn set_address_key(&self, key: [u8; 32]) {
-        *self.address_key.lock().unwrap_or_else(|p| p.into_inner()) = key;
+        *self.address_key.locked() = key;
     }
 
     /// A public name of the address key (it tells nothing about the key or
     /// the addresses): instances compare it in Redis.
     fn address_key_id(&self) -> String {
-        let key = *self.address_key.lock().unwrap_or_else(|p| p.into_inner());
+        let key = *self.address_key.locked();
         hex::encode(&wire::users::hmac_sha256(&key, &[b"key id"])[..8])
     }
 
     /// What Redis holds for `ip`: a keyed hash, never the address.
     fn address_tag(&self, ip: IpAddr) -> String {
-        let key = *self.address_key.lock().unwrap_or_else(|p| p.into_inner());
+        let key = *self.address_key.locked();
         let (version, octets): (u8, Vec<u8>) = match ip {
             IpAddr::V4(a) => (4, a.octets().to_vec()),
             IpAddr::V6(a) => (6, a.octets().to_vec()),
@@ -204,7 +205,7 @@ impl Leases {
     fn register(&self, user: &str, ip: IpAddr) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let user: Arc<str> = user.into();
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self.inner.locked();
         *inner.ip_refs.entry((user.clone(), ip)).or_insert(0) += 1;
         inner.by_id.insert(id, (user, ip));
         id
@@ -213,7 +214,7 @@ impl Leases {
     /// Forgets a lease; returns its user, address and whether it was the
     /// user's last one from that address here.
     fn unregister(&self, id: u64) -> Option<(Arc<str>, IpAddr, bool)> {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self.inner.locked();
         let (user, ip) = inner.by_id.remove(&id)?;
         let key = (user.clone(), ip);
         let last = match inner.ip_refs.get_mut(&key) {
@@ -296,7 +297,7 @@ impl Fleet {
     }
 
     fn keep_unreleased(&self, r: Release) {
-        let mut inner = self.leases.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self.leases.inner.locked();
         if inner.unreleased.len() < MAX_UNRELEASED {
             inner.unreleased.push(r);
         }
@@ -305,7 +306,7 @@ impl Fleet {
     /// Retries the releases Redis missed (called every second).
     pub async fn retry_releases(&self) {
         let todo = {
-            let mut inner = self.leases.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let mut inner = self.leases.inner.locked();
             std::mem::take(&mut inner.unreleased)
         };
         let mut todo = todo.into_iter();
@@ -348,7 +349,7 @@ impl Fleet {
     pub async fn refresh_leases(&self) {
         self.check_address_key().await;
         let by_user: HashMap<Arc<str>, (Vec<u64>, Vec<IpAddr>)> = {
-            let inner = self.leases.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let inner = self.leases.inner.locked();
             let mut m: HashMap<Arc<str>, (Vec<u64>, Vec<IpAddr>)> = HashMap::new();
             for (id, (user, _)) in &inner.by_id {
                 m.entry(user.clone()).or_default().0.push(*id);
@@ -373,7 +374,7 @@ impl Fleet {
             // Leases that closed while this refresh ran were re-added by
             // it: remove them again.
             let closed: Vec<Release> = {
-                let inner = self.leases.inner.lock().unwrap_or_else(|p| p.into_inner());
+                let inner = self.leases.inner.locked();
                 ids.iter()
                     .filter(|id| !inner.by_id.contains_key(id))
                     .map(|&id| Release {

@@ -17,6 +17,7 @@ use super::users::{Admission, Snapshot};
 use super::ServeShared;
 use crate::clock::unix_now;
 use crate::fleet::ReplayAnswer;
+use crate::sync::Locked;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use wire::classify::{Classifier, CoverReason, Step, TransportCheck, UserLookup, Verdict};
@@ -92,7 +93,7 @@ async fn run(
                 }
             }
             Step::Admit => {
-                let mut replay = shared.replay.lock().unwrap_or_else(|p| p.into_inner());
+                let mut replay = shared.replay.locked();
                 classifier.admit(&mut replay);
             }
             Step::FleetReplay {

@@ -57,6 +57,7 @@ mod transport;
 mod websocket;
 
 use crate::serve::config::{ServeConfig, DEFAULT_PORT, FALLBACK_PORT};
+use crate::sync::Locked;
 pub use listener::{BindError, Server};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -145,17 +146,14 @@ impl ServeShared {
     /// addresses, threads and the state directory need a restart; they are
     /// reported, not applied.
     pub fn reload(&self, config: ServeConfig) -> Vec<String> {
-        let _one = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        let _one = self.reloading.locked();
         self.reload_locked(config)
     }
 
     fn reload_locked(&self, config: ServeConfig) -> Vec<String> {
-        *self.base.lock().unwrap_or_else(|p| p.into_inner()) = config.clone();
+        *self.base.locked() = config.clone();
         let mut config = config;
-        crate::fleet::users::merge(
-            &mut config,
-            &self.fleet_users.lock().unwrap_or_else(|p| p.into_inner()),
-        );
+        crate::fleet::users::merge(&mut config, &self.fleet_users.locked());
         let old = self.snapshot();
         let mut notes = Vec::new();
         if config.listen != old.config.listen
@@ -192,9 +190,9 @@ impl ServeShared {
     /// Swaps in a new shared user table (from the fleet) over the last
     /// loaded configuration.
     pub fn reload_shared_users(&self, users: Vec<crate::serve::config::UserEntry>) -> Vec<String> {
-        let _one = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
-        *self.fleet_users.lock().unwrap_or_else(|p| p.into_inner()) = users;
-        let base = self.base.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let _one = self.reloading.locked();
+        *self.fleet_users.locked() = users;
+        let base = self.base.locked().clone();
         self.reload_locked(base)
     }
 

@@ -14,6 +14,7 @@
 //! Names are looked up as absolute names: the server's `search` domains
 //! are never appended to what a client asked for.
 
+use crate::sync::Locked;
 use arc_swap::ArcSwap;
 use hickory_resolver::config::{LookupIpStrategy, ResolveHosts, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
@@ -136,7 +137,7 @@ impl Resolver {
             return;
         }
         let seen = mtimes();
-        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let mut files = self.files.locked();
         if *files != seen {
             *files = seen;
             self.current.store(Arc::new(build()));

@@ -20,6 +20,7 @@
 //! zero, a bucket not yet full), so its size is bounded by the connections
 //! open, and it is cleared when it passes a hard bound all the same.
 
+use crate::sync::Locked;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -96,7 +97,7 @@ impl Sources {
     /// prefixes is at its cap.
     pub fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<SourceGuard> {
         let (narrow, wide) = prefixes(ip);
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = self.counts.locked();
         let n = counts.get(&narrow).copied().unwrap_or(0);
         let w = counts.get(&wide).copied().unwrap_or(0);
         if n >= self.caps.per_ip || w >= self.caps.per_subnet {
@@ -119,11 +120,7 @@ impl Sources {
 
 impl Drop for SourceGuard {
     fn drop(&mut self) {
-        let mut counts = self
-            .sources
-            .counts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut counts = self.sources.counts.locked();
         for p in [self.narrow, self.wide] {
             if let Some(c) = counts.get_mut(&p) {
                 *c -= 1;
@@ -176,7 +173,7 @@ pub struct ColdSlot {
 
 impl Drop for ColdSlot {
     fn drop(&mut self) {
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut running = self.running.locked();
         drop(self.turn.take());
         // Nobody else holds or waits for this source's lock: forget it.
         if running
@@ -207,13 +204,7 @@ impl SearchBudget {
             tokio::time::sleep(wait).await;
         }
         let (key, _) = prefixes(ip);
-        let lock = self
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(key)
-            .or_default()
-            .clone();
+        let lock = self.running.locked().entry(key).or_default().clone();
         // Built before the first await, so a cancelled wait (the client
         // left) still cleans the entry up.
         let mut slot = ColdSlotBuilder {
@@ -241,7 +232,7 @@ impl SearchBudget {
     /// due, or `OverBudget` when that is longer than the longest wait.
     fn reserve(&self, ip: IpAddr, now: Instant) -> Result<Duration, OverBudget> {
         let (key, _) = prefixes(ip);
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut buckets = self.buckets.locked();
         if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(&key) {
             buckets.retain(|_, (tokens, at)| {
                 *tokens + now.duration_since(*at).as_secs_f64() * SEARCH_RATE < SEARCH_BURST
@@ -282,7 +273,7 @@ impl Drop for ColdSlotBuilder {
         let Some(lock) = self.lock.take() else {
             return;
         };
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut running = self.running.locked();
         drop(lock);
         if running
             .get(&self.key)

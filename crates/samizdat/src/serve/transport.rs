@@ -10,6 +10,7 @@ use super::users::{Admission, Snapshot, UserState};
 use super::ServeShared;
 use crate::dial::Dialer;
 use crate::serve::egress::{DirectDialer, EgressPolicy};
+use crate::sync::Locked;
 use crate::transport::braid::BraidHandle;
 use crate::transport::{IncomingStream, Session, SessionConfig, Status};
 use std::collections::HashMap;
@@ -59,7 +60,7 @@ struct LiveSession {
 
 impl UserTunnels {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<LiveSession>> {
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+        self.sessions.locked()
     }
 
     /// Registers a new session; beyond `max`, the oldest ones end.
@@ -122,7 +123,7 @@ static SESSION_IDS: AtomicU64 = AtomicU64::new(0);
 
 impl Braids {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Token, (String, BraidHandle)>> {
-        self.map.lock().unwrap_or_else(|e| e.into_inner())
+        self.map.locked()
     }
 
     fn insert(&self, token: Token, user: &str, braid: BraidHandle) -> bool {
@@ -155,7 +156,7 @@ impl Braids {
     }
 
     fn user(&self, name: &str) -> Arc<UserTunnels> {
-        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        let mut users = self.users.locked();
         users.entry(name.to_string()).or_default().clone()
     }
 }

@@ -10,6 +10,7 @@
 //! changed, is ended: their connections close.
 
 use crate::serve::config::{ServeConfig, UserLimits};
+use crate::sync::Locked;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -116,7 +117,7 @@ impl UserState {
         {
             return Err(Refusal::Quota);
         }
-        let mut ips = self.ips.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ips = self.ips.locked();
         if let Some(max) = limits.max_connections {
             if self.active.load(Ordering::Relaxed) >= max {
                 return Err(Refusal::Connections);
@@ -179,7 +180,7 @@ impl UserState {
             return Ok(Duration::ZERO);
         };
         let rate = rate as f64;
-        let mut b = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        let mut b = self.bucket.locked();
         let now = tokio::time::Instant::now();
         // Allow a burst of a quarter second's worth.
         b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * rate).min(rate / 4.0);
@@ -226,7 +227,7 @@ impl Admission {
 impl Drop for Admission {
     fn drop(&mut self) {
         self.user.active.fetch_sub(1, Ordering::Relaxed);
-        let mut ips = self.user.ips.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ips = self.user.ips.locked();
         if let Some(n) = ips.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {

@@ -19,6 +19,7 @@
 //! budgets (`client::lanes`); the server only follows ([`LaneEvent`]s
 //! report what happened).
 
+use crate::sync::Locked;
 use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
@@ -152,7 +153,7 @@ impl BraidHandle {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.state.locked()
     }
 
     /// The inner session's connection over this braid.

@@ -4,6 +4,7 @@ use super::braid::BraidIo;
 use super::records::{Open, Seal};
 use super::stream::Stream;
 use super::SessionConfig;
+use crate::sync::Locked;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
@@ -234,7 +235,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.locked()
     }
 
     /// Ends the session: wakes every stream, fails pending opens, stops

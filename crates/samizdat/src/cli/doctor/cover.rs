@@ -8,6 +8,7 @@ use super::shape::{self, ServerShape};
 use super::{describe, show, Check, Finding, Level};
 use crate::serve::config::ServeConfig;
 use crate::serve::cover::CoverTarget;
+use crate::sync::Locked;
 use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -123,7 +124,7 @@ impl Probe {
         let mut tls = match tokio::time::timeout_at(deadline, handshake).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
-                let read = log.lock().unwrap().read.clone();
+                let read = log.locked().read.clone();
                 return (vec![self.handshake_failure(&e, &read)], None);
             }
             Err(_) => {
@@ -138,7 +139,7 @@ impl Probe {
         };
         let handshake_time = start.elapsed();
         let (read, written) = {
-            let l = log.lock().unwrap();
+            let l = log.locked();
             (l.read.clone(), l.written.clone())
         };
         let (_, conn) = tls.get_ref();

@@ -27,6 +27,7 @@
 mod dialer;
 mod policy;
 
+use crate::sync::Locked;
 #[cfg(test)]
 use dialer::interleave;
 pub use dialer::DirectDialer;
@@ -226,7 +227,7 @@ impl Egress {
 
     /// The lookup slots of `user`, shared by all their sessions.
     fn user_slots(&self, user: &str) -> Arc<Semaphore> {
-        let mut map = self.user_lookups.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.user_lookups.locked();
         // Users who have no session left give their entry back.
         if map.len() >= 1024 {
             map.retain(|_, s| Arc::strong_count(s) > 1);

@@ -2,6 +2,7 @@
 //! ServerHello (and our ClientHello's session id) that rustls does not
 //! expose.
 
+use crate::sync::Locked;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -39,7 +40,7 @@ impl AsyncRead for Tap {
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = poll {
-            keep(&mut self.log.lock().unwrap().read, &buf.filled()[before..]);
+            keep(&mut self.log.locked().read, &buf.filled()[before..]);
         }
         poll
     }
@@ -53,7 +54,7 @@ impl AsyncWrite for Tap {
     ) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = poll {
-            keep(&mut self.log.lock().unwrap().written, &buf[..n]);
+            keep(&mut self.log.locked().written, &buf[..n]);
         }
         poll
     }
