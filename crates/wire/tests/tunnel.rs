@@ -298,7 +298,9 @@ mod mux {
                 .collect();
             let mut buf = Vec::new();
             for f in &built {
+                let before = buf.len();
                 f.encode(&mut buf);
+                prop_assert_eq!(buf.len() - before, f.encoded_len(), "{:?}", f);
             }
             let back: Vec<Frame<'_>> = frames(&buf).collect::<Result<_, _>>().unwrap();
             prop_assert_eq!(back, built);

@@ -83,19 +83,9 @@ pub(crate) enum Control {
 }
 
 impl Control {
-    pub(crate) fn encoded_len(&self) -> usize {
-        FRAME_HEADER
-            + match self {
-                Control::Open { dest, first, .. } => dest.encoded_len() + first.len(),
-                Control::Reply { .. } => 1,
-                Control::Window { .. } => 4,
-                Control::Reset { .. } => 0,
-                Control::Ping(_) => 8,
-            }
-    }
-
-    /// Appends the frame; a WINDOW's credit is given (it is kept apart).
-    pub(crate) fn encode(&self, credit: u32, out: &mut Vec<u8>) {
+    /// The frame this queued control becomes; a WINDOW's credit is kept
+    /// apart (in [`State::windows`]) and given here.
+    fn frame(&self, credit: u32) -> Frame<'_> {
         match self {
             Control::Open {
                 stream,
@@ -105,21 +95,27 @@ impl Control {
                 stream: *stream,
                 dest: dest.clone(),
                 first,
-            }
-            .encode(out),
+            },
             Control::Reply { stream, status } => Frame::Reply {
                 stream: *stream,
                 status: *status,
-            }
-            .encode(out),
+            },
             Control::Window { stream } => Frame::Window {
                 stream: *stream,
                 credit,
-            }
-            .encode(out),
-            Control::Reset { stream } => Frame::Reset { stream: *stream }.encode(out),
-            Control::Ping(v) => Frame::Ping(*v).encode(out),
+            },
+            Control::Reset { stream } => Frame::Reset { stream: *stream },
+            Control::Ping(v) => Frame::Ping(*v),
         }
+    }
+
+    pub(crate) fn encoded_len(&self) -> usize {
+        self.frame(0).encoded_len()
+    }
+
+    /// Appends the frame, with `credit` for a WINDOW.
+    pub(crate) fn encode(&self, credit: u32, out: &mut Vec<u8>) {
+        self.frame(credit).encode(out)
     }
 }
 

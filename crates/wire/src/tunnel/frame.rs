@@ -230,6 +230,24 @@ impl<'a> Frame<'a> {
         Ok((frame, FRAME_HEADER + len))
     }
 
+    /// Bytes [`Frame::encode`] appends (bodies cut to [`MAX_BODY`] as
+    /// there).
+    pub fn encoded_len(&self) -> usize {
+        FRAME_HEADER
+            + match self {
+                Frame::Open { dest, first, .. } => {
+                    let d = dest.encoded_len();
+                    d + first.len().min(MAX_BODY.saturating_sub(d))
+                }
+                Frame::Reply { .. } => 1,
+                Frame::Data { data, .. } => data.len().min(MAX_BODY),
+                Frame::Window { .. } => 4,
+                Frame::Fin { .. } | Frame::Reset { .. } => 0,
+                Frame::Ping(_) | Frame::Pong(_) => 8,
+                Frame::Pad(n) => (*n).min(MAX_BODY),
+            }
+    }
+
     /// Appends the frame. Bodies longer than [`MAX_BODY`] are the caller's
     /// bug (they would not fit a record) and are cut.
     pub fn encode(&self, out: &mut Vec<u8>) {
