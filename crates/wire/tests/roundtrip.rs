@@ -134,3 +134,21 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn fake_certificates_span_the_range_of_real_ones() {
+    use wire::faketls::server_flight::{
+        fake_certificate, FAKE_CERTIFICATE_MIN, FAKE_CERTIFICATE_SPREAD,
+    };
+    let mut fill = wire::testing::seeded_fill(7);
+    let lens: Vec<usize> = (0..2000)
+        .map(|_| fake_certificate(&mut fill).len())
+        .collect();
+    let (lo, hi) = (lens.iter().min().unwrap(), lens.iter().max().unwrap());
+    assert!(*lo >= FAKE_CERTIFICATE_MIN && *hi < FAKE_CERTIFICATE_MIN + FAKE_CERTIFICATE_SPREAD);
+    // 2,000 draws over 1,120 sizes reach both ends of the range.
+    assert!(
+        *lo < FAKE_CERTIFICATE_MIN + 50
+            && *hi > FAKE_CERTIFICATE_MIN + FAKE_CERTIFICATE_SPREAD - 50
+    );
+}

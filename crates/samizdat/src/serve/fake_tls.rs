@@ -45,11 +45,7 @@ pub(super) async fn serve(
     admission: Admission,
 ) {
     let key_share = fresh_key_share();
-    let mut len_noise = [0u8; 2];
-    crate::random::fill(&mut len_noise);
-    let cert_len = 2500 + (u16::from_le_bytes(len_noise) as usize % 1120);
-    let mut cert = vec![0u8; cert_len];
-    crate::random::fill(&mut cert);
+    let cert = server_flight::fake_certificate(&mut crate::random::fill);
     let flight = server_flight::build(
         &snap.users,
         acc.user,

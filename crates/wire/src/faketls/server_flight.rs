@@ -34,6 +34,24 @@ pub struct FlightParams<'a> {
     pub order: ExtensionOrder,
 }
 
+/// Shortest "certificate" the flight carries.
+pub const FAKE_CERTIFICATE_MIN: usize = 2500;
+/// How many sizes above the shortest it may take (2,500–3,619 bytes: the
+/// range of real certificate chains' encrypted flights).
+pub const FAKE_CERTIFICATE_SPREAD: usize = 1120;
+
+/// The flight's stand-in for an encrypted certificate chain: random bytes
+/// of a random length in the range of real ones, from `rng`.
+pub fn fake_certificate(rng: &mut dyn FnMut(&mut [u8])) -> Vec<u8> {
+    let mut noise = [0u8; 2];
+    rng(&mut noise);
+    let len =
+        FAKE_CERTIFICATE_MIN + usize::from(u16::from_le_bytes(noise)) % FAKE_CERTIFICATE_SPREAD;
+    let mut cert = vec![0u8; len];
+    rng(&mut cert);
+    cert
+}
+
 /// Builds the flight and signs it with the user's key:
 /// `random = HMAC(K, client_random || flight with random zeroed)`.
 pub fn build(users: &Users, user: usize, p: &FlightParams<'_>) -> Vec<u8> {
