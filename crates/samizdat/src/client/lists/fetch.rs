@@ -46,9 +46,9 @@ pub async fn fetch_all(
     state_dir: &Path,
     current: Option<&ServerList>,
     opts: &FetchOptions,
-) -> Result<Refreshed, Vec<String>> {
+) -> Result<Refreshed, ListFetchError> {
     let Some(key) = link.list_key else {
-        return Err(vec!["the link has no lk= list key".into()]);
+        return Err(ListFetchError::NoListKey);
     };
     let have = current.map(|l| l.serial);
     let mut up_to_date = None;
@@ -58,7 +58,10 @@ pub async fn fetch_all(
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!("server list source skipped: {e}");
-                failures.push(e);
+                failures.push(SourceFailure {
+                    source: text.clone(),
+                    why: e,
+                });
                 continue;
             }
         };
@@ -66,7 +69,10 @@ pub async fn fetch_all(
             Ok(found) => found,
             Err(e) => {
                 tracing::warn!("server list: {source}: unreachable: {e}");
-                failures.push(format!("{source}: {e}"));
+                failures.push(SourceFailure {
+                    source: source.to_string(),
+                    why: e,
+                });
                 continue;
             }
         };
@@ -110,14 +116,47 @@ pub async fn fetch_all(
                 } else {
                     tracing::warn!("server list: {source} ({via}): refused: {why}");
                 }
-                failures.push(format!("{source}: {why}"));
+                failures.push(SourceFailure {
+                    source: source.to_string(),
+                    why,
+                });
             }
         }
     }
     match up_to_date {
         Some(serial) => Ok(Refreshed::UpToDate(serial)),
-        None => Err(failures),
+        None => Err(ListFetchError::NoSource(failures)),
     }
+}
+
+/// Why a round of list fetching found no newer list and no current one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ListFetchError {
+    /// The link carries no `lk=` key, so no list can be verified.
+    #[error("the link has no lk= list key")]
+    NoListKey,
+    /// Every source failed; what went wrong with each, in order.
+    #[error("no server list source worked ({})", failures_text(.0))]
+    NoSource(Vec<SourceFailure>),
+}
+
+/// One source that gave no usable list, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFailure {
+    /// The source as written (`https://…`, `file:…`, `dns:…`).
+    pub source: String,
+    /// What went wrong: unreachable, refused (with the list check's
+    /// reason), or not a source at all.
+    pub why: String,
+}
+
+fn failures_text(failures: &[SourceFailure]) -> String {
+    failures
+        .iter()
+        .map(|f| format!("{}: {}", f.source, f.why))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The list texts a source holds, and by which path they came.

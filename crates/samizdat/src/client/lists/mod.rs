@@ -41,7 +41,7 @@ mod fetch;
 mod source;
 mod store;
 
-pub use fetch::{fetch_all, FetchOptions, Refreshed};
+pub use fetch::{fetch_all, FetchOptions, ListFetchError, Refreshed, SourceFailure};
 pub use source::Source;
 pub use store::{load_saved, saved_path, servers, store};
 
@@ -170,11 +170,7 @@ pub fn spawn_refresh(
                     let wait = RETRY_AFTER_FAILURE
                         .saturating_mul(1 << failed_rounds.min(10).saturating_sub(1))
                         .min(REFRESH_EVERY);
-                    tracing::warn!(
-                        "no server list source worked ({}); next try in {} min",
-                        why.join("; "),
-                        wait.as_secs() / 60
-                    );
+                    tracing::warn!("{why}; next try in {} min", wait.as_secs() / 60);
                     wait
                 }
             };
@@ -406,7 +402,10 @@ mod tests {
         let why = fetch_all(&link, &[foreign], None, &state, Some(&saved), &opts)
             .await
             .unwrap_err();
-        assert!(why[0].contains("signed by key"), "{why:?}");
+        let ListFetchError::NoSource(failures) = &why else {
+            panic!("{why:?}")
+        };
+        assert!(failures[0].why.contains("signed by key"), "{why:?}");
     }
 
     #[test]
