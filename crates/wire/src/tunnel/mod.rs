@@ -22,6 +22,7 @@ pub mod frame;
 pub mod handshake;
 pub mod hello;
 pub mod mux;
+mod read_buffer;
 
 pub mod lanes;
 pub mod record;

@@ -10,6 +10,7 @@
 //! task can each own one.
 
 use crate::faketls::{APPLICATION_DATA, CCS_RECORD, CHANGE_CIPHER_SPEC, MAX_PLAINTEXT};
+use crate::tunnel::read_buffer::ReadBuffer;
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use std::fmt;
 use subtle::ConstantTimeEq;
@@ -175,9 +176,7 @@ impl Sealer {
 pub struct Opener {
     key: LessSafeKey,
     counter: u64,
-    buf: Box<[u8]>,
-    start: usize,
-    end: usize,
+    input: ReadBuffer,
     /// Server side: the plaintext the client's Finished-sized key
     /// confirmation record must carry, and its exact payload length.
     confirm: Option<(Zeroizing<Vec<u8>>, usize)>,
@@ -189,7 +188,7 @@ impl fmt::Debug for Opener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Opener")
             .field("counter", &self.counter)
-            .field("buffered", &(self.end - self.start))
+            .field("buffered", &self.input.buffered())
             .finish_non_exhaustive()
     }
 }
@@ -199,9 +198,7 @@ impl Opener {
         Opener {
             key: key(raw),
             counter: 0,
-            buf: vec![0; OPENER_BUFFER].into_boxed_slice(),
-            start: 0,
-            end: 0,
+            input: ReadBuffer::new(OPENER_BUFFER),
             ccs_allowed: confirm.is_some(),
             confirm,
         }
@@ -209,43 +206,30 @@ impl Opener {
 
     /// Bytes buffered and not yet returned.
     pub fn buffered(&self) -> usize {
-        self.end - self.start
+        self.input.buffered()
     }
 
     /// Free space to read into; call [`Opener::advance`] with the bytes
-    /// written. Empty only while a complete record waits to be opened.
+    /// written. Empty only while a complete record waits to be taken.
     pub fn spare(&mut self) -> &mut [u8] {
-        if self.start > 0
-            && (self.start == self.end
-                || self.end == self.buf.len()
-                || self.start >= self.buf.len() / 2)
-        {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        &mut self.buf[self.end..]
+        self.input.spare()
     }
 
     /// Marks `n` bytes of [`Opener::spare`] as filled.
     pub fn advance(&mut self, n: usize) {
-        self.end = (self.end + n).min(self.buf.len());
+        self.input.advance(n)
     }
 
     /// Copies as much of `data` as fits; returns the bytes taken.
     pub fn feed(&mut self, data: &[u8]) -> usize {
-        let spare = self.spare();
-        let n = spare.len().min(data.len());
-        spare[..n].copy_from_slice(&data[..n]);
-        self.advance(n);
-        n
+        self.input.feed(data)
     }
 
     /// Opens the next complete record and returns its plaintext, or `None`
     /// if more bytes are needed.
     pub fn open_next(&mut self) -> Result<Option<&[u8]>, RecordError> {
         loop {
-            let have = &self.buf[self.start..self.end];
+            let have = self.input.filled();
             if have.len() < HEADER_LEN {
                 return Ok(None);
             }
@@ -258,7 +242,7 @@ impl Opener {
                     return Err(RecordError::BadHeader(header));
                 }
                 self.ccs_allowed = false;
-                self.start += CCS_RECORD.len();
+                self.input.start += CCS_RECORD.len();
                 continue;
             }
             let len = u16::from_be_bytes([header[3], header[4]]) as usize;
@@ -274,13 +258,13 @@ impl Opener {
                 return Err(RecordError::Exhausted);
             }
             self.ccs_allowed = false;
-            let body = self.start + HEADER_LEN..self.start + HEADER_LEN + len;
-            self.start = body.end;
+            let body = self.input.start + HEADER_LEN..self.input.start + HEADER_LEN + len;
+            self.input.start = body.end;
             let counter = self.counter;
             self.counter += 1;
             let plain = self
                 .key
-                .open_in_place(nonce(counter), Aad::from(header), &mut self.buf[body])
+                .open_in_place(nonce(counter), Aad::from(header), &mut self.input.buf[body])
                 .map_err(|_| RecordError::BadTag)?;
             if plain.len() > MAX_PLAINTEXT {
                 return Err(RecordError::TooLong(plain.len()));
@@ -291,8 +275,8 @@ impl Opener {
                 }
                 continue;
             }
-            let range = self.start - len..self.start - TAG_LEN;
-            return Ok(Some(&self.buf[range]));
+            let range = self.input.start - len..self.input.start - TAG_LEN;
+            return Ok(Some(&self.input.buf[range]));
         }
     }
 }

@@ -18,6 +18,7 @@
 //! records keep their size.
 
 use super::{INNER_HEADER, INNER_PLAINTEXT};
+use crate::tunnel::read_buffer::ReadBuffer;
 use std::fmt;
 
 // A full record, with its SEG header, an ACK and a PONG, fits one lane
@@ -75,9 +76,7 @@ pub fn encode_inner(plaintext: &[u8], out: &mut Vec<u8>) -> Result<(), InnerErro
 /// [`Opener`](crate::tunnel::Opener): [`spare`](InnerReader::spare),
 /// [`advance`](InnerReader::advance), [`next_record`](InnerReader::next_record)).
 pub struct InnerReader {
-    buf: Box<[u8]>,
-    start: usize,
-    end: usize,
+    input: ReadBuffer,
 }
 
 impl fmt::Debug for InnerReader {
@@ -98,50 +97,35 @@ impl InnerReader {
     /// An empty reader holding at most [`INNER_BUFFER`] bytes.
     pub fn new() -> InnerReader {
         InnerReader {
-            buf: vec![0; INNER_BUFFER].into_boxed_slice(),
-            start: 0,
-            end: 0,
+            input: ReadBuffer::new(INNER_BUFFER),
         }
     }
 
     /// Bytes buffered and not yet returned.
     pub fn buffered(&self) -> usize {
-        self.end - self.start
+        self.input.buffered()
     }
 
-    /// Free space to read into; call [`InnerReader::advance`] with the
-    /// bytes written. Empty only while a complete record waits to be taken.
+    /// Free space to read into; call [`InnerReader::advance`] with the bytes
+    /// written. Empty only while a complete record waits to be taken.
     pub fn spare(&mut self) -> &mut [u8] {
-        if self.start > 0
-            && (self.start == self.end
-                || self.end == self.buf.len()
-                || self.start >= self.buf.len() / 2)
-        {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        &mut self.buf[self.end..]
+        self.input.spare()
     }
 
     /// Marks `n` bytes of [`InnerReader::spare`] as filled.
     pub fn advance(&mut self, n: usize) {
-        self.end = (self.end + n).min(self.buf.len());
+        self.input.advance(n)
     }
 
     /// Copies as much of `data` as fits; returns the bytes taken.
     pub fn feed(&mut self, data: &[u8]) -> usize {
-        let spare = self.spare();
-        let n = spare.len().min(data.len());
-        spare[..n].copy_from_slice(&data[..n]);
-        self.advance(n);
-        n
+        self.input.feed(data)
     }
 
     /// The next complete record's plaintext (its frames), or `None` if
     /// more bytes are needed.
     pub fn next_record(&mut self) -> Result<Option<&[u8]>, InnerError> {
-        let have = &self.buf[self.start..self.end];
+        let have = self.input.filled();
         let Some(header) = have.get(..INNER_HEADER) else {
             return Ok(None);
         };
@@ -152,9 +136,9 @@ impl InnerReader {
         if have.len() < INNER_HEADER + len {
             return Ok(None);
         }
-        let body = self.start + INNER_HEADER..self.start + INNER_HEADER + len;
-        self.start = body.end;
-        Ok(Some(&self.buf[body]))
+        let body = self.input.start + INNER_HEADER..self.input.start + INNER_HEADER + len;
+        self.input.start = body.end;
+        Ok(Some(&self.input.buf[body]))
     }
 }
 
