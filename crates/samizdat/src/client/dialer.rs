@@ -475,8 +475,8 @@ impl Dialer for TunnelDialer {
 /// Whether an open failed because its session ended. A pending open can
 /// see its session's end a moment before the session reports itself
 /// closed, so a local failure waits briefly for the close.
-async fn ended_with(session: &Session, e: crate::transport::OpenError) -> bool {
-    use crate::transport::{OpenError as E, Status};
+async fn ended_with(session: &Session, e: crate::transport::StreamOpenError) -> bool {
+    use crate::transport::{Status, StreamOpenError as E};
     if session.is_closed() {
         return true;
     }
@@ -492,9 +492,9 @@ async fn ended_with(session: &Session, e: crate::transport::OpenError) -> bool {
 
 /// The front-ends' error for a refused or failed open: the server's status
 /// when it sent one, else what went wrong locally.
-fn open_error(e: crate::transport::OpenError) -> OpenError {
+fn open_error(e: crate::transport::StreamOpenError) -> OpenError {
     match e {
-        crate::transport::OpenError::Refused(status) => OpenError::from_code(status.code())
+        crate::transport::StreamOpenError::Refused(status) => OpenError::from_code(status.code())
             .err()
             .unwrap_or_else(|| OpenError::General(e.to_string())),
         other => OpenError::General(other.to_string()),

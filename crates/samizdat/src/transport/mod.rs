@@ -29,7 +29,7 @@ mod stream;
 mod writer;
 pub mod ws;
 
-pub use session::{Incoming, IncomingStream, OpenError, Session};
+pub use session::{Incoming, IncomingStream, Session, StreamOpenError};
 pub use stream::Stream;
 pub use wire::tunnel::frame::Status;
 
@@ -43,7 +43,7 @@ pub struct SessionConfig {
     /// window).
     pub window: u32,
     /// Most concurrent streams (the peer's opens beyond this are a
-    /// protocol error; ours fail with [`OpenError::TooManyStreams`]).
+    /// protocol error; ours fail with [`StreamOpenError::TooManyStreams`]).
     pub max_streams: usize,
     /// Send a PING after this long without sending anything.
     pub keepalive: Duration,

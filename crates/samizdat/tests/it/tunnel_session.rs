@@ -2,7 +2,7 @@
 //! or over testkit's in-memory pair on virtual time, where a test freezes
 //! or forges the bytes between them and deadlines pass exactly.
 
-use samizdat::transport::{OpenError, Session, SessionConfig, Status, Stream};
+use samizdat::transport::{Session, SessionConfig, Status, Stream, StreamOpenError};
 use std::hash::{DefaultHasher, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -318,7 +318,7 @@ async fn a_stalled_reader_does_not_slow_the_others() {
 async fn refuse_reaches_open_with_the_status() {
     let (client, _server) = sessions(SessionConfig::default(), None).await;
     let err = client.open(dest(REFUSE), b"hi".to_vec()).await.unwrap_err();
-    assert_eq!(err, OpenError::Refused(Status::ConnectionRefused));
+    assert_eq!(err, StreamOpenError::Refused(Status::ConnectionRefused));
     assert_eq!(err.status(), Status::ConnectionRefused);
     // The session is still fine.
     echo_roundtrip(client.clone(), 7, 10_000).await;
@@ -359,7 +359,7 @@ async fn a_silent_peer_is_declared_dead_and_streams_fail() {
     assert!(stream.write_all(b"more").await.is_err());
     assert_eq!(
         client.open(dest(ECHO), Vec::new()).await.unwrap_err(),
-        OpenError::Closed
+        StreamOpenError::Closed
     );
 }
 
@@ -519,6 +519,6 @@ async fn a_forged_record_closes_the_session() {
         .expect("session survived a forged record");
     assert_eq!(
         client.open(dest(ECHO), Vec::new()).await.unwrap_err(),
-        OpenError::Closed
+        StreamOpenError::Closed
     );
 }

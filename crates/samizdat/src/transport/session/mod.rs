@@ -37,7 +37,7 @@ const MIN_TIMER: std::time::Duration = std::time::Duration::from_millis(50);
 /// Why an open failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum OpenError {
+pub enum StreamOpenError {
     /// The server answered with this status.
     #[error("open refused: {0:?}")]
     Refused(Status),
@@ -49,12 +49,12 @@ pub enum OpenError {
     Closed,
 }
 
-impl OpenError {
+impl StreamOpenError {
     /// The status code the server sent (7, general failure, for local
     /// errors).
     pub fn status(&self) -> Status {
         match self {
-            OpenError::Refused(s) => *s,
+            StreamOpenError::Refused(s) => *s,
             _ => Status::GeneralFailure,
         }
     }
@@ -403,7 +403,7 @@ impl Session {
     /// The part of `first` that fits in the OPEN frame (up to about
     /// 16 KiB) travels with it; the rest is written once the stream is
     /// connected.
-    pub async fn open(&self, dest: Destination, first: Vec<u8>) -> Result<Stream, OpenError> {
+    pub async fn open(&self, dest: Destination, first: Vec<u8>) -> Result<Stream, StreamOpenError> {
         let shared = self.shared();
         let (tx, rx) = oneshot::channel();
         let mut first = first;
@@ -411,7 +411,7 @@ impl Session {
         let stream = {
             let mut st = shared.lock();
             if st.closed {
-                return Err(OpenError::Closed);
+                return Err(StreamOpenError::Closed);
             }
             let in_open = first
                 .len()
@@ -421,7 +421,7 @@ impl Session {
             let stream = st
                 .mux
                 .open(in_open)
-                .map_err(|_: OpenLimit| OpenError::TooManyStreams)?;
+                .map_err(|_: OpenLimit| StreamOpenError::TooManyStreams)?;
             let mut head = first;
             tail = head.split_off(in_open);
             first = head;
@@ -448,17 +448,17 @@ impl Session {
                     stream_handle
                         .write_all(&tail)
                         .await
-                        .map_err(|_| OpenError::Closed)?;
+                        .map_err(|_| StreamOpenError::Closed)?;
                 }
                 Ok(stream_handle)
             }
-            Ok(status) => Err(OpenError::Refused(status)),
+            Ok(status) => Err(StreamOpenError::Refused(status)),
             Err(_) => {
                 let closed = shared.lock().closed;
                 Err(if closed {
-                    OpenError::Closed
+                    StreamOpenError::Closed
                 } else {
-                    OpenError::Refused(Status::GeneralFailure)
+                    StreamOpenError::Refused(Status::GeneralFailure)
                 })
             }
         }
