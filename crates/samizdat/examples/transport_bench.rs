@@ -39,14 +39,15 @@ const DOMAIN: &str = "bench.localhost";
 fn cpu(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // utime, stime are fields 14 and 15 of the line: 12 and 13 after ')'
-    // and the state letter (which does not parse as a number).
-    let ticks = f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0);
-    Duration::from_millis(ticks * 10)
+    // utime and stime are fields 14 and 15 of the line: 11 and 12 of what
+    // follows ')' (which starts at field 3, the state). Taken by position:
+    // fields that are not unsigned numbers (the state letter; tpgid, -1
+    // for a process without a terminal) must not shift them. Until
+    // December 2026 they did, and this read stime and cutime, so every
+    // samizdat figure counted its system time only.
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+    Duration::from_millis((field(11) + field(12)) * 10)
 }
 
 /// CPU time of this thread.
