@@ -124,15 +124,19 @@ fn join<T: ToString>(values: &[T], sep: &str) -> String {
 /// The JA3 string: `771,4865-4866-…,0-23-65281-…,29-23-24,0`, GREASE
 /// removed from ciphers, extensions and groups, empty lists left empty.
 pub fn ja3_string(record: &[u8]) -> Option<String> {
-    let h = parse(record)?;
-    Some(format!(
+    parse(record).map(|h| ja3_fields(&h))
+}
+
+/// The five JA3 fields of a parsed hello, comma-separated.
+fn ja3_fields(h: &Hello) -> String {
+    format!(
         "{},{},{},{},{}",
         h.legacy_version,
         join(&h.ciphers, "-"),
         join(&h.extensions, "-"),
         join(&h.groups, "-"),
         join(&h.point_formats, "-"),
-    ))
+    )
 }
 
 /// JA3: the lowercase hex MD5 of [`ja3_string`].
@@ -146,14 +150,7 @@ pub fn ja3(record: &[u8]) -> Option<String> {
 pub fn ja3n_string(record: &[u8]) -> Option<String> {
     let mut h = parse(record)?;
     h.extensions.sort_unstable();
-    Some(format!(
-        "{},{},{},{},{}",
-        h.legacy_version,
-        join(&h.ciphers, "-"),
-        join(&h.extensions, "-"),
-        join(&h.groups, "-"),
-        join(&h.point_formats, "-"),
-    ))
+    Some(ja3_fields(&h))
 }
 
 /// JA3N: the lowercase hex MD5 of [`ja3n_string`].
